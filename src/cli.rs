@@ -1,0 +1,233 @@
+//! The command line: clap derive types whose doc comments are `--help`.
+//!
+//! Nothing here validates or connects; `config.rs` turns these into a `Config`.
+//! Passwords are deliberately not flags (they would show in `ps` and shell history):
+//! they come from the environment or `.env` only, and `config.rs` reads them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const ENVIRONMENT: &str = "\
+Environment (flags win over the environment, which wins over `.env`):
+  REDIS_URL / DATABASE_URL     a URL wins over the separate parts
+  REDIS_HOST REDIS_PORT REDIS_USERNAME REDIS_PASSWORD REDIS_DB
+  DB_HOST DB_PORT DB_NAME DB_USER DB_PASSWORD
+  REDIS_FLUSHER_*              the flags below, as named on each
+  RUST_LOG                     log level (default info), e.g. RUST_LOG=debug
+
+Exit codes: 0 done (also: nothing to flush, another run holds the lock);
+1 the run failed, nothing lost, the next run finishes the job; 2 usage or configuration error.";
+
+/// Moves URL hit counters from Redis into PostgreSQL, exactly once.
+///
+/// Each `url_hits:<code>` counter that the app INCRs is added to `urls.access_count` for that
+/// code and removed from Redis. Nothing is lost and nothing is counted twice, whatever fails:
+/// a failed or killed run leaves its claimed hits in a Redis journal that the next run applies.
+#[derive(Debug, Parser)]
+#[command(name = "redis-flusher", version, after_help = ENVIRONMENT)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Flush the counters now: the command cron runs every few minutes.
+    ///
+    /// Recovers batches a failed run left behind, then SCANs the pattern, claims the counters
+    /// in small atomic chunks and applies each batch in one Postgres transaction.
+    ///
+    /// Examples:
+    ///   redis-flusher run
+    ///   redis-flusher run --dry-run
+    ///   redis-flusher run --json --keep-unknown >>/var/log/redis-flusher.jsonl
+    #[command(after_help = ENVIRONMENT, verbatim_doc_comment)]
+    Run(RunArgs),
+
+    /// Try it out: create a demo table and a few hits, then flush them and show the result.
+    ///
+    /// Uses its own table (`redis_flusher_demo`) and keys (`redis_flusher_demo:*`) unless
+    /// `--table`/`--pattern` say otherwise, so it never touches real data.
+    #[command(after_help = ENVIRONMENT)]
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    /// Show what a run would do (keys, hits, rows, unknown codes, bad keys, pending journals)
+    /// and change nothing, in Redis or Postgres
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Print the report as one JSON object on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+
+    /// Table the demo creates and fills
+    #[arg(long, default_value = "redis_flusher_demo")]
+    pub table: String,
+
+    /// Keys the demo INCRs: a literal prefix and one trailing `*`
+    #[arg(long, default_value = "redis_flusher_demo:*")]
+    pub pattern: String,
+}
+
+/// Where Redis and Postgres are. Passwords: `REDIS_PASSWORD`, `DB_PASSWORD` (environment only).
+#[derive(Debug, Args, Clone)]
+pub struct ConnArgs {
+    /// Read variables from this file instead of `./.env` (real environment variables win)
+    #[arg(long, value_name = "PATH")]
+    pub env_file: Option<PathBuf>,
+
+    /// Redis URL, e.g. redis://user:pass@host:6379/0; wins over the REDIS_HOST.. parts
+    #[arg(long, env = "REDIS_URL", hide_env_values = true, value_name = "URL")]
+    pub redis_url: Option<String>,
+
+    /// Redis host
+    #[arg(long, env = "REDIS_HOST", default_value = "localhost")]
+    pub redis_host: String,
+
+    /// Redis port
+    #[arg(long, env = "REDIS_PORT", default_value_t = 6379)]
+    pub redis_port: u16,
+
+    /// Redis ACL user (with `REDIS_PASSWORD`)
+    #[arg(long, env = "REDIS_USERNAME")]
+    pub redis_username: Option<String>,
+
+    /// Redis database number
+    #[arg(long, env = "REDIS_DB", default_value_t = 0)]
+    pub redis_db: i64,
+
+    /// PostgreSQL URL, e.g. postgres://user:pass@host:5432/app; wins over the DB_HOST.. parts
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    pub database_url: Option<String>,
+
+    /// PostgreSQL host
+    #[arg(long, env = "DB_HOST", default_value = "localhost")]
+    pub db_host: String,
+
+    /// PostgreSQL port
+    #[arg(long, env = "DB_PORT", default_value_t = 5432)]
+    pub db_port: u16,
+
+    /// PostgreSQL database
+    #[arg(long, env = "DB_NAME", default_value = "postgres")]
+    pub db_name: String,
+
+    /// PostgreSQL user
+    #[arg(long, env = "DB_USER", default_value = "postgres")]
+    pub db_user: String,
+
+    /// Seconds to wait for a connection to Redis or Postgres
+    #[arg(
+        long,
+        env = "REDIS_FLUSHER_CONNECT_TIMEOUT",
+        default_value_t = 10,
+        value_name = "SECS"
+    )]
+    pub connect_timeout: u64,
+
+    /// Seconds one Redis command or Postgres statement may take before the run gives up
+    #[arg(
+        long,
+        env = "REDIS_FLUSHER_STATEMENT_TIMEOUT",
+        default_value_t = 60,
+        value_name = "SECS"
+    )]
+    pub statement_timeout: u64,
+}
+
+/// What to flush, and where to.
+#[derive(Debug, Args, Clone)]
+pub struct TargetArgs {
+    /// Keys to flush: a literal prefix and one trailing `*`; the code is the key minus the prefix
+    #[arg(long, env = "REDIS_FLUSHER_PATTERN", default_value = "url_hits:*")]
+    pub pattern: String,
+
+    /// Table that holds one row per code
+    #[arg(long, env = "REDIS_FLUSHER_TABLE", default_value = "urls")]
+    pub table: String,
+
+    /// Column of that table that holds the code
+    #[arg(long, env = "REDIS_FLUSHER_CODE_COLUMN", default_value = "short_code")]
+    pub code_column: String,
+
+    /// Column the hits are added to
+    #[arg(
+        long,
+        env = "REDIS_FLUSHER_COUNT_COLUMN",
+        default_value = "access_count"
+    )]
+    pub count_column: String,
+
+    /// Codes per Postgres transaction (one `UPDATE … FROM (VALUES …)` each)
+    #[arg(long, env = "REDIS_FLUSHER_BATCH_SIZE", default_value_t = 1000,
+          value_parser = clap::value_parser!(u32).range(1..=30000))]
+    pub batch_size: u32,
+
+    /// Keys per atomic Redis claim (one Lua script each; keep it small so the app's INCRs
+    /// never wait long behind it)
+    #[arg(long, env = "REDIS_FLUSHER_CLAIM_SIZE", default_value_t = 500,
+          value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub claim_size: u32,
+
+    /// Keep hits for codes that have no row: move them into the Redis hash `--unknown-key`
+    /// (code → hits) instead of dropping them. Either way they are counted in the ledger
+    #[arg(long, env = "REDIS_FLUSHER_KEEP_UNKNOWN")]
+    pub keep_unknown: bool,
+
+    /// Redis hash that `--keep-unknown` moves unknown codes' hits into
+    #[arg(
+        long,
+        env = "REDIS_FLUSHER_UNKNOWN_KEY",
+        default_value = "redis_flusher:unknown"
+    )]
+    pub unknown_key: String,
+
+    /// Postgres table recording applied batches (created if missing); makes retries safe
+    #[arg(
+        long,
+        env = "REDIS_FLUSHER_LEDGER_TABLE",
+        default_value = "redis_flusher_batches"
+    )]
+    pub ledger_table: String,
+
+    /// Days of ledger rows to keep (the run history)
+    #[arg(long, env = "REDIS_FLUSHER_LEDGER_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub ledger_days: u32,
+
+    /// Prefix of the Redis keys holding claimed, not yet applied batches. Two flushers that
+    /// share a Redis must use different prefixes
+    #[arg(
+        long,
+        env = "REDIS_FLUSHER_JOURNAL_PREFIX",
+        default_value = "redis_flusher:journal:"
+    )]
+    pub journal_prefix: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,129 @@
+//! `redis-flusher demo`: a first run for a newcomer. Creates a small table of its own and a
+//! few hits, runs a real flush over them, and prints the table before and after.
+//!
+//! It uses its own table, key prefix, journal prefix and ledger, so it cannot touch real data.
+
+use anyhow::{Context, Result};
+use postgres::NoTls;
+
+use crate::config::PgConfig;
+use crate::config::RedisConfig;
+use crate::flush::{self, Config};
+use crate::report::Report;
+
+/// Codes the demo creates, and the INCRs it makes for each.
+const CODES: [(&str, i64); 5] = [
+    ("home", 3),
+    ("docs", 5),
+    ("blog", 2),
+    ("pricing", 7),
+    ("about", 1),
+];
+/// A code with hits but no row, to show what happens to unknown codes.
+const UNKNOWN: &str = "no-such-code";
+
+pub fn run(
+    redis: RedisConfig,
+    pg: PgConfig,
+    flush_cfg: crate::config::FlushConfig,
+) -> Result<Report> {
+    let table = &flush_cfg.table;
+    let mut client = pg.config.connect(NoTls).with_context(|| {
+        format!(
+            "could not connect to PostgreSQL at {}: check `DATABASE_URL` or `DB_HOST`/`DB_PORT`/\
+             `DB_NAME`/`DB_USER`/`DB_PASSWORD`",
+            pg.display
+        )
+    })?;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {t} (id serial PRIMARY KEY, \
+             short_code varchar(255) UNIQUE NOT NULL, original_url text NOT NULL, \
+             access_count integer NOT NULL DEFAULT 0)",
+            t = table.quoted
+        ))
+        .with_context(|| {
+            format!(
+                "could not create demo table `{}` at {}",
+                table.name, pg.display
+            )
+        })?;
+    for (code, _) in CODES {
+        client
+            .execute(
+                &format!(
+                    "INSERT INTO {} (short_code, original_url) VALUES ($1, $2) \
+                     ON CONFLICT (short_code) DO NOTHING",
+                    table.quoted
+                ),
+                &[&code, &format!("https://example.com/{code}")],
+            )
+            .with_context(|| format!("could not fill demo table `{}`", table.name))?;
+    }
+
+    let client_r = redis::Client::open(redis.info.clone())
+        .with_context(|| format!("could not connect to Redis at {}", redis.display))?;
+    let mut con = client_r
+        .get_connection_with_timeout(redis.connect_timeout)
+        .with_context(|| {
+            format!(
+                "could not connect to Redis at {}: check `REDIS_URL` or `REDIS_HOST`/`REDIS_PORT`",
+                redis.display
+            )
+        })?;
+    let prefix = String::from_utf8_lossy(&flush_cfg.prefix).into_owned();
+    for (code, n) in CODES.iter().copied().chain([(UNKNOWN, 4)]) {
+        for _ in 0..n {
+            redis::cmd("INCR")
+                .arg(format!("{prefix}{code}"))
+                .query::<i64>(&mut con)
+                .with_context(|| format!("INCR at Redis {} failed", redis.display))?;
+        }
+    }
+    println!(
+        "app: INCRed {} hits on {} keys {prefix}<code>",
+        CODES.iter().map(|c| c.1).sum::<i64>() + 4,
+        CODES.len() + 1
+    );
+    print_table(&mut client, table, "before the flush")?;
+    let cfg = Config {
+        redis,
+        pg,
+        flush: flush_cfg.clone(),
+    };
+    let report = flush::run(&cfg, false);
+    print_table(&mut client, table, "after the flush")?;
+    println!(
+        "\nthe hits of `{UNKNOWN}` had no row: they were {}. Try `redis-flusher demo` again: \
+         counts grow by the same amounts, exactly once.",
+        if flush_cfg.keep_unknown {
+            "kept in Redis"
+        } else {
+            "dropped and recorded in the ledger"
+        }
+    );
+    Ok(report)
+}
+
+fn print_table(
+    client: &mut postgres::Client,
+    table: &crate::config::Ident,
+    when: &str,
+) -> Result<()> {
+    println!("\n{} {when}:", table.name);
+    let rows = client
+        .query(
+            &format!(
+                "SELECT short_code, access_count FROM {} WHERE short_code = ANY($1) ORDER BY short_code",
+                table.quoted
+            ),
+            &[&CODES.iter().map(|c| c.0).collect::<Vec<_>>()],
+        )
+        .with_context(|| format!("could not read demo table `{}`", table.name))?;
+    for r in rows {
+        let code: String = r.get(0);
+        let n: i32 = r.get(1);
+        println!("  {code:<10} {n}");
+    }
+    Ok(())
+}

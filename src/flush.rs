@@ -1,0 +1,408 @@
+//! The run: lock, recover, claim, apply, acknowledge, in that order, and why that order.
+//!
+//! Knows the order of the steps, not the SQL (`postgres_sink.rs`) or the Lua
+//! (`redis_source.rs`). The invariant every step keeps: a hit is always in exactly one of
+//! its live key, a journal, or a committed transaction whose ledger row names its batch.
+
+use std::hash::{BuildHasher, Hasher};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+
+use crate::config::{FlushConfig, PgConfig, RedisConfig};
+use crate::fault;
+use crate::journal::{self, Batch};
+use crate::postgres_sink::{self, BatchRejected, PgSink};
+use crate::redis_source::{check_code, BadKey, Claimed, RedisSource};
+use crate::report::{Report, Status};
+
+/// Everything one run needs.
+pub struct Config {
+    pub redis: RedisConfig,
+    pub pg: PgConfig,
+    pub flush: FlushConfig,
+}
+
+/// Runs a flush (or, with `dry_run`, reports what one would do). Failures are recorded in
+/// the report (status failed, exit 1), never panics; nothing claimed is lost by a failure.
+pub fn run(cfg: &Config, dry_run: bool) -> Report {
+    let started = Instant::now();
+    let parked = cfg
+        .flush
+        .keep_unknown
+        .then_some(cfg.flush.unknown_key.as_str());
+    let mut report = Report::new(dry_run, parked);
+    let result = if dry_run {
+        dry(cfg, &mut report)
+    } else {
+        flush(cfg, &mut report)
+    };
+    if let Err(e) = result {
+        report.fail(&e);
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    report
+}
+
+/// A batch id unique across runs and hosts: time, randomness, sequence.
+fn run_id() -> String {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    // RandomState is seeded from the OS's randomness; no extra crate for 32 random bits.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(ms);
+    h.write_u32(std::process::id());
+    format!("{ms:x}-{:08x}", h.finish() as u32)
+}
+
+struct Flusher<'a> {
+    cfg: &'a FlushConfig,
+    source: RedisSource,
+    sink: PgSink,
+    report: &'a mut Report,
+}
+
+fn flush(cfg: &Config, report: &mut Report) -> Result<()> {
+    let mut sink = PgSink::connect(&cfg.pg)?;
+    if !sink.try_lock(postgres_sink::lock_key(&cfg.flush))? {
+        log::info!("another redis-flusher run holds the lock (a flush is in progress); exiting");
+        report.status = Status::Locked;
+        return Ok(());
+    }
+    sink.check_target(&cfg.flush)?;
+    sink.ensure_ledger(&cfg.flush.ledger_table)?;
+    let source = RedisSource::connect(&cfg.redis)?;
+    log::info!(
+        "flushing {} from Redis at {} into {}.{} at {}",
+        String::from_utf8_lossy(&cfg.flush.scan_match),
+        cfg.redis.display,
+        cfg.flush.table.name,
+        cfg.flush.count_column.name,
+        cfg.pg.display
+    );
+    let mut f = Flusher {
+        cfg: &cfg.flush,
+        source,
+        sink,
+        report,
+    };
+    f.recover()?;
+    f.claim_and_apply()?;
+    if f.report.status == Status::Ok {
+        // Only after every journal was recovered: a ledger row must outlive its journal.
+        let pruned = f.sink.prune(&f.cfg.ledger_table, f.cfg.ledger_days)?;
+        if pruned > 0 {
+            log::debug!(
+                "pruned {pruned} ledger rows older than {} days",
+                f.cfg.ledger_days
+            );
+        }
+    }
+    Ok(())
+}
+
+impl Flusher<'_> {
+    fn journal_key(&self, batch_id: &str) -> String {
+        format!("{}{batch_id}", self.cfg.journal_prefix)
+    }
+
+    /// Finishes the journals that failed or killed runs left: applies each once, or only
+    /// deletes it when the ledger shows it was applied (killed after COMMIT).
+    fn recover(&mut self) -> Result<()> {
+        let journals = self.source.journals(&self.cfg.journal_prefix)?;
+        if !journals.is_empty() {
+            log::info!("recovering {} journals left by failed runs", journals.len());
+        }
+        for key in journals {
+            let Some(id) = key.strip_prefix(&self.cfg.journal_prefix) else {
+                continue;
+            };
+            let mut batch = Batch::new(id.to_owned());
+            // Sealed before reading: no run can add to it any more, so what we apply is
+            // everything the ledger row will stand for.
+            let chunks = self.source.seal(&key)?;
+            let mut corrupt = None;
+            for (field, packed) in chunks {
+                match journal::decode(&packed) {
+                    Ok(entries) => {
+                        if let Err(e) = batch.add(entries) {
+                            corrupt = Some(e);
+                        }
+                        batch.fields.push(field);
+                    }
+                    Err(e) => corrupt = Some(e.context(format!("chunk {field}"))),
+                }
+            }
+            if let Some(e) = corrupt {
+                self.report.pending_journals += 1;
+                self.report.fail(&e.context(format!(
+                    "journal {key} cannot be applied and was left in Redis for an operator"
+                )));
+                continue;
+            }
+            if batch.fields.is_empty() {
+                continue; // an empty journal: sealing removed its last field
+            }
+            if let Some(row) = self.sink.applied(&self.cfg.ledger_table, &batch.id)? {
+                log::debug!(
+                    "batch {}: already in the ledger (a run died after COMMIT); deleting its journal",
+                    batch.id
+                );
+                let unknown: Vec<(&str, i64)> =
+                    row.unknown.iter().map(|(c, h)| (c.as_str(), *h)).collect();
+                self.ack(&key, &batch, &unknown)?;
+                continue;
+            }
+            log::debug!(
+                "batch {}: not in the ledger; applying {} codes",
+                batch.id,
+                batch.hits.len()
+            );
+            if self.apply(&key, &batch, true)? {
+                self.report.recovered_batches += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// SCANs the pattern, claims chunks into batches and applies each full batch.
+    fn claim_and_apply(&mut self) -> Result<()> {
+        let cfg = self.cfg;
+        let chunk = cfg.claim_size.min(cfg.batch_size);
+        let run = run_id();
+        let mut seq = 0u64;
+        let mut batch = Batch::new(format!("{run}-{seq}"));
+        let mut pending: Vec<Vec<u8>> = Vec::with_capacity(2 * chunk);
+        let mut cursor = 0;
+        loop {
+            let (next, keys) = self.source.scan(cursor, &cfg.scan_match, chunk)?;
+            if !keys.is_empty() {
+                fault::point("after_scan");
+            }
+            for key in keys {
+                match check_code(&key, cfg.prefix.len()) {
+                    Some(reason) => self.report.add_bad(&BadKey { key, reason }),
+                    None => pending.push(key),
+                }
+            }
+            let done = next == 0;
+            while pending.len() >= chunk || (done && !pending.is_empty()) {
+                let take: Vec<Vec<u8>> = pending.drain(..pending.len().min(chunk)).collect();
+                // A batch never holds more keys than --batch-size, so never more codes.
+                if batch.keys as usize + take.len() > cfg.batch_size && !batch.is_empty() {
+                    let full = std::mem::replace(&mut batch, {
+                        seq += 1;
+                        Batch::new(format!("{run}-{seq}"))
+                    });
+                    self.apply_new(full)?;
+                }
+                let field = format!("c{}", batch.fields.len());
+                let key = self.journal_key(&batch.id);
+                let claimed = self.source.claim(
+                    &key,
+                    &field,
+                    batch.fields.is_empty(),
+                    &take,
+                    cfg.prefix.len(),
+                )?;
+                for bad in &claimed.bad {
+                    self.report.add_bad(bad);
+                }
+                if !claimed.entries.is_empty() {
+                    batch.fields.push(field);
+                    log::trace!("batch {}: claimed {} keys", batch.id, claimed.entries.len());
+                    batch.add(claimed.entries)?;
+                    fault::point("after_claim");
+                }
+            }
+            if done {
+                break;
+            }
+            cursor = next;
+        }
+        if !batch.is_empty() {
+            self.apply_new(batch)?;
+        }
+        Ok(())
+    }
+
+    fn apply_new(&mut self, batch: Batch) -> Result<()> {
+        let key = self.journal_key(&batch.id);
+        self.apply(&key, &batch, false)?;
+        Ok(())
+    }
+
+    /// Applies one batch and then deletes its journal. Returns false when Postgres refused
+    /// the batch for its data: it stays in its journal, and the run goes on.
+    fn apply(&mut self, key: &str, batch: &Batch, recovered: bool) -> Result<bool> {
+        let applied = match self
+            .sink
+            .apply(self.cfg, &batch.id, &batch.hits, batch.keys, recovered)
+        {
+            Ok(a) => a,
+            Err(e) if e.downcast_ref::<BatchRejected>().is_some() => {
+                self.report.batches_failed += 1;
+                self.report.pending_journals += 1;
+                self.report.fail(&e);
+                return Ok(false);
+            }
+            Err(e) => {
+                self.report.pending_journals += 1;
+                return Err(e);
+            }
+        };
+        // Committed. A crash from here until the journal is gone is what the ledger is for:
+        // the next run finds this batch id there and only deletes the journal.
+        fault::point(if recovered {
+            "recovery_after_commit"
+        } else {
+            "after_commit"
+        });
+        if !applied.unknown.is_empty() {
+            log::debug!(
+                "batch {}: {} codes unknown ({}), {}",
+                batch.id,
+                applied.unknown.len(),
+                applied
+                    .unknown
+                    .iter()
+                    .take(3)
+                    .map(|(c, _)| c.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if self.cfg.keep_unknown {
+                    "parked"
+                } else {
+                    "dropped (recorded in the ledger)"
+                }
+            );
+        }
+        let unknown: Vec<(&str, i64)> = applied
+            .unknown
+            .iter()
+            .map(|(c, h)| (c.as_str(), *h))
+            .collect();
+        self.ack(key, batch, &unknown)?;
+        self.report.batches += 1;
+        self.report.keys += batch.keys;
+        self.report.hits += batch.total_hits();
+        self.report.rows_updated += applied.rows_updated;
+        self.report.add_unknown(&applied.unknown);
+        log::debug!(
+            "batch {}: {} keys, {} hits, {} rows updated",
+            batch.id,
+            batch.keys,
+            batch.total_hits(),
+            applied.rows_updated
+        );
+        Ok(true)
+    }
+
+    /// Deletes the batch's chunks from its journal, parking unknown hits first if asked.
+    fn ack(&mut self, key: &str, batch: &Batch, unknown: &[(&str, i64)]) -> Result<()> {
+        let park: &[(&str, i64)] = if self.cfg.keep_unknown { unknown } else { &[] };
+        let (_, failed) = self
+            .source
+            .ack(key, &batch.fields, &self.cfg.unknown_key, park)
+            .with_context(|| {
+                format!(
+                    "batch {} is committed but its journal could not be deleted; \
+                     the next run will only delete it",
+                    batch.id
+                )
+            })?;
+        if !failed.is_empty() {
+            log::warn!(
+                "batch {}: hits of {} unknown codes would overflow their field in {} and were \
+                 not parked (they are in the ledger): {}",
+                batch.id,
+                failed.len(),
+                self.cfg.unknown_key,
+                failed.join(", ")
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `--dry-run`: the same SCAN and checks as a run, a read-only look at Postgres, and no write
+/// anywhere (not even the ledger table is created).
+fn dry(cfg: &Config, report: &mut Report) -> Result<()> {
+    let f = &cfg.flush;
+    let mut sink = PgSink::connect(&cfg.pg)?;
+    sink.begin_read_only()?;
+    sink.check_target(f)?;
+    let mut source = RedisSource::connect(&cfg.redis)?;
+
+    let ledger = sink.ledger_exists(&f.ledger_table)?;
+    for key in source.journals(&f.journal_prefix)? {
+        let id = key.strip_prefix(&f.journal_prefix).unwrap_or(&key);
+        let applied = ledger && sink.applied(&f.ledger_table, id)?.is_some();
+        let chunks = source.read_journal(&key)?;
+        let keys: usize = chunks
+            .iter()
+            .map(|(_, p)| journal::decode(p).map(|e| e.len()).unwrap_or(0))
+            .sum();
+        report.pending_journals += 1;
+        log::info!(
+            "journal {key} ({keys} keys) is pending from a failed run; {}",
+            if applied {
+                "already applied, a run only deletes it"
+            } else {
+                "a run applies it first"
+            }
+        );
+    }
+
+    let chunk = f.claim_size.min(f.batch_size);
+    let mut batch = Batch::new("dry-run".into());
+    let mut cursor = 0;
+    loop {
+        let (next, keys) = source.scan(cursor, &f.scan_match, chunk)?;
+        let mut good = Vec::with_capacity(keys.len());
+        for key in keys {
+            match check_code(&key, f.prefix.len()) {
+                Some(reason) => report.add_bad(&BadKey { key, reason }),
+                None => good.push(key),
+            }
+        }
+        for part in good.chunks(chunk) {
+            let Claimed { entries, bad } = source.inspect(part, f.prefix.len())?;
+            for b in &bad {
+                report.add_bad(b);
+            }
+            if batch.keys as usize + entries.len() > f.batch_size && !batch.is_empty() {
+                dry_batch(&mut sink, f, &batch, report)?;
+                batch = Batch::new("dry-run".into());
+            }
+            batch.add(entries)?;
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    if !batch.is_empty() {
+        dry_batch(&mut sink, f, &batch, report)?;
+    }
+    Ok(())
+}
+
+fn dry_batch(sink: &mut PgSink, f: &FlushConfig, batch: &Batch, report: &mut Report) -> Result<()> {
+    let codes: Vec<&str> = batch.hits.keys().map(String::as_str).collect();
+    let (found, rows) = sink.existing(f, &codes)?;
+    let unknown: Vec<(String, i64)> = batch
+        .hits
+        .iter()
+        .filter(|(c, _)| !found.contains(*c))
+        .map(|(c, h)| (c.clone(), *h))
+        .collect();
+    report.batches += 1;
+    report.keys += batch.keys;
+    report.hits += batch.total_hits();
+    report.rows_updated += rows;
+    report.add_unknown(&unknown);
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! redis-flusher moves URL hit counters from Redis into PostgreSQL, exactly once.
+//!
+//! `main.rs` parses and calls [`execute`]; the stages are `config` → `redis_source` →
+//! `flush` → `postgres_sink` → `report`. See `DESIGN.md`-style notes at the top of each module.
+
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod fault;
+pub mod flush;
+pub mod journal;
+pub mod postgres_sink;
+pub mod redis_source;
+pub mod report;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use cli::{Cli, Command, TargetArgs};
+use config::{FlushConfig, PgConfig, RedisConfig};
+use report::{Report, Status};
+
+/// Runs one command; `Err` is for usage errors found before any work started.
+pub fn execute(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => {
+            let cfg = flush::Config {
+                redis: RedisConfig::from_args(&args.conn)?,
+                pg: PgConfig::from_args(&args.conn)?,
+                flush: FlushConfig::from_args(&args.target)?,
+            };
+            let report = flush::run(&cfg, args.dry_run);
+            Ok(finish(&report, args.json, args.dry_run))
+        }
+        Command::Demo(args) => {
+            let target = TargetArgs {
+                pattern: args.pattern,
+                table: args.table.clone(),
+                code_column: "short_code".into(),
+                count_column: "access_count".into(),
+                batch_size: 1000,
+                claim_size: 500,
+                keep_unknown: false,
+                unknown_key: "redis_flusher:demo_unknown".into(),
+                ledger_table: format!("{}_batches", args.table),
+                ledger_days: 30,
+                journal_prefix: "redis_flusher:demo_journal:".into(),
+            };
+            let flush_cfg = FlushConfig::from_args(&target)?;
+            let report = demo::run(
+                RedisConfig::from_args(&args.conn)?,
+                PgConfig::from_args(&args.conn)?,
+                flush_cfg,
+            );
+            match report {
+                Ok(r) => Ok(finish(&r, false, false)),
+                Err(e) => {
+                    log::error!("{e:#}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+    }
+}
+
+/// Prints the report as asked and maps it to the exit code cron and monitoring see.
+fn finish(report: &Report, json: bool, dry_run: bool) -> ExitCode {
+    log::info!("{}", report.summary());
+    if json {
+        match serde_json::to_string(report) {
+            Ok(s) => println!("{s}"),
+            Err(e) => log::error!("BUG: the report cannot be written as JSON: {e}"),
+        }
+    } else if dry_run {
+        print!("{}", report.dry_run_text());
+    }
+    match report.status {
+        Status::Ok | Status::Locked => ExitCode::SUCCESS,
+        Status::Failed => ExitCode::from(1),
+    }
+}

@@ -1,0 +1,40 @@
+//! The binary: load `.env`, parse, set up logging, call the library, map to an exit code.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+use redis_flusher::cli::Cli;
+use redis_flusher::config::{load_env_file, UsageError};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    // Before parsing: clap reads the environment, and `.env` feeds it.
+    let env_loaded = load_env_file(&args);
+    let cli = Cli::parse_from(std::env::args_os());
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format(|buf, record| {
+            writeln!(
+                buf,
+                "{} {:<5} {}",
+                buf.timestamp_seconds(),
+                record.level(),
+                record.args()
+            )
+        })
+        .init();
+    let result = env_loaded.and_then(|()| redis_flusher::execute(cli));
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}

@@ -1,0 +1,411 @@
+//! Everything that talks to Redis: connect, SCAN, the claim script, journal read/seal/delete.
+//!
+//! The journal of a batch is one hash, `<journal prefix><batch id>`: one field per claimed
+//! chunk (`c0`, `c1`, …) holding that chunk's entries packed as `journal.rs` describes, and a
+//! field `open` while the run that owns it may still add chunks. A key's count is always in
+//! exactly one place, its live key or a journal, because the claim moves it inside one Lua
+//! script, which Redis runs atomically.
+//!
+//! What the counts mean and when a journal may be deleted is `flush.rs`'s business.
+
+use anyhow::{bail, Context, Result};
+use redis::{Connection, Script};
+
+use crate::config::RedisConfig;
+use crate::journal::{self, Entry};
+
+/// Field that marks a journal as still open for more chunks. Recovery removes it first
+/// ("seals" the journal), so a run that lost its lock can no longer add to a journal that
+/// another run is applying: its next claim fails instead of being deleted unapplied.
+const OPEN_FIELD: &str = "open";
+
+/// The check a value must pass to be claimed: a base-10 integer within i64. Shared by the
+/// claim and the read-only inspection so that `--dry-run` and `run` judge keys alike.
+const LUA_VALID: &str = r#"
+local function valid(v)
+  if not string.find(v, '^-?%d+$') then return false end
+  local neg = string.sub(v, 1, 1) == '-'
+  local d = string.gsub(string.gsub(v, '^-', ''), '^0+', '')
+  if #d < 19 then return true end
+  if #d > 19 then return false end
+  if neg then return d <= '9223372036854775808' end
+  return d <= '9223372036854775807'
+end
+"#;
+
+/// KEYS[1] the journal, KEYS[2..] the counters. ARGV[1] prefix length, ARGV[2] the chunk's
+/// field, ARGV[3] '1' when this chunk creates the journal. Returns {packed entries, bad list
+/// as key, reason, key, reason …}. Invalid and wrong-type keys are left untouched.
+const LUA_CLAIM_BODY: &str = r#"
+local journal = KEYS[1]
+if ARGV[3] ~= '1' and redis.call('HEXISTS', journal, 'open') == 0 then
+  return redis.error_reply('SEALED journal ' .. journal .. ' was sealed or removed by another run')
+end
+local plen = tonumber(ARGV[1])
+local out, bad = {}, {}
+for i = 2, #KEYS do
+  local k = KEYS[i]
+  local v = redis.pcall('GET', k)
+  if type(v) == 'table' then
+    bad[#bad + 1] = k; bad[#bad + 1] = 'wrong_type'
+  elseif v then
+    if valid(v) then
+      redis.call('DEL', k)
+      local code = string.sub(k, plen + 1)
+      out[#out + 1] = #code .. ':' .. code .. v .. '\n'
+    else
+      bad[#bad + 1] = k; bad[#bad + 1] = 'not_integer'
+    end
+  end
+end
+local packed = table.concat(out)
+if #out > 0 then
+  if ARGV[3] == '1' then
+    redis.call('HSET', journal, 'open', '1', ARGV[2], packed)
+  else
+    redis.call('HSET', journal, ARGV[2], packed)
+  end
+end
+return {packed, bad}
+"#;
+
+/// Read-only twin of the claim for `--dry-run`: KEYS the counters, ARGV[1] prefix length.
+const LUA_INSPECT_BODY: &str = r#"
+local plen = tonumber(ARGV[1])
+local out, bad = {}, {}
+for i = 1, #KEYS do
+  local k = KEYS[i]
+  local v = redis.pcall('GET', k)
+  if type(v) == 'table' then
+    bad[#bad + 1] = k; bad[#bad + 1] = 'wrong_type'
+  elseif v then
+    if valid(v) then
+      local code = string.sub(k, plen + 1)
+      out[#out + 1] = #code .. ':' .. code .. v .. '\n'
+    else
+      bad[#bad + 1] = k; bad[#bad + 1] = 'not_integer'
+    end
+  end
+end
+return {table.concat(out), bad}
+"#;
+
+/// KEYS[1] the journal. Removes the `open` field and returns the remaining fields and values.
+const LUA_SEAL: &str = r#"
+redis.call('HDEL', KEYS[1], 'open')
+return redis.call('HGETALL', KEYS[1])
+"#;
+
+/// KEYS[1] the journal, KEYS[2] the unknown-codes hash. ARGV[1] the number of chunk fields,
+/// then the fields, then code, hits pairs to park. Runs only if the journal still holds the
+/// first field: parking and deleting happen together or not at all, so a retry after a crash
+/// can never park twice.
+const LUA_ACK: &str = r#"
+local n = tonumber(ARGV[1])
+if redis.call('HEXISTS', KEYS[1], ARGV[2]) == 0 then return {0, {}} end
+local failed = {}
+for i = n + 2, #ARGV, 2 do
+  local r = redis.pcall('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1])
+  if type(r) == 'table' then failed[#failed + 1] = ARGV[i] end
+end
+redis.call('HDEL', KEYS[1], 'open', unpack(ARGV, 2, n + 1))
+return {1, failed}
+"#;
+
+/// Why a key was left in Redis instead of being flushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BadReason {
+    /// The value is not a base-10 integer within 64 bits.
+    NotInteger,
+    /// The key is a hash, list, set, stream… not a string.
+    WrongType,
+    /// The key minus the prefix is not UTF-8, so it cannot be a code in the table.
+    CodeNotUtf8,
+    /// The key is the prefix alone.
+    CodeEmpty,
+    /// The code holds a NUL byte, which Postgres text cannot store.
+    CodeHasNul,
+}
+
+/// A key left untouched, and why.
+#[derive(Debug, Clone)]
+pub struct BadKey {
+    pub key: Vec<u8>,
+    pub reason: BadReason,
+}
+
+/// What one claim (or inspection) found.
+#[derive(Debug, Default)]
+pub struct Claimed {
+    /// The packed bytes as journaled (empty for an inspection's journal-less result).
+    pub entries: Vec<Entry>,
+    pub bad: Vec<BadKey>,
+}
+
+/// Checks the code part of a key before it is ever claimed: a key with a code that cannot
+/// be in the table is left alone and reported, never moved to a journal.
+pub fn check_code(key: &[u8], prefix_len: usize) -> Option<BadReason> {
+    let code = &key[prefix_len.min(key.len())..];
+    if code.is_empty() {
+        Some(BadReason::CodeEmpty)
+    } else if std::str::from_utf8(code).is_err() {
+        Some(BadReason::CodeNotUtf8)
+    } else if code.contains(&0) {
+        Some(BadReason::CodeHasNul)
+    } else {
+        None
+    }
+}
+
+pub struct RedisSource {
+    con: Connection,
+    display: String,
+    claim: Script,
+    inspect: Script,
+    seal: Script,
+    ack: Script,
+}
+
+impl RedisSource {
+    pub fn connect(cfg: &RedisConfig) -> Result<RedisSource> {
+        let fail = || {
+            format!(
+                "could not connect to Redis at {}: check `REDIS_URL` or `REDIS_HOST`/`REDIS_PORT` \
+                 (and `REDIS_USERNAME`/`REDIS_PASSWORD` if it asks for them)",
+                cfg.display
+            )
+        };
+        let client = redis::Client::open(cfg.info.clone()).with_context(fail)?;
+        let con = client
+            .get_connection_with_timeout(cfg.connect_timeout)
+            .with_context(fail)?;
+        con.set_read_timeout(Some(cfg.command_timeout))
+            .with_context(fail)?;
+        con.set_write_timeout(Some(cfg.command_timeout))
+            .with_context(fail)?;
+        let mut source = RedisSource {
+            con,
+            display: cfg.display.clone(),
+            claim: Script::new(&format!("{LUA_VALID}{LUA_CLAIM_BODY}")),
+            inspect: Script::new(&format!("{LUA_VALID}{LUA_INSPECT_BODY}")),
+            seal: Script::new(LUA_SEAL),
+            ack: Script::new(LUA_ACK),
+        };
+        // A round trip now, so that a wrong password or a server that is not Redis is
+        // reported as a connection problem rather than half-way through the flush.
+        redis::cmd("PING")
+            .query::<()>(&mut source.con)
+            .with_context(fail)?;
+        Ok(source)
+    }
+
+    fn ctx(&self, what: &str) -> String {
+        format!("Redis at {}: {what} failed", self.display)
+    }
+
+    /// One `SCAN` step. `count` is a hint to the server; keep it ≤ ~2000 so one call never
+    /// stalls Redis for long.
+    pub fn scan(
+        &mut self,
+        cursor: u64,
+        pattern: &[u8],
+        count: usize,
+    ) -> Result<(u64, Vec<Vec<u8>>)> {
+        redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(count)
+            .query(&mut self.con)
+            .with_context(|| self.ctx("SCAN"))
+    }
+
+    /// Claims `keys` into the chunk `field` of `journal` atomically. Keys that are gone by
+    /// now are skipped; bad values and wrong types are left untouched and reported.
+    pub fn claim(
+        &mut self,
+        journal: &str,
+        field: &str,
+        create: bool,
+        keys: &[Vec<u8>],
+        prefix_len: usize,
+    ) -> Result<Claimed> {
+        let mut inv = self.claim.prepare_invoke();
+        inv.key(journal);
+        for k in keys {
+            inv.key(k.as_slice());
+        }
+        inv.arg(prefix_len)
+            .arg(field)
+            .arg(if create { "1" } else { "0" });
+        let (packed, bad): (Vec<u8>, Vec<Vec<u8>>) = inv
+            .invoke(&mut self.con)
+            .with_context(|| self.ctx("the claim script"))?;
+        Ok(Claimed {
+            entries: journal::decode(&packed)
+                .context("BUG: the claim script packed a chunk we cannot read")?,
+            bad: bad_pairs(bad)?,
+        })
+    }
+
+    /// Reads what `claim` would take, changing nothing (for `--dry-run`).
+    pub fn inspect(&mut self, keys: &[Vec<u8>], prefix_len: usize) -> Result<Claimed> {
+        let mut inv = self.inspect.prepare_invoke();
+        for k in keys {
+            inv.key(k.as_slice());
+        }
+        inv.arg(prefix_len);
+        let (packed, bad): (Vec<u8>, Vec<Vec<u8>>) = inv
+            .invoke(&mut self.con)
+            .with_context(|| self.ctx("the inspection script"))?;
+        Ok(Claimed {
+            entries: journal::decode(&packed)
+                .context("BUG: the inspection script packed a chunk we cannot read")?,
+            bad: bad_pairs(bad)?,
+        })
+    }
+
+    /// Every journal key under `prefix` (left by failed runs, or by this run's crash).
+    pub fn journals(&mut self, prefix: &str) -> Result<Vec<String>> {
+        let pattern = format!("{}*", glob_escape(prefix));
+        let mut cursor = 0;
+        let mut found = Vec::new();
+        loop {
+            let (next, keys) = self.scan(cursor, pattern.as_bytes(), 1000)?;
+            for k in keys {
+                found.push(
+                    String::from_utf8(k).context(
+                        "a journal key is not UTF-8; it was not written by redis-flusher",
+                    )?,
+                );
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        found.sort();
+        found.dedup();
+        Ok(found)
+    }
+
+    /// Seals a journal (no more chunks can join it) and returns its chunks as (field, packed).
+    pub fn seal(&mut self, journal: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let flat: Vec<Vec<u8>> = self
+            .seal
+            .key(journal)
+            .invoke(&mut self.con)
+            .with_context(|| self.ctx(&format!("sealing journal {journal}")))?;
+        pairs(flat)
+    }
+
+    /// Reads a journal's chunks without sealing it (for `--dry-run`).
+    pub fn read_journal(&mut self, journal: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let flat: Vec<Vec<u8>> = redis::cmd("HGETALL")
+            .arg(journal)
+            .query(&mut self.con)
+            .with_context(|| self.ctx(&format!("reading journal {journal}")))?;
+        Ok(pairs(flat)?
+            .into_iter()
+            .filter(|(f, _)| f != OPEN_FIELD)
+            .collect())
+    }
+
+    /// Deletes a batch's chunks from its journal, after its transaction committed, parking
+    /// `unknown` hits in `unknown_key` in the same atomic step. Returns false when the chunks
+    /// were already gone (another run acknowledged them), and the codes that could not be
+    /// parked (their hash field would overflow).
+    pub fn ack(
+        &mut self,
+        journal: &str,
+        fields: &[String],
+        unknown_key: &str,
+        unknown: &[(&str, i64)],
+    ) -> Result<(bool, Vec<String>)> {
+        if fields.is_empty() {
+            return Ok((true, Vec::new()));
+        }
+        let mut inv = self.ack.prepare_invoke();
+        inv.key(journal).key(unknown_key).arg(fields.len());
+        for f in fields {
+            inv.arg(f);
+        }
+        for (code, hits) in unknown {
+            inv.arg(*code).arg(*hits);
+        }
+        let (done, failed): (i64, Vec<String>) = inv
+            .invoke(&mut self.con)
+            .with_context(|| self.ctx(&format!("deleting journal {journal}")))?;
+        Ok((done == 1, failed))
+    }
+}
+
+/// Escapes glob characters so that a literal prefix matches only itself in `SCAN MATCH`.
+pub fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn bad_pairs(flat: Vec<Vec<u8>>) -> Result<Vec<BadKey>> {
+    if flat.len() % 2 != 0 {
+        bail!("BUG: the claim script returned an odd list of bad keys");
+    }
+    let mut out = Vec::with_capacity(flat.len() / 2);
+    let mut it = flat.into_iter();
+    while let (Some(key), Some(reason)) = (it.next(), it.next()) {
+        let reason = match reason.as_slice() {
+            b"wrong_type" => BadReason::WrongType,
+            b"not_integer" => BadReason::NotInteger,
+            other => bail!(
+                "BUG: the claim script returned reason {:?}",
+                String::from_utf8_lossy(other)
+            ),
+        };
+        out.push(BadKey { key, reason });
+    }
+    Ok(out)
+}
+
+fn pairs(flat: Vec<Vec<u8>>) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::with_capacity(flat.len() / 2);
+    let mut it = flat.into_iter();
+    while let (Some(f), Some(v)) = (it.next(), it.next()) {
+        out.push((
+            String::from_utf8(f)
+                .context("a journal field is not UTF-8; it was not written by redis-flusher")?,
+            v,
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_that_cannot_be_in_a_table_are_refused_before_a_claim() {
+        assert_eq!(check_code(b"p:abc", 2), None);
+        assert_eq!(check_code(b"p:", 2), Some(BadReason::CodeEmpty));
+        assert_eq!(check_code(b"p:\xff\xfe", 2), Some(BadReason::CodeNotUtf8));
+        assert_eq!(check_code(b"p:a\0b", 2), Some(BadReason::CodeHasNul));
+        assert_eq!(check_code("p:😀".as_bytes(), 2), None);
+    }
+
+    #[test]
+    fn glob_characters_are_escaped() {
+        assert_eq!(glob_escape("a*b?c[d]e\\"), "a\\*b\\?c\\[d\\]e\\\\");
+        assert_eq!(
+            glob_escape("redis_flusher:journal:"),
+            "redis_flusher:journal:"
+        );
+    }
+}

@@ -1,0 +1,237 @@
+//! What a run did: counts, examples, timings; the summary log line and `--json`.
+//!
+//! Filled in by `flush.rs`; printed by `main.rs`. Knows no SQL and no Lua.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::redis_source::{BadKey, BadReason};
+
+/// How many example keys or codes a report names.
+pub const EXAMPLES: usize = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Everything claimed was applied (or nothing was there to flush).
+    Ok,
+    /// Another run holds the lock; this one did nothing.
+    Locked,
+    /// Something failed; what was claimed stays in journals for the next run.
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BadExample {
+    /// The key, with bytes that are not UTF-8 shown as `\xNN`.
+    pub key: String,
+    pub reason: BadReason,
+}
+
+/// The report of one run; `--json` prints exactly these fields.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub status: Status,
+    pub dry_run: bool,
+    /// Counters claimed and applied (a dry run: that would be), recovered ones included.
+    pub keys: u64,
+    /// Their hits, unknown codes' included.
+    pub hits: i128,
+    /// Rows of the table whose count changed (would change).
+    pub rows_updated: u64,
+    /// Codes with no row in the table.
+    pub unknown_codes: u64,
+    pub unknown_hits: i128,
+    pub unknown_examples: Vec<String>,
+    /// The Redis hash holding unknown codes' hits (`--keep-unknown`); null when dropped.
+    pub unknown_parked_in: Option<String>,
+    /// Keys left untouched in Redis because they cannot be flushed.
+    pub bad_keys: u64,
+    pub bad_by_reason: BTreeMap<BadReason, u64>,
+    pub bad_examples: Vec<BadExample>,
+    /// Batches applied (would be applied).
+    pub batches: u64,
+    /// Batches that failed and wait in their journal for the next run.
+    pub batches_failed: u64,
+    /// Journals of earlier failed runs that this run finished.
+    pub recovered_batches: u64,
+    /// Journals still waiting (in a dry run: found waiting; in a run: left after a failure).
+    pub pending_journals: u64,
+    pub seconds: f64,
+    pub errors: Vec<String>,
+}
+
+impl Report {
+    pub fn new(dry_run: bool, keep_unknown: Option<&str>) -> Report {
+        Report {
+            status: Status::Ok,
+            dry_run,
+            keys: 0,
+            hits: 0,
+            rows_updated: 0,
+            unknown_codes: 0,
+            unknown_hits: 0,
+            unknown_examples: Vec::new(),
+            unknown_parked_in: keep_unknown.map(str::to_owned),
+            bad_keys: 0,
+            bad_by_reason: BTreeMap::new(),
+            bad_examples: Vec::new(),
+            batches: 0,
+            batches_failed: 0,
+            recovered_batches: 0,
+            pending_journals: 0,
+            seconds: 0.0,
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn add_bad(&mut self, bad: &BadKey) {
+        self.bad_keys += 1;
+        *self.bad_by_reason.entry(bad.reason).or_insert(0) += 1;
+        if self.bad_examples.len() < EXAMPLES {
+            self.bad_examples.push(BadExample {
+                key: show_bytes(&bad.key),
+                reason: bad.reason,
+            });
+        }
+    }
+
+    pub fn add_unknown(&mut self, unknown: &[(String, i64)]) {
+        self.unknown_codes += unknown.len() as u64;
+        for (code, hits) in unknown {
+            self.unknown_hits += i128::from(*hits);
+            if self.unknown_examples.len() < EXAMPLES {
+                self.unknown_examples.push(code.clone());
+            }
+        }
+    }
+
+    /// Records an error; the run's status becomes failed.
+    pub fn fail(&mut self, err: &anyhow::Error) {
+        log::error!("{err:#}");
+        self.status = Status::Failed;
+        self.errors.push(format!("{err:#}"));
+    }
+
+    /// The one info line a run ends with.
+    pub fn summary(&self) -> String {
+        if self.status == Status::Locked {
+            return "another run holds the lock; nothing done".to_owned();
+        }
+        let verb = if self.dry_run {
+            "would flush"
+        } else {
+            "flushed"
+        };
+        let mut s = format!(
+            "{verb} {} keys ({} hits) into {} rows in {} batches",
+            self.keys, self.hits, self.rows_updated, self.batches
+        );
+        if self.recovered_batches > 0 {
+            let _ = write!(
+                s,
+                " ({} recovered from failed runs)",
+                self.recovered_batches
+            );
+        }
+        let _ = write!(
+            s,
+            "; {} unknown codes ({} hits",
+            self.unknown_codes, self.unknown_hits
+        );
+        match (&self.unknown_parked_in, self.unknown_codes) {
+            (_, 0) => s.push(')'),
+            (Some(k), _) => {
+                let _ = write!(s, ", kept in {k}: {})", self.unknown_examples.join(", "));
+            }
+            (None, _) => {
+                let _ = write!(s, ", dropped: {})", self.unknown_examples.join(", "));
+            }
+        }
+        let _ = write!(s, "; {} bad keys left in Redis", self.bad_keys);
+        if !self.bad_examples.is_empty() {
+            let ex: Vec<String> = self
+                .bad_examples
+                .iter()
+                .map(|b| format!("{} ({})", b.key, reason_text(b.reason)))
+                .collect();
+            let _ = write!(s, ": {}", ex.join(", "));
+        }
+        if self.batches_failed > 0 || self.pending_journals > 0 {
+            let _ = write!(
+                s,
+                "; {} batches failed, {} journals wait for the next run",
+                self.batches_failed, self.pending_journals
+            );
+        }
+        let _ = write!(s, "; {:.2} s", self.seconds);
+        s
+    }
+
+    /// The multi-line report `--dry-run` prints on stdout.
+    pub fn dry_run_text(&self) -> String {
+        let mut s = String::from("dry run: nothing was changed\n");
+        let _ = writeln!(s, "keys to flush:        {}", self.keys);
+        let _ = writeln!(s, "hits:                 {}", self.hits);
+        let _ = writeln!(s, "rows that would change: {}", self.rows_updated);
+        let _ = writeln!(s, "batches:              {}", self.batches);
+        let _ = writeln!(
+            s,
+            "unknown codes:        {} ({} hits){}",
+            self.unknown_codes,
+            self.unknown_hits,
+            list(&self.unknown_examples)
+        );
+        let bad: Vec<String> = self
+            .bad_examples
+            .iter()
+            .map(|b| format!("{} ({})", b.key, reason_text(b.reason)))
+            .collect();
+        let _ = writeln!(s, "bad keys:             {}{}", self.bad_keys, list(&bad));
+        let _ = writeln!(s, "journals pending:     {}", self.pending_journals);
+        s
+    }
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        String::new()
+    } else {
+        format!(", e.g. {}", items.join(", "))
+    }
+}
+
+pub fn reason_text(r: BadReason) -> &'static str {
+    match r {
+        BadReason::NotInteger => "value is not an integer",
+        BadReason::WrongType => "not a string key",
+        BadReason::CodeNotUtf8 => "code is not UTF-8",
+        BadReason::CodeEmpty => "code is empty",
+        BadReason::CodeHasNul => "code holds a NUL byte",
+    }
+}
+
+/// Shows a key readably: UTF-8 as is, other bytes as `\xNN`.
+pub fn show_bytes(b: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in b.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for byte in chunk.invalid() {
+            let _ = write!(out, "\\x{byte:02x}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shows_invalid_bytes_escaped() {
+        assert_eq!(show_bytes(b"url_hits:a\xffb"), "url_hits:a\\xffb");
+        assert_eq!(show_bytes("é".as_bytes()), "é");
+    }
+}
