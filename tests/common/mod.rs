@@ -1,0 +1,524 @@
+//! Private servers for the integration tests, and a per-test namespace on them.
+//!
+//! Each test binary starts one `redis-server` and one PostgreSQL cluster (`initdb` in a temp
+//! dir, run as the `postgres` user when we are root) on free loopback ports, the first time a
+//! test asks. A watchdog shell stops them and removes their files when the test binary exits.
+//! Each [`TestEnv`] gets its own database and its own key prefix, so tests run in parallel.
+//! A missing server binary fails the test with the package to install: tests never skip.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use assert_cmd::cargo::CommandCargoExt;
+
+pub struct Servers {
+    pub redis_port: u16,
+    pub pg_port: u16,
+}
+
+static SERVERS: OnceLock<Servers> = OnceLock::new();
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+pub fn servers() -> &'static Servers {
+    SERVERS.get_or_init(|| Servers {
+        redis_port: start_redis(&[]).port,
+        pg_port: start_postgres().port,
+    })
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn id_of(flag: &str, user: &str) -> u32 {
+    let out = Command::new("id")
+        .args([flag, user])
+        .output()
+        .expect("run id");
+    assert!(
+        out.status.success(),
+        "running as root, but there is no `{user}` user to run PostgreSQL as: \
+         install the postgresql package (apt-get install postgresql)"
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("numeric id")
+}
+
+/// Stops `pid` with `signal` and removes `dir` once this test process has exited.
+fn watchdog(pid: u32, signal: &str, dir: &Path) {
+    let script = format!(
+        "while kill -0 {parent} 2>/dev/null; do sleep 0.5; done; \
+         kill -{signal} {pid} 2>/dev/null; sleep 3; kill -KILL {pid} 2>/dev/null; rm -rf '{dir}'",
+        parent = std::process::id(),
+        dir = dir.display()
+    );
+    Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the watchdog shell");
+}
+
+fn find_pg_bin(name: &str) -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path().join("bin"))
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort_by_key(|d| {
+        d.parent()
+            .and_then(|p| p.file_name())
+            .and_then(|v| v.to_str())
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
+    });
+    for d in dirs.iter().rev() {
+        if d.join(name).exists() {
+            return d.join(name);
+        }
+    }
+    panic!(
+        "`{name}` not found under /usr/lib/postgresql/*/bin: install the PostgreSQL server \
+         (apt-get install postgresql)"
+    );
+}
+
+/// A private Redis server.
+pub struct RedisServer {
+    pub port: u16,
+    pub pid: u32,
+    pub dir: PathBuf,
+}
+
+/// Starts a `redis-server` on a free port with `extra` arguments (e.g. persistence).
+pub fn start_redis(extra: &[&str]) -> RedisServer {
+    let dir = tempfile::Builder::new()
+        .prefix("flusher-redis-")
+        .tempdir()
+        .expect("temp dir")
+        .keep();
+    for _ in 0..5 {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no", "--dir"])
+            .arg(&dir)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let mut child = match child {
+            Ok(c) => c,
+            Err(e) => panic!(
+                "could not start `redis-server` ({e}): install it (apt-get install redis-server)"
+            ),
+        };
+        watchdog(child.id(), "TERM", &dir);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                break; // port taken between our probe and its bind: try another
+            }
+            if redis_ping(port) {
+                return RedisServer {
+                    port,
+                    pid: child.id(),
+                    dir,
+                };
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+    }
+    panic!("redis-server did not start on a free port (5 tries)");
+}
+
+fn redis_ping(port: u16) -> bool {
+    redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+        .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+        .is_ok()
+}
+
+/// A private PostgreSQL cluster.
+pub struct PgServer {
+    pub port: u16,
+    pub pid: u32,
+    pub dir: PathBuf,
+}
+
+/// `initdb` in a temp dir and a `postgres` on a free port, tuned for tests (no fsync).
+pub fn start_postgres() -> PgServer {
+    let root = is_root();
+    let ids = root.then(|| (id_of("-u", "postgres"), id_of("-g", "postgres")));
+    let dir = tempfile::Builder::new()
+        .prefix("flusher-pg-")
+        .tempdir()
+        .expect("temp dir")
+        .keep();
+    let data = dir.join("data");
+    if let Some((uid, gid)) = ids {
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown the PostgreSQL dir");
+    }
+    let as_pg = |cmd: &mut Command| {
+        if let Some((uid, gid)) = ids {
+            use std::os::unix::process::CommandExt;
+            cmd.uid(uid).gid(gid);
+        }
+    };
+    let mut initdb = Command::new(find_pg_bin("initdb"));
+    initdb
+        .args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+            "-D",
+        ])
+        .arg(&data)
+        .stdout(Stdio::null());
+    as_pg(&mut initdb);
+    let out = initdb.output().expect("run initdb");
+    assert!(
+        out.status.success(),
+        "initdb failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for _ in 0..5 {
+        let port = free_port();
+        let mut cmd = Command::new(find_pg_bin("postgres"));
+        cmd.arg("-D")
+            .arg(&data)
+            .args(["-p", &port.to_string(), "-k"])
+            .arg(&dir)
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            .args(["-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
+            .args(["-c", "max_connections=300", "-c", "shared_buffers=128MB"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        as_pg(&mut cmd);
+        let mut child = cmd.spawn().expect("start postgres");
+        watchdog(child.id(), "QUIT", &dir);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            if pg_connect(port, "postgres").is_ok() {
+                return PgServer {
+                    port,
+                    pid: child.id(),
+                    dir,
+                };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+    }
+    panic!("postgres did not start on a free port (5 tries)");
+}
+
+pub fn pg_connect(port: u16, db: &str) -> Result<postgres::Client, postgres::Error> {
+    postgres::Config::new()
+        .host("127.0.0.1")
+        .port(port)
+        .user("postgres")
+        .dbname(db)
+        .connect_timeout(Duration::from_secs(5))
+        .connect(postgres::NoTls)
+}
+
+/// One test's own database, key prefix, journal prefix and unknown hash.
+pub struct TestEnv {
+    pub n: usize,
+    pub db: String,
+    /// The pattern prefix, e.g. `t3_1234:hits:`.
+    pub prefix: String,
+    pub journal_prefix: String,
+    pub unknown_key: String,
+    pub redis_port: u16,
+    pub pg_port: u16,
+    pub workdir: tempfile::TempDir,
+}
+
+impl TestEnv {
+    /// A fresh namespace on the shared private servers, with a `urls` table of `rows` codes
+    /// `c1..c<rows>`, all at 0.
+    pub fn new(rows: u32) -> TestEnv {
+        let s = servers();
+        Self::on(s.redis_port, s.pg_port, rows)
+    }
+
+    /// A fresh namespace on the given servers (tests that stop or break a server own one).
+    pub fn on(redis_port: u16, pg_port: u16, rows: u32) -> TestEnv {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let tag = format!("t{n}_{}", std::process::id());
+        let mut admin = pg_connect(pg_port, "postgres").expect("connect to the test PostgreSQL");
+        admin
+            .batch_execute(&format!("CREATE DATABASE {tag}"))
+            .expect("create the test database");
+        let env = TestEnv {
+            n,
+            db: tag.clone(),
+            prefix: format!("{tag}:hits:"),
+            journal_prefix: format!("{tag}:journal:"),
+            unknown_key: format!("{tag}:unknown"),
+            redis_port,
+            pg_port,
+            workdir: tempfile::tempdir().expect("temp dir"),
+        };
+        env.pg()
+            .batch_execute(&format!(
+                "CREATE TABLE urls (id serial PRIMARY KEY, short_code varchar(255) UNIQUE NOT NULL, \
+                 original_url text NOT NULL DEFAULT '', access_count integer NOT NULL DEFAULT 0);
+                 INSERT INTO urls (short_code) SELECT 'c' || g FROM generate_series(1, {rows}) g;"
+            ))
+            .expect("create urls");
+        env
+    }
+
+    pub fn pg(&self) -> postgres::Client {
+        pg_connect(self.pg_port, &self.db).expect("connect to the test database")
+    }
+
+    pub fn redis(&self) -> redis::Connection {
+        redis::Client::open(format!("redis://127.0.0.1:{}/", self.redis_port))
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
+            .expect("connect to the test Redis")
+    }
+
+    pub fn key(&self, code: &str) -> String {
+        format!("{}{code}", self.prefix)
+    }
+
+    /// The binary, pointed at this namespace through the environment the way an operator
+    /// would, in a working directory of its own (so no stray `.env` is read).
+    pub fn cmd(&self) -> Command {
+        let mut cmd = Command::cargo_bin("redis-flusher").expect("the redis-flusher binary");
+        for var in [
+            "REDIS_URL",
+            "DATABASE_URL",
+            "REDIS_PASSWORD",
+            "DB_PASSWORD",
+            "REDIS_USERNAME",
+            "REDIS_DB",
+            "REDIS_FLUSHER_FAULT",
+            "RUST_LOG",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.current_dir(self.workdir.path())
+            .env("REDIS_HOST", "127.0.0.1")
+            .env("REDIS_PORT", self.redis_port.to_string())
+            .env("DB_HOST", "127.0.0.1")
+            .env("DB_PORT", self.pg_port.to_string())
+            .env("DB_NAME", &self.db)
+            .env("DB_USER", "postgres")
+            .env("REDIS_FLUSHER_PATTERN", format!("{}*", self.prefix))
+            .env("REDIS_FLUSHER_JOURNAL_PREFIX", &self.journal_prefix)
+            .env("REDIS_FLUSHER_UNKNOWN_KEY", &self.unknown_key)
+            .env("REDIS_FLUSHER_STATEMENT_TIMEOUT", "30")
+            .env("REDIS_FLUSHER_CONNECT_TIMEOUT", "5");
+        cmd
+    }
+
+    /// Runs `redis-flusher <args>`; returns (exit code or None if killed, stdout, stderr).
+    pub fn run(&self, args: &[&str]) -> Outcome {
+        self.run_with(args, &[])
+    }
+
+    pub fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Outcome {
+        let mut cmd = self.cmd();
+        cmd.args(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run redis-flusher");
+        Outcome {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub fn set(&self, code: &str, value: &str) {
+        redis::cmd("SET")
+            .arg(self.key(code))
+            .arg(value)
+            .query::<()>(&mut self.redis())
+            .expect("SET");
+    }
+
+    /// Sets `<prefix>c1..c<n>` to `f(i)`, pipelined; returns the sum.
+    pub fn set_many(&self, n: u32, f: impl Fn(u32) -> i64) -> i64 {
+        let mut pipe = redis::pipe();
+        let mut sum = 0;
+        for i in 1..=n {
+            pipe.cmd("SET")
+                .arg(self.key(&format!("c{i}")))
+                .arg(f(i))
+                .ignore();
+            sum += f(i);
+        }
+        pipe.query::<()>(&mut self.redis()).expect("SET many");
+        sum
+    }
+
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        redis::cmd("GET")
+            .arg(key)
+            .query(&mut self.redis())
+            .expect("GET")
+    }
+
+    /// Every key under a prefix (SCAN).
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        let mut con = self.redis();
+        let mut out: Vec<String> = redis::cmd("SCAN")
+            .cursor_arg(0)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .clone()
+            .iter::<Vec<u8>>(&mut con)
+            .expect("SCAN")
+            .map(|k| k.expect("SCAN key"))
+            .map(|k| String::from_utf8_lossy(&k).into_owned())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    pub fn journals(&self) -> Vec<String> {
+        self.keys(&self.journal_prefix)
+    }
+
+    pub fn count(&self, code: &str) -> i64 {
+        let row = self
+            .pg()
+            .query_one(
+                "SELECT access_count::int8 FROM urls WHERE short_code = $1",
+                &[&code],
+            )
+            .expect("read a count");
+        row.get(0)
+    }
+
+    pub fn total(&self) -> i64 {
+        self.pg()
+            .query_one("SELECT coalesce(sum(access_count), 0)::int8 FROM urls", &[])
+            .expect("sum counts")
+            .get(0)
+    }
+
+    pub fn ledger_rows(&self) -> i64 {
+        self.pg()
+            .query_one("SELECT count(*) FROM redis_flusher_batches", &[])
+            .expect("count ledger rows")
+            .get(0)
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        // Keep the evidence of a failed test; clean up after a passing one.
+        if std::thread::panicking() {
+            eprintln!(
+                "test state kept: database {} on 127.0.0.1:{}, keys {}* / {}* on 127.0.0.1:{}",
+                self.db, self.pg_port, self.prefix, self.journal_prefix, self.redis_port
+            );
+            return;
+        }
+        if let Ok(mut admin) = pg_connect(self.pg_port, "postgres") {
+            let _ =
+                admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db));
+        }
+        if let Ok(mut con) = redis::Client::open(format!("redis://127.0.0.1:{}/", self.redis_port))
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)))
+        {
+            let tag = self.prefix.split(':').next().unwrap_or_default().to_owned();
+            let keys: Vec<Vec<u8>> = redis::cmd("KEYS")
+                .arg(format!("{tag}:*"))
+                .query(&mut con)
+                .unwrap_or_default();
+            for k in keys {
+                let _ = redis::cmd("DEL").arg(k).query::<()>(&mut con);
+            }
+        }
+    }
+}
+
+pub struct Outcome {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Outcome {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(self.stdout.trim()).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not one JSON object ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    /// Asserts the exit code, showing the output when it differs.
+    pub fn expect(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.code,
+            Some(code),
+            "exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    /// Asserts that the process was killed by a signal (the fault hook).
+    pub fn expect_killed(&self) -> &Self {
+        assert_eq!(
+            self.code, None,
+            "expected a kill\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}

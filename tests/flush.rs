@@ -1,0 +1,559 @@
+//! `redis-flusher run` against a private Redis and PostgreSQL: one test per rule of the flush,
+//! and the exactly-once tests under single faults. Each asserts the rows and keys afterwards.
+
+mod common;
+
+use common::TestEnv;
+
+#[test]
+fn flushes_every_counter_once_and_removes_it() {
+    let env = TestEnv::new(300);
+    let expected = env.set_many(250, |i| i64::from(i % 7 + 1));
+    let out = env.run(&["run", "--json", "--batch-size", "100", "--claim-size", "30"]);
+    out.expect(0);
+    let j = out.json();
+    assert_eq!(j["status"], "ok");
+    assert_eq!(j["keys"], 250);
+    assert_eq!(j["hits"], expected);
+    assert_eq!(j["rows_updated"], 250);
+    assert_eq!(j["batches"], 3);
+    assert_eq!(env.total(), expected);
+    assert_eq!(env.count("c1"), 2);
+    assert_eq!(env.count("c6"), 7);
+    assert_eq!(env.count("c251"), 0);
+    assert!(env.keys(&env.prefix).is_empty());
+    assert!(env.journals().is_empty());
+    assert_eq!(env.ledger_rows(), 3);
+    // The summary line is on stderr, at info.
+    assert!(
+        out.stderr.contains(&format!(
+            "flushed 250 keys ({expected} hits) into 250 rows in 3 batches"
+        )),
+        "{}",
+        out.stderr
+    );
+
+    // Nothing left: a second run does nothing and says so in its numbers.
+    let again = env.run(&["run", "--json"]);
+    again.expect(0);
+    assert_eq!(again.json()["keys"], 0);
+    assert_eq!(env.total(), expected);
+}
+
+#[test]
+fn counts_add_to_what_the_table_already_holds() {
+    let env = TestEnv::new(3);
+    env.pg()
+        .batch_execute("UPDATE urls SET access_count = 40 WHERE short_code = 'c2'")
+        .unwrap();
+    env.set("c2", "2");
+    env.set("c3", "-3"); // negative integers are valid (a correction)
+    env.run(&["run"]).expect(0);
+    assert_eq!(env.count("c2"), 42);
+    assert_eq!(env.count("c3"), -3);
+}
+
+#[test]
+fn nothing_to_flush_exits_zero() {
+    let env = TestEnv::new(1);
+    let out = env.run(&["run", "--json"]);
+    out.expect(0);
+    assert_eq!(out.json()["keys"], 0);
+    assert_eq!(out.json()["status"], "ok");
+}
+
+#[test]
+fn a_second_run_while_one_holds_the_lock_does_nothing() {
+    let env = TestEnv::new(5);
+    env.set_many(5, |_| 1);
+    // Hold the lock the way a running flush does: a session-level advisory lock.
+    let args = redis_flusher::cli::Cli::try_parse_from([
+        "redis-flusher",
+        "run",
+        "--pattern",
+        &format!("{}*", env.prefix),
+        "--journal-prefix",
+        &env.journal_prefix,
+    ])
+    .unwrap();
+    let redis_flusher::cli::Command::Run(run) = args.command else {
+        unreachable!()
+    };
+    let cfg = redis_flusher::config::FlushConfig::from_args(&run.target).unwrap();
+    let mut holder = env.pg();
+    let locked: bool = holder
+        .query_one(
+            "SELECT pg_try_advisory_lock($1)",
+            &[&redis_flusher::postgres_sink::lock_key(&cfg)],
+        )
+        .unwrap()
+        .get(0);
+    assert!(locked);
+
+    let out = env.run(&["run", "--json"]);
+    out.expect(0);
+    assert_eq!(out.json()["status"], "locked");
+    assert!(
+        out.stderr
+            .contains("another redis-flusher run holds the lock"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(env.keys(&env.prefix).len(), 5);
+    assert_eq!(env.total(), 0);
+
+    drop(holder); // the lock dies with its session
+    env.run(&["run"]).expect(0);
+    assert_eq!(env.total(), 5);
+}
+
+use clap::Parser as _;
+
+#[test]
+fn duplicate_codes_in_one_batch_are_summed() {
+    let env = TestEnv::new(3);
+    // A journal left by a crashed run whose two chunks both claimed c1 (the app INCRed it
+    // again between the two claims). Postgres would apply only one VALUES row per code.
+    let chunk0 = redis_flusher::journal::encode(&[
+        redis_flusher::journal::Entry {
+            code: "c1".into(),
+            hits: 5,
+        },
+        redis_flusher::journal::Entry {
+            code: "c2".into(),
+            hits: 1,
+        },
+    ]);
+    let chunk1 = redis_flusher::journal::encode(&[redis_flusher::journal::Entry {
+        code: "c1".into(),
+        hits: 7,
+    }]);
+    redis::cmd("HSET")
+        .arg(format!("{}manual-1", env.journal_prefix))
+        .arg("c0")
+        .arg(chunk0)
+        .arg("c1")
+        .arg(chunk1)
+        .query::<()>(&mut env.redis())
+        .unwrap();
+    let out = env.run(&["run", "--json"]);
+    out.expect(0);
+    assert_eq!(env.count("c1"), 12);
+    assert_eq!(env.count("c2"), 1);
+    assert_eq!(out.json()["recovered_batches"], 1);
+    assert_eq!(out.json()["keys"], 3);
+    assert!(env.journals().is_empty());
+}
+
+#[test]
+fn unknown_codes_are_dropped_but_recorded_in_the_ledger() {
+    let env = TestEnv::new(2);
+    env.set("c1", "3");
+    env.set("ghost", "4");
+    env.set("phantom", "6");
+    let out = env.run(&["run", "--json"]);
+    out.expect(0);
+    let j = out.json();
+    assert_eq!(j["unknown_codes"], 2);
+    assert_eq!(j["unknown_hits"], 10);
+    assert_eq!(
+        j["unknown_examples"],
+        serde_json::json!(["ghost", "phantom"])
+    );
+    assert_eq!(j["unknown_parked_in"], serde_json::Value::Null);
+    assert_eq!(env.count("c1"), 3);
+    assert!(env.keys(&env.prefix).is_empty());
+    let row = env
+        .pg()
+        .query_one(
+            "SELECT unknown_keys, unknown_hits::int8, unknown_codes, unknown_counts \
+             FROM redis_flusher_batches",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, i64>(0), 2);
+    assert_eq!(row.get::<_, i64>(1), 10);
+    assert_eq!(row.get::<_, Vec<String>>(2), vec!["ghost", "phantom"]);
+    assert_eq!(row.get::<_, Vec<i64>>(3), vec![4, 6]);
+    assert!(
+        out.stderr
+            .contains("2 unknown codes (10 hits, dropped: ghost, phantom)"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn keep_unknown_parks_their_hits_in_a_hash() {
+    let env = TestEnv::new(2);
+    env.set("c1", "3");
+    env.set("ghost", "4");
+    let out = env.run(&["run", "--json", "--keep-unknown"]);
+    out.expect(0);
+    assert_eq!(out.json()["unknown_parked_in"], env.unknown_key.as_str());
+    env.set("ghost", "5");
+    env.run(&["run", "--keep-unknown"]).expect(0);
+    let parked: std::collections::HashMap<String, i64> = redis::cmd("HGETALL")
+        .arg(&env.unknown_key)
+        .query(&mut env.redis())
+        .unwrap();
+    assert_eq!(parked, [("ghost".to_owned(), 9)].into_iter().collect());
+    assert_eq!(env.count("c1"), 3);
+    assert!(env.keys(&env.prefix).is_empty());
+}
+
+#[test]
+fn bad_keys_are_left_untouched_and_reported() {
+    let env = TestEnv::new(3);
+    env.set("c1", "5");
+    env.set("c2", "-2");
+    let bad_values = [
+        "abc",
+        "1.5",
+        "",
+        " 7",
+        "99999999999999999999",
+        "9223372036854775808",
+        "+4",
+    ];
+    for (i, v) in bad_values.iter().enumerate() {
+        env.set(&format!("bad{i}"), v);
+    }
+    let mut r = env.redis();
+    redis::cmd("HSET")
+        .arg(env.key("ahash"))
+        .arg("f")
+        .arg("1")
+        .query::<()>(&mut r)
+        .unwrap();
+    redis::cmd("RPUSH")
+        .arg(env.key("alist"))
+        .arg("1")
+        .query::<()>(&mut r)
+        .unwrap();
+    redis::cmd("SADD")
+        .arg(env.key("aset"))
+        .arg("1")
+        .query::<()>(&mut r)
+        .unwrap();
+    redis::cmd("XADD")
+        .arg(env.key("astream"))
+        .arg("*")
+        .arg("f")
+        .arg("1")
+        .query::<()>(&mut r)
+        .unwrap();
+    let mut not_utf8 = env.key("x").into_bytes();
+    not_utf8.extend_from_slice(b"\xff\xfe");
+    redis::cmd("SET")
+        .arg(&not_utf8)
+        .arg("3")
+        .query::<()>(&mut r)
+        .unwrap();
+    redis::cmd("SET")
+        .arg(&env.prefix)
+        .arg("3")
+        .query::<()>(&mut r)
+        .unwrap(); // empty code
+    redis::cmd("SET")
+        .arg(env.key("a\0b"))
+        .arg("3")
+        .query::<()>(&mut r)
+        .unwrap();
+
+    let out = env.run(&["run", "--json"]);
+    out.expect(0);
+    let j = out.json();
+    assert_eq!(j["keys"], 2);
+    assert_eq!(j["hits"], 3);
+    assert_eq!(j["bad_keys"], 14);
+    assert_eq!(
+        j["bad_by_reason"],
+        serde_json::json!({"not_integer": 7, "wrong_type": 4, "code_not_utf8": 1, "code_empty": 1, "code_has_nul": 1})
+    );
+    assert_eq!(j["bad_examples"].as_array().unwrap().len(), 5);
+    assert_eq!(env.count("c1"), 5);
+    assert_eq!(env.count("c2"), -2);
+    // Every bad key is still there, with its value.
+    for (i, v) in bad_values.iter().enumerate() {
+        assert_eq!(
+            env.get(&env.key(&format!("bad{i}"))),
+            Some(v.as_bytes().to_vec())
+        );
+    }
+    let t: String = redis::cmd("TYPE")
+        .arg(env.key("astream"))
+        .query(&mut r)
+        .unwrap();
+    assert_eq!(t, "stream");
+    let v: Option<String> = redis::cmd("GET").arg(&not_utf8).query(&mut r).unwrap();
+    assert_eq!(v.as_deref(), Some("3"));
+    assert_eq!(env.keys(&env.prefix).len(), 14);
+    assert!(
+        out.stderr.contains("14 bad keys left in Redis"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("value is not an integer"),
+        "{}",
+        out.stderr
+    );
+    // The table is intact.
+    let rows: i64 = env
+        .pg()
+        .query_one("SELECT count(*) FROM urls", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 3);
+}
+
+#[test]
+fn an_overflowing_batch_waits_in_its_journal_until_the_column_is_widened() {
+    let env = TestEnv::new(5);
+    env.pg()
+        .batch_execute("UPDATE urls SET access_count = 2147483600 WHERE short_code = 'c1'")
+        .unwrap();
+    env.set_many(5, |_| 100);
+    // One key per batch, so exactly one batch overflows and the others go through.
+    let out = env.run(&["run", "--json", "--batch-size", "1"]);
+    out.expect(1);
+    let j = out.json();
+    assert_eq!(j["status"], "failed");
+    assert_eq!(j["batches"], 4);
+    assert_eq!(j["batches_failed"], 1);
+    assert!(out.stderr.contains("access_count"), "{}", out.stderr);
+    assert!(out.stderr.contains("(integer)"), "{}", out.stderr);
+    assert!(out.stderr.contains("TYPE bigint"), "{}", out.stderr);
+    assert_eq!(env.count("c1"), 2147483600);
+    assert_eq!(env.total(), 2147483600 + 400);
+    assert_eq!(env.journals().len(), 1);
+    assert!(env.keys(&env.prefix).is_empty());
+
+    // Still failing: the next run keeps it again, and applies nothing twice.
+    env.run(&["run"]).expect(1);
+    assert_eq!(env.total(), 2147483600 + 400);
+
+    env.pg()
+        .batch_execute("ALTER TABLE urls ALTER COLUMN access_count TYPE bigint")
+        .unwrap();
+    let out = env.run(&["run", "--json"]);
+    out.expect(0);
+    assert_eq!(out.json()["recovered_batches"], 1);
+    assert_eq!(env.count("c1"), 2147483700);
+    assert_eq!(env.total(), 2147483700 + 400);
+    assert!(env.journals().is_empty());
+}
+
+#[test]
+fn a_missing_table_fails_before_claiming_anything() {
+    let env = TestEnv::new(2);
+    env.set_many(2, |_| 4);
+    env.pg()
+        .batch_execute("ALTER TABLE urls RENAME TO urls_old")
+        .unwrap();
+    let out = env.run(&["run"]);
+    out.expect(1);
+    assert!(
+        out.stderr.contains("table `urls` does not exist"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("`DB_NAME`"), "{}", out.stderr);
+    assert_eq!(env.keys(&env.prefix).len(), 2);
+    assert!(env.journals().is_empty());
+}
+
+#[test]
+fn a_journal_whose_table_vanished_waits_for_it_and_is_applied_once() {
+    let env = TestEnv::new(4);
+    let expected = env.set_many(4, |i| i64::from(i));
+    env.run_with(&["run"], &[("REDIS_FLUSHER_FAULT", "after_claim")])
+        .expect_killed();
+    assert_eq!(env.journals().len(), 1);
+    // The table goes away between the crash and the next run (a migration, say).
+    env.pg()
+        .batch_execute("ALTER TABLE urls RENAME TO urls_old")
+        .unwrap();
+    env.run(&["run"]).expect(1);
+    assert_eq!(env.journals().len(), 1);
+    env.pg()
+        .batch_execute("ALTER TABLE urls_old RENAME TO urls")
+        .unwrap();
+    env.run(&["run"]).expect(0);
+    assert_eq!(env.total(), expected);
+    assert!(env.journals().is_empty());
+    assert!(env.keys(&env.prefix).is_empty());
+}
+
+/// Kills the run at `point`, checks that the hits are neither in the table nor lost, and
+/// that one clean run then makes the totals exact.
+fn killed_at(point: &str, rows_before_clean_run: i64) {
+    let env = TestEnv::new(60);
+    let expected = env.set_many(50, |i| i64::from(i) * 3);
+    env.run_with(
+        &["run", "--batch-size", "20", "--claim-size", "10"],
+        &[("REDIS_FLUSHER_FAULT", point)],
+    )
+    .expect_killed();
+    assert_eq!(env.journals().len(), 1, "one journal left at {point}");
+    assert_eq!(
+        env.ledger_rows(),
+        rows_before_clean_run,
+        "ledger rows at {point}"
+    );
+    let out = env.run(&["run", "--json", "--batch-size", "20", "--claim-size", "10"]);
+    out.expect(0);
+    assert_eq!(env.total(), expected, "total after a kill at {point}");
+    assert!(env.journals().is_empty());
+    assert!(env.keys(&env.prefix).is_empty());
+    assert_eq!(env.count("c50"), 150);
+}
+
+#[test]
+fn killed_after_a_claim_loses_nothing() {
+    killed_at("after_claim", 0);
+}
+
+#[test]
+fn killed_after_the_update_before_commit_loses_nothing() {
+    killed_at("before_commit", 0);
+}
+
+#[test]
+fn killed_after_commit_before_the_journal_delete_counts_nothing_twice() {
+    killed_at("after_commit", 1);
+}
+
+#[test]
+fn killed_after_the_second_claim_of_a_batch_loses_nothing() {
+    killed_at("after_claim:2", 0);
+}
+
+#[test]
+fn killed_during_recovery_counts_nothing_twice() {
+    let env = TestEnv::new(30);
+    let expected = env.set_many(30, |i| i64::from(i));
+    env.run_with(&["run"], &[("REDIS_FLUSHER_FAULT", "after_claim")])
+        .expect_killed();
+    env.run_with(
+        &["run"],
+        &[("REDIS_FLUSHER_FAULT", "recovery_after_commit")],
+    )
+    .expect_killed();
+    assert_eq!(env.ledger_rows(), 1);
+    assert_eq!(env.journals().len(), 1);
+    let out = env.run(&["run", "--json"]);
+    out.expect(0);
+    assert_eq!(env.total(), expected);
+    assert!(env.journals().is_empty());
+}
+
+#[test]
+fn killed_with_unknown_codes_after_commit_parks_them_once() {
+    let env = TestEnv::new(2);
+    env.set("c1", "1");
+    env.set("ghost", "8");
+    env.run_with(
+        &["run", "--keep-unknown"],
+        &[("REDIS_FLUSHER_FAULT", "after_commit")],
+    )
+    .expect_killed();
+    env.run(&["run", "--keep-unknown"]).expect(0);
+    let parked: Option<i64> = redis::cmd("HGET")
+        .arg(&env.unknown_key)
+        .arg("ghost")
+        .query(&mut env.redis())
+        .unwrap();
+    assert_eq!(parked, Some(8));
+    assert_eq!(env.count("c1"), 1);
+}
+
+#[test]
+fn two_runs_at_once_count_everything_exactly_once() {
+    let env = TestEnv::new(3000);
+    let expected = env.set_many(3000, |i| i64::from(i % 10 + 1));
+    let mut a = env.cmd();
+    a.args(["run", "--batch-size", "200"]);
+    let mut b = env.cmd();
+    b.args(["run", "--batch-size", "200"]);
+    let ha = std::thread::spawn(move || a.output().unwrap());
+    let hb = std::thread::spawn(move || b.output().unwrap());
+    let (oa, ob) = (ha.join().unwrap(), hb.join().unwrap());
+    assert_eq!(
+        oa.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&oa.stderr)
+    );
+    assert_eq!(
+        ob.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ob.stderr)
+    );
+    // Whichever lost the lock race did nothing; anything left is flushed by one more run.
+    env.run(&["run"]).expect(0);
+    assert_eq!(env.total(), expected);
+    assert!(env.keys(&env.prefix).is_empty());
+}
+
+#[test]
+fn the_app_incrementing_during_runs_loses_and_doubles_nothing() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let env = TestEnv::new(200);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for t in 0..4u64 {
+        let stop = stop.clone();
+        let mut con = env.redis();
+        let prefix = env.prefix.clone();
+        writers.push(std::thread::spawn(move || {
+            // A small LCG: reproducible codes without a rand crate.
+            let mut x = 0x9e37_79b9_7f4a_7c15u64.wrapping_mul(t + 1);
+            let (mut known, mut unknown) = (0i64, 0i64);
+            while !stop.load(Ordering::Relaxed) {
+                x = x
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let n = (x >> 33) % 220 + 1; // c201..c220 have no row
+                redis::cmd("INCR")
+                    .arg(format!("{prefix}c{n}"))
+                    .query::<i64>(&mut con)
+                    .unwrap();
+                if n <= 200 {
+                    known += 1;
+                } else {
+                    unknown += 1;
+                }
+            }
+            (known, unknown)
+        }));
+    }
+    for _ in 0..6 {
+        env.run(&["run", "--batch-size", "50", "--claim-size", "20"])
+            .expect(0);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (mut known, mut unknown) = (0, 0);
+    for w in writers {
+        let (k, u) = w.join().unwrap();
+        known += k;
+        unknown += u;
+    }
+    env.run(&["run"]).expect(0);
+    assert!(known > 1000, "the writers made only {known} INCRs");
+    assert_eq!(env.total(), known);
+    let dropped: i64 = env
+        .pg()
+        .query_one(
+            "SELECT coalesce(sum(unknown_hits), 0)::int8 FROM redis_flusher_batches",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(dropped, unknown);
+    assert!(env.keys(&env.prefix).is_empty());
+}
