@@ -66,7 +66,11 @@ pub fn execute(cli: Cli) -> Result<ExitCode> {
 
 /// Prints the report as asked and maps it to the exit code cron and monitoring see.
 fn finish(report: &Report, json: bool, dry_run: bool) -> ExitCode {
-    log::info!("{}", report.summary());
+    if report.status == Status::Failed {
+        log::warn!("{}", report.summary());
+    } else {
+        log::info!("{}", report.summary());
+    }
     if json {
         match serde_json::to_string(report) {
             Ok(s) => println!("{s}"),

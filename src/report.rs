@@ -120,10 +120,14 @@ impl Report {
         if self.status == Status::Locked {
             return "another run holds the lock; nothing done".to_owned();
         }
-        let verb = if self.dry_run {
-            "would flush"
-        } else {
-            "flushed"
+        let verb = match (self.dry_run, self.status) {
+            (true, Status::Failed) => "dry run failed; it got as far as: would flush",
+            (true, _) => "would flush",
+            (false, Status::Failed) => {
+                "run failed, nothing is lost (what it claimed waits in Redis journals for the \
+                 next run); before that it flushed"
+            }
+            (false, _) => "flushed",
         };
         let mut s = format!(
             "{verb} {} keys ({} hits) into {} rows in {} batches",

@@ -367,7 +367,7 @@ fn a_missing_table_fails_before_claiming_anything() {
 #[test]
 fn a_journal_whose_table_vanished_waits_for_it_and_is_applied_once() {
     let env = TestEnv::new(4);
-    let expected = env.set_many(4, |i| i64::from(i));
+    let expected = env.set_many(4, i64::from);
     env.run_with(&["run"], &[("REDIS_FLUSHER_FAULT", "after_claim")])
         .expect_killed();
     assert_eq!(env.journals().len(), 1);
@@ -433,7 +433,7 @@ fn killed_after_the_second_claim_of_a_batch_loses_nothing() {
 #[test]
 fn killed_during_recovery_counts_nothing_twice() {
     let env = TestEnv::new(30);
-    let expected = env.set_many(30, |i| i64::from(i));
+    let expected = env.set_many(30, i64::from);
     env.run_with(&["run"], &[("REDIS_FLUSHER_FAULT", "after_claim")])
         .expect_killed();
     env.run_with(

@@ -64,6 +64,8 @@ fn id_of(flag: &str, user: &str) -> u32 {
 }
 
 /// Stops `pid` with `signal` and removes `dir` once this test process has exited.
+/// The shell outlives us on purpose (statics are never dropped), so it is never waited for.
+#[allow(clippy::zombie_processes)]
 fn watchdog(pid: u32, signal: &str, dir: &Path) {
     let script = format!(
         "while kill -0 {parent} 2>/dev/null; do sleep 0.5; done; \
@@ -114,6 +116,8 @@ pub struct RedisServer {
 }
 
 /// Starts a `redis-server` on a free port with `extra` arguments (e.g. persistence).
+/// It runs until the watchdog stops it, so it is never waited for.
+#[allow(clippy::zombie_processes)]
 pub fn start_redis(extra: &[&str]) -> RedisServer {
     let dir = tempfile::Builder::new()
         .prefix("flusher-redis-")
@@ -164,11 +168,18 @@ pub fn start_redis(extra: &[&str]) -> RedisServer {
     panic!("redis-server did not start on a free port (5 tries)");
 }
 
+/// True once the server answers a PING with anything (`+PONG`, or `-NOAUTH` when it asks
+/// for a password): it is up.
 fn redis_ping(port: u16) -> bool {
-    redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-        .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
-        .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-        .is_ok()
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut reply = [0u8; 1];
+    s.write_all(b"PING\r\n").is_ok()
+        && s.read_exact(&mut reply).is_ok()
+        && matches!(reply[0], b'+' | b'-')
 }
 
 /// A private PostgreSQL cluster.
@@ -179,6 +190,8 @@ pub struct PgServer {
 }
 
 /// `initdb` in a temp dir and a `postgres` on a free port, tuned for tests (no fsync).
+/// It runs until the watchdog stops it, so it is never waited for.
+#[allow(clippy::zombie_processes)]
 pub fn start_postgres() -> PgServer {
     let root = is_root();
     let ids = root.then(|| (id_of("-u", "postgres"), id_of("-g", "postgres")));
@@ -380,6 +393,21 @@ impl TestEnv {
             .arg(self.key(code))
             .arg(value)
             .query::<()>(&mut self.redis())
+            .expect("SET");
+    }
+
+    /// `set` on a Redis that asks for a password.
+    pub fn set_with_password(&self, code: &str, value: &str, password: &str) {
+        let mut con = redis::Client::open(format!(
+            "redis://:{password}@127.0.0.1:{}/",
+            self.redis_port
+        ))
+        .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
+        .expect("connect with a password");
+        redis::cmd("SET")
+            .arg(self.key(code))
+            .arg(value)
+            .query::<()>(&mut con)
             .expect("SET");
     }
 

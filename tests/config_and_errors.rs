@@ -1,0 +1,467 @@
+//! Configuration precedence, usage errors, `--dry-run`, error messages and secrets, and the
+//! ledger table's life: created, refused to a role without CREATE, pruned.
+
+mod common;
+
+use common::{start_redis, TestEnv};
+
+#[test]
+fn dotenv_fills_in_what_the_environment_does_not_set() {
+    let env = TestEnv::new(2);
+    env.set("c1", "4");
+    std::fs::write(
+        env.workdir.path().join(".env"),
+        format!(
+            "REDIS_HOST=127.0.0.1\nREDIS_PORT={}\nDB_PORT={}\nDB_NAME=no_such_db\n",
+            env.redis_port, env.pg_port
+        ),
+    )
+    .unwrap();
+    let mut cmd = env.cmd();
+    cmd.env_remove("REDIS_PORT")
+        .env_remove("DB_PORT")
+        .arg("run");
+    // DB_NAME comes from the environment (the real database), the ports from `.env`.
+    let out = cmd.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(env.count("c1"), 4);
+}
+
+#[test]
+fn env_file_flag_reads_another_file() {
+    let env = TestEnv::new(2);
+    env.set("c2", "6");
+    let file = env.workdir.path().join("flusher.env");
+    std::fs::write(
+        &file,
+        format!("REDIS_PORT={}\nDB_PORT={}\n", env.redis_port, env.pg_port),
+    )
+    .unwrap();
+    // A `.env` that would break the run must be ignored when `--env-file` is given.
+    std::fs::write(env.workdir.path().join(".env"), "REDIS_PORT=1\n").unwrap();
+    let mut cmd = env.cmd();
+    cmd.env_remove("REDIS_PORT")
+        .env_remove("DB_PORT")
+        .args(["run", "--env-file"])
+        .arg(&file);
+    let out = cmd.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(env.count("c2"), 6);
+}
+
+#[test]
+fn flags_win_over_the_environment() {
+    let env = TestEnv::new(2);
+    env.set("c1", "2");
+    let out = env.run_with(
+        &[
+            "run",
+            "--table",
+            "urls",
+            "--db-port",
+            &env.pg_port.to_string(),
+        ],
+        &[("REDIS_FLUSHER_TABLE", "no_such_table"), ("DB_PORT", "1")],
+    );
+    out.expect(0);
+    assert_eq!(env.count("c1"), 2);
+}
+
+#[test]
+fn urls_win_over_the_parts() {
+    let env = TestEnv::new(2);
+    env.set("c1", "9");
+    let out = env.run_with(
+        &["run"],
+        &[
+            (
+                "REDIS_URL",
+                &format!("redis://127.0.0.1:{}/0", env.redis_port),
+            ),
+            ("REDIS_PORT", "1"),
+            (
+                "DATABASE_URL",
+                &format!("postgres://postgres@127.0.0.1:{}/{}", env.pg_port, env.db),
+            ),
+            ("DB_PORT", "1"),
+            ("DB_NAME", "no_such_db"),
+        ],
+    );
+    out.expect(0);
+    assert_eq!(env.count("c1"), 9);
+}
+
+#[test]
+fn redis_db_selects_the_database_number() {
+    let env = TestEnv::new(2);
+    let mut con = env.redis();
+    redis::cmd("SELECT").arg(3).query::<()>(&mut con).unwrap();
+    redis::cmd("SET")
+        .arg(env.key("c1"))
+        .arg(5)
+        .query::<()>(&mut con)
+        .unwrap();
+    env.set("c2", "1"); // in db 0: not ours this time
+    env.run_with(&["run"], &[("REDIS_DB", "3")]).expect(0);
+    assert_eq!(env.count("c1"), 5);
+    assert_eq!(env.count("c2"), 0);
+    let left: Option<String> = redis::cmd("GET")
+        .arg(env.key("c1"))
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(left, None);
+    redis::cmd("FLUSHDB").query::<()>(&mut con).unwrap();
+}
+
+#[test]
+fn usage_errors_exit_2_and_say_what_to_fix() {
+    let env = TestEnv::new(1);
+    env.set("c1", "1");
+    let cases: &[(&[&str], &str)] = &[
+        (&["run", "--pattern", "url_hits:"], "must end in one `*`"),
+        (&["run", "--pattern", "url_*:*"], "only one `*`"),
+        (&["run", "--pattern", "*"], "literal prefix"),
+        (
+            &["run", "--table", "urls; DROP TABLE urls"],
+            "`--table` must be a plain SQL name",
+        ),
+        (&["run", "--count-column", "a b"], "`--count-column`"),
+        (&["run", "--batch-size", "0"], "--batch-size"),
+        (
+            &["run", "--env-file", "/no/such/file"],
+            "could not read `--env-file`",
+        ),
+        (
+            &["run", "--journal-prefix", &format!("{}j:", env.prefix)],
+            "`--journal-prefix`",
+        ),
+        (&["run", "--no-such-flag"], "--no-such-flag"),
+    ];
+    for (args, says) in cases {
+        let out = env.run(args);
+        assert_eq!(out.code, Some(2), "{args:?}: {}", out.stderr);
+        assert!(
+            out.stderr.contains(says),
+            "{args:?} should say {says:?}: {}",
+            out.stderr
+        );
+    }
+    let out = env.run_with(&["run"], &[("REDIS_URL", "http://nope")]);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("`REDIS_URL` is not a valid Redis URL"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(env.keys(&env.prefix).len(), 1);
+}
+
+#[test]
+fn connection_errors_name_the_server_and_the_variable_but_never_a_password() {
+    let env = TestEnv::new(1);
+    let closed = common::free_port().to_string();
+    let secret = "s3cret-Pa55word";
+    // (environment, how the server is named, the variable to fix)
+    type Case<'a> = (Vec<(&'a str, String)>, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            vec![
+                ("REDIS_PORT", closed.clone()),
+                ("REDIS_PASSWORD", secret.into()),
+            ],
+            "could not connect to Redis at 127.0.0.1:",
+            "`REDIS_HOST`",
+        ),
+        (
+            vec![("DB_PORT", closed.clone()), ("DB_PASSWORD", secret.into())],
+            "could not connect to PostgreSQL at postgres@127.0.0.1:",
+            "`DB_HOST`",
+        ),
+        (
+            vec![(
+                "REDIS_URL",
+                format!("redis://app:{secret}@127.0.0.1:{closed}/0"),
+            )],
+            "could not connect to Redis at 127.0.0.1:",
+            "`REDIS_URL`",
+        ),
+        (
+            vec![(
+                "DATABASE_URL",
+                format!("postgres://app:{secret}@127.0.0.1:{closed}/x"),
+            )],
+            "could not connect to PostgreSQL at app@127.0.0.1:",
+            "`DATABASE_URL`",
+        ),
+    ];
+    for (vars, names, hint) in cases {
+        let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let out = env.run_with(&["run", "--json"], &pairs);
+        assert_eq!(out.code, Some(1), "{vars:?}: {}", out.stderr);
+        let all = format!("{}{}", out.stdout, out.stderr);
+        assert!(
+            all.contains(names),
+            "{vars:?} should name the server: {all}"
+        );
+        assert!(
+            all.contains(&closed),
+            "{vars:?} should name the port: {all}"
+        );
+        assert!(all.contains(hint), "{vars:?} should name {hint}: {all}");
+        assert!(!all.contains(secret), "{vars:?} leaked the password: {all}");
+        assert_eq!(out.json()["status"], "failed");
+    }
+}
+
+#[test]
+fn a_wrong_redis_password_is_an_error_that_does_not_echo_it() {
+    let server = start_redis(&["--requirepass", "right-password"]);
+    let env = TestEnv::on(server.port, common::servers().pg_port, 1);
+    env.set_with_password("c1", "3", "right-password");
+    let out = env.run_with(&["run"], &[("REDIS_PASSWORD", "wrong-password")]);
+    out.expect(1);
+    assert!(out.stderr.contains("`REDIS_PASSWORD`"), "{}", out.stderr);
+    assert!(!out.stderr.contains("wrong-password"), "{}", out.stderr);
+    env.run_with(&["run"], &[("REDIS_PASSWORD", "right-password")])
+        .expect(0);
+    assert_eq!(env.count("c1"), 3);
+}
+
+#[test]
+fn help_shows_no_secret_from_the_environment() {
+    let env = TestEnv::new(0);
+    for args in [&["--help"][..], &["run", "--help"], &["demo", "--help"]] {
+        let out = env.run_with(
+            args,
+            &[
+                ("REDIS_URL", "redis://u:hunter2secret@h:1/0"),
+                ("DATABASE_URL", "postgres://u:hunter2secret@h/db"),
+                ("REDIS_PASSWORD", "hunter2secret"),
+            ],
+        );
+        out.expect(0);
+        assert!(
+            !out.stdout.contains("hunter2secret"),
+            "{args:?}: {}",
+            out.stdout
+        );
+    }
+    let out = env.run(&["run", "--help"]);
+    for says in [
+        "Examples:",
+        "REDIS_PASSWORD",
+        "DB_NAME",
+        "Exit codes",
+        "--dry-run",
+        "--keep-unknown",
+    ] {
+        assert!(out.stdout.contains(says), "run --help lacks {says:?}");
+    }
+}
+
+#[test]
+fn dry_run_reports_and_changes_nothing_anywhere() {
+    let env = TestEnv::new(10);
+    let expected = env.set_many(8, i64::from);
+    env.set("ghost", "5");
+    env.set("bad", "x");
+    // A journal pending from a killed run, which the dry run reports and does not apply.
+    env.set("c9", "100");
+    let before_keys = env.keys(&env.prefix);
+    let out = env.run(&["run", "--dry-run", "--json"]);
+    out.expect(0);
+    let j = out.json();
+    assert_eq!(j["dry_run"], true);
+    assert_eq!(j["keys"], 10);
+    assert_eq!(j["hits"], expected + 5 + 100);
+    assert_eq!(j["rows_updated"], 9);
+    assert_eq!(j["unknown_codes"], 1);
+    assert_eq!(j["unknown_examples"], serde_json::json!(["ghost"]));
+    assert_eq!(j["bad_keys"], 1);
+    assert_eq!(j["pending_journals"], 0);
+    assert_eq!(env.keys(&env.prefix), before_keys);
+    assert_eq!(env.total(), 0);
+    let ledger: bool = env
+        .pg()
+        .query_one(
+            "SELECT to_regclass('redis_flusher_batches') IS NOT NULL",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(!ledger, "a dry run must not even create the ledger table");
+
+    // With a pending journal, and as text on stdout.
+    env.run_with(&["run"], &[("REDIS_FLUSHER_FAULT", "after_claim")])
+        .expect_killed();
+    let journals = env.journals();
+    let ledger_rows = env.ledger_rows();
+    let out = env.run(&["run", "--dry-run"]);
+    out.expect(0);
+    assert!(
+        out.stdout.contains("dry run: nothing was changed"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("journals pending:     1"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("bad keys:             1, e.g."),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(env.journals(), journals);
+    assert_eq!(env.ledger_rows(), ledger_rows);
+    assert_eq!(env.total(), 0);
+}
+
+#[test]
+fn a_role_that_may_not_create_the_ledger_gets_its_ddl() {
+    let env = TestEnv::new(3);
+    env.set_many(3, |_| 2);
+    let role = format!("flusher_ro_{}", env.n);
+    env.pg()
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN; GRANT SELECT, UPDATE ON urls TO {role}; \
+             REVOKE CREATE ON SCHEMA public FROM PUBLIC"
+        ))
+        .unwrap();
+    let out = env.run_with(&["run"], &[("DB_USER", &role)]);
+    out.expect(1);
+    assert!(out.stderr.contains("may not create it"), "{}", out.stderr);
+    let start = out.stderr.find("CREATE TABLE").expect("the DDL is printed");
+    let end = out.stderr[start..]
+        .find("\n\n")
+        .map(|e| start + e)
+        .expect("end of DDL");
+    let ddl = &out.stderr[start..end];
+    assert_eq!(
+        env.keys(&env.prefix).len(),
+        3,
+        "nothing claimed before the ledger exists"
+    );
+
+    // A DBA runs exactly what was printed, and grants what the README says.
+    env.pg()
+        .batch_execute(&format!(
+            "{ddl}\nGRANT SELECT, INSERT, DELETE ON redis_flusher_batches TO {role};"
+        ))
+        .unwrap();
+    env.run_with(&["run"], &[("DB_USER", &role)]).expect(0);
+    assert_eq!(env.total(), 6);
+    env.pg()
+        .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
+        .unwrap();
+}
+
+#[test]
+fn ledger_rows_older_than_the_retention_are_pruned() {
+    let env = TestEnv::new(2);
+    env.set("c1", "1");
+    env.run(&["run"]).expect(0);
+    env.pg()
+        .batch_execute(
+            "INSERT INTO redis_flusher_batches (batch_id, applied_at, keys, hits, rows_updated, \
+             unknown_keys, unknown_hits, unknown_codes, unknown_counts, recovered) VALUES \
+             ('old', now() - interval '31 days', 1, 1, 1, 0, 0, '{}', '{}', false), \
+             ('recent', now() - interval '29 days', 1, 1, 1, 0, 0, '{}', '{}', false)",
+        )
+        .unwrap();
+    env.set("c2", "1");
+    env.run(&["run"]).expect(0);
+    let ids: Vec<String> = env
+        .pg()
+        .query(
+            "SELECT batch_id FROM redis_flusher_batches ORDER BY applied_at",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    assert_eq!(ids[0], "recent");
+    env.pg()
+        .batch_execute("UPDATE redis_flusher_batches SET applied_at = now() - interval '8 days' WHERE batch_id = 'recent'")
+        .unwrap();
+    env.run(&["run", "--ledger-days", "7"]).expect(0);
+    let n: i64 = env
+        .pg()
+        .query_one(
+            "SELECT count(*) FROM redis_flusher_batches WHERE batch_id = 'recent'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0);
+}
+
+#[test]
+fn a_journal_sealed_by_another_run_stops_a_late_claim() {
+    // A run that lost its lock (its Postgres connection died) may still claim; once another
+    // run has sealed its journal for recovery, that claim must fail, not be deleted unapplied.
+    let env = TestEnv::new(3);
+    let journal = format!("{}sealed-1", env.journal_prefix);
+    redis::cmd("HSET")
+        .arg(&journal)
+        .arg("c0")
+        .arg(redis_flusher::journal::encode(&[
+            redis_flusher::journal::Entry {
+                code: "c1".into(),
+                hits: 2,
+            },
+        ]))
+        .query::<()>(&mut env.redis())
+        .unwrap();
+    env.set("c2", "5");
+    let cfg = redis_flusher::config::RedisConfig::from_args(&conn_args(&env)).unwrap();
+    let mut source = redis_flusher::redis_source::RedisSource::connect(&cfg).unwrap();
+    let err = source
+        .claim(
+            &journal,
+            "c1",
+            false,
+            &[env.key("c2").into_bytes()],
+            env.prefix.len(),
+        )
+        .unwrap_err();
+    assert!(format!("{err:#}").contains("sealed"), "{err:#}");
+    assert_eq!(
+        env.get(&env.key("c2")),
+        Some(b"5".to_vec()),
+        "the late key stays live"
+    );
+    env.run(&["run"]).expect(0);
+    assert_eq!(env.count("c1"), 2);
+    assert_eq!(env.count("c2"), 5);
+}
+
+fn conn_args(env: &TestEnv) -> redis_flusher::cli::ConnArgs {
+    use clap::Parser;
+    let cli = redis_flusher::cli::Cli::try_parse_from([
+        "redis-flusher",
+        "run",
+        "--redis-host",
+        "127.0.0.1",
+        "--redis-port",
+        &env.redis_port.to_string(),
+    ])
+    .unwrap();
+    match cli.command {
+        redis_flusher::cli::Command::Run(r) => r.conn,
+        _ => unreachable!(),
+    }
+}
