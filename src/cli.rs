@@ -13,7 +13,7 @@ Environment (flags win over the environment, which wins over `.env`):
   REDIS_URL / DATABASE_URL     a URL wins over the separate parts
   REDIS_HOST REDIS_PORT REDIS_USERNAME REDIS_PASSWORD REDIS_DB
   DB_HOST DB_PORT DB_NAME DB_USER DB_PASSWORD
-  REDIS_FLUSHER_*              the flags below, as named on each
+  REDIS_FLUSHER_*              the flags above, as named on each
   RUST_LOG                     log level (default info), e.g. RUST_LOG=debug
 
 Exit codes: 0 done (also: nothing to flush, another run holds the lock);
