@@ -259,7 +259,9 @@ impl PgConfig {
         }
         config
             .connect_timeout(Duration::from_secs(c.connect_timeout.max(1)))
-            .application_name("redis-flusher");
+            .application_name("redis-flusher")
+            // Notices ("relation … already exists, skipping") are not news to an operator.
+            .notice_callback(|n| log::debug!("PostgreSQL notice: {}", n.message()));
         let host = match config.get_hosts().first() {
             Some(postgres::config::Host::Tcp(h)) => h.clone(),
             Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
