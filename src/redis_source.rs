@@ -9,7 +9,7 @@
 //! What the counts mean and when a journal may be deleted is `flush.rs`'s business.
 
 use anyhow::{bail, Context, Result};
-use redis::{Connection, Script};
+use redis::{Connection, Script, ScriptInvocation};
 
 use crate::config::RedisConfig;
 use crate::journal::{self, Entry};
@@ -19,9 +19,12 @@ use crate::journal::{self, Entry};
 /// another run is applying: its next claim fails instead of being deleted unapplied.
 const OPEN_FIELD: &str = "open";
 
-/// The check a value must pass to be claimed: a base-10 integer within i64. Shared by the
-/// claim and the read-only inspection so that `--dry-run` and `run` judge keys alike.
-const LUA_VALID: &str = r#"
+/// Shared by the claim and the read-only inspection, so that `--dry-run` and `run` judge
+/// keys alike. `valid`: a base-10 integer within i64. `collect`: reads KEYS[first..], returns
+/// the valid ones packed as `journal.rs` describes, the bad ones as {key, reason, …}, and how
+/// many were packed; with `take`, deletes each valid key as it packs it. Invalid and
+/// wrong-type keys are never touched.
+const LUA_COMMON: &str = r#"
 local function valid(v)
   if not string.find(v, '^-?%d+$') then return false end
   local neg = string.sub(v, 1, 1) == '-'
@@ -31,35 +34,36 @@ local function valid(v)
   if neg then return d <= '9223372036854775808' end
   return d <= '9223372036854775807'
 end
+local function collect(first, plen, take)
+  local out, bad = {}, {}
+  for i = first, #KEYS do
+    local k = KEYS[i]
+    local v = redis.pcall('GET', k)
+    if type(v) == 'table' then
+      bad[#bad + 1] = k; bad[#bad + 1] = 'wrong_type'
+    elseif v then
+      if valid(v) then
+        if take then redis.call('DEL', k) end
+        local code = string.sub(k, plen + 1)
+        out[#out + 1] = #code .. ':' .. code .. v .. '\n'
+      else
+        bad[#bad + 1] = k; bad[#bad + 1] = 'not_integer'
+      end
+    end
+  end
+  return table.concat(out), bad, #out
+end
 "#;
 
 /// KEYS[1] the journal, KEYS[2..] the counters. ARGV[1] prefix length, ARGV[2] the chunk's
-/// field, ARGV[3] '1' when this chunk creates the journal. Returns {packed entries, bad list
-/// as key, reason, key, reason …}. Invalid and wrong-type keys are left untouched.
+/// field, ARGV[3] '1' when this chunk creates the journal. Returns {packed, bad}.
 const LUA_CLAIM_BODY: &str = r#"
 local journal = KEYS[1]
 if ARGV[3] ~= '1' and redis.call('HEXISTS', journal, 'open') == 0 then
   return redis.error_reply('SEALED journal ' .. journal .. ' was sealed or removed by another run')
 end
-local plen = tonumber(ARGV[1])
-local out, bad = {}, {}
-for i = 2, #KEYS do
-  local k = KEYS[i]
-  local v = redis.pcall('GET', k)
-  if type(v) == 'table' then
-    bad[#bad + 1] = k; bad[#bad + 1] = 'wrong_type'
-  elseif v then
-    if valid(v) then
-      redis.call('DEL', k)
-      local code = string.sub(k, plen + 1)
-      out[#out + 1] = #code .. ':' .. code .. v .. '\n'
-    else
-      bad[#bad + 1] = k; bad[#bad + 1] = 'not_integer'
-    end
-  end
-end
-local packed = table.concat(out)
-if #out > 0 then
+local packed, bad, n = collect(2, tonumber(ARGV[1]), true)
+if n > 0 then
   if ARGV[3] == '1' then
     redis.call('HSET', journal, 'open', '1', ARGV[2], packed)
   else
@@ -71,23 +75,8 @@ return {packed, bad}
 
 /// Read-only twin of the claim for `--dry-run`: KEYS the counters, ARGV[1] prefix length.
 const LUA_INSPECT_BODY: &str = r#"
-local plen = tonumber(ARGV[1])
-local out, bad = {}, {}
-for i = 1, #KEYS do
-  local k = KEYS[i]
-  local v = redis.pcall('GET', k)
-  if type(v) == 'table' then
-    bad[#bad + 1] = k; bad[#bad + 1] = 'wrong_type'
-  elseif v then
-    if valid(v) then
-      local code = string.sub(k, plen + 1)
-      out[#out + 1] = #code .. ':' .. code .. v .. '\n'
-    else
-      bad[#bad + 1] = k; bad[#bad + 1] = 'not_integer'
-    end
-  end
-end
-return {table.concat(out), bad}
+local packed, bad = collect(1, tonumber(ARGV[1]), false)
+return {packed, bad}
 "#;
 
 /// KEYS[1] the journal. Removes the `open` field and returns the remaining fields and values.
@@ -138,7 +127,8 @@ pub struct BadKey {
 /// What one claim (or inspection) found.
 #[derive(Debug, Default)]
 pub struct Claimed {
-    /// The packed bytes as journaled (empty for an inspection's journal-less result).
+    /// The valid counters taken (an inspection: that would be taken), decoded from the
+    /// same packed bytes the claim wrote to the journal.
     pub entries: Vec<Entry>,
     pub bad: Vec<BadKey>,
 }
@@ -187,8 +177,8 @@ impl RedisSource {
         let mut source = RedisSource {
             con,
             display: cfg.display.clone(),
-            claim: Script::new(&format!("{LUA_VALID}{LUA_CLAIM_BODY}")),
-            inspect: Script::new(&format!("{LUA_VALID}{LUA_INSPECT_BODY}")),
+            claim: Script::new(&format!("{LUA_COMMON}{LUA_CLAIM_BODY}")),
+            inspect: Script::new(&format!("{LUA_COMMON}{LUA_INSPECT_BODY}")),
             seal: Script::new(LUA_SEAL),
             ack: Script::new(LUA_ACK),
         };
@@ -240,14 +230,8 @@ impl RedisSource {
         inv.arg(prefix_len)
             .arg(field)
             .arg(if create { "1" } else { "0" });
-        let (packed, bad): (Vec<u8>, Vec<Vec<u8>>) = inv
-            .invoke(&mut self.con)
-            .with_context(|| self.ctx("the claim script"))?;
-        Ok(Claimed {
-            entries: journal::decode(&packed)
-                .context("BUG: the claim script packed a chunk we cannot read")?,
-            bad: bad_pairs(bad)?,
-        })
+        let ctx = self.ctx("the claim script");
+        collect(&mut self.con, &inv, ctx)
     }
 
     /// Reads what `claim` would take, changing nothing (for `--dry-run`).
@@ -257,14 +241,8 @@ impl RedisSource {
             inv.key(k.as_slice());
         }
         inv.arg(prefix_len);
-        let (packed, bad): (Vec<u8>, Vec<Vec<u8>>) = inv
-            .invoke(&mut self.con)
-            .with_context(|| self.ctx("the inspection script"))?;
-        Ok(Claimed {
-            entries: journal::decode(&packed)
-                .context("BUG: the inspection script packed a chunk we cannot read")?,
-            bad: bad_pairs(bad)?,
-        })
+        let ctx = self.ctx("the inspection script");
+        collect(&mut self.con, &inv, ctx)
     }
 
     /// Every journal key under `prefix` (left by failed runs, or by this run's crash).
@@ -352,6 +330,16 @@ pub fn glob_escape(s: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// Runs a claim or inspection and decodes its {packed, bad} answer.
+fn collect(con: &mut Connection, inv: &ScriptInvocation, ctx: String) -> Result<Claimed> {
+    let (packed, bad): (Vec<u8>, Vec<Vec<u8>>) = inv.invoke(con).context(ctx)?;
+    Ok(Claimed {
+        entries: journal::decode(&packed)
+            .context("BUG: a claim script packed a chunk we cannot read")?,
+        bad: bad_pairs(bad)?,
+    })
 }
 
 fn bad_pairs(flat: Vec<Vec<u8>>) -> Result<Vec<BadKey>> {
