@@ -14,7 +14,7 @@ use crate::fault;
 use crate::journal::{self, Batch};
 use crate::postgres_sink::{self, BatchRejected, PgSink};
 use crate::redis_source::{check_code, BadKey, Claimed, RedisSource};
-use crate::report::{Report, Status};
+use crate::report::{show_bytes, Report, Status};
 
 /// Everything one run needs.
 pub struct Config {
@@ -269,7 +269,7 @@ impl Flusher<'_> {
                     .unknown
                     .iter()
                     .take(3)
-                    .map(|(c, _)| c.as_str())
+                    .map(|(c, _)| show_bytes(c.as_bytes()))
                     .collect::<Vec<_>>()
                     .join(", "),
                 if self.cfg.keep_unknown {
@@ -320,7 +320,11 @@ impl Flusher<'_> {
                 batch.id,
                 failed.len(),
                 self.cfg.unknown_key,
-                failed.join(", ")
+                failed
+                    .iter()
+                    .map(|c| show_bytes(c.as_bytes()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
         Ok(())

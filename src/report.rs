@@ -148,10 +148,10 @@ impl Report {
         match (&self.unknown_parked_in, self.unknown_codes) {
             (_, 0) => s.push(')'),
             (Some(k), _) => {
-                let _ = write!(s, ", kept in {k}: {})", self.unknown_examples.join(", "));
+                let _ = write!(s, ", kept in {k}: {})", self.shown_unknown().join(", "));
             }
             (None, _) => {
-                let _ = write!(s, ", dropped: {})", self.unknown_examples.join(", "));
+                let _ = write!(s, ", dropped: {})", self.shown_unknown().join(", "));
             }
         }
         let _ = write!(s, "; {} bad keys left in Redis", self.bad_keys);
@@ -174,6 +174,14 @@ impl Report {
         s
     }
 
+    /// Unknown codes as a log line may show them (see [`show_bytes`]).
+    fn shown_unknown(&self) -> Vec<String> {
+        self.unknown_examples
+            .iter()
+            .map(|c| show_bytes(c.as_bytes()))
+            .collect()
+    }
+
     /// The multi-line report `--dry-run` prints on stdout.
     pub fn dry_run_text(&self) -> String {
         let mut s = String::from("dry run: nothing was changed\n");
@@ -186,7 +194,7 @@ impl Report {
             "unknown codes:        {} ({} hits){}",
             self.unknown_codes,
             self.unknown_hits,
-            list(&self.unknown_examples)
+            list(&self.shown_unknown())
         );
         let bad: Vec<String> = self
             .bad_examples
@@ -217,11 +225,23 @@ pub fn reason_text(r: BadReason) -> &'static str {
     }
 }
 
-/// Shows a key readably: UTF-8 as is, other bytes as `\xNN`.
+/// Shows a key or code safely on one log line: UTF-8 as is, but control characters (NUL,
+/// newline, ESC…) and bytes that are not UTF-8 as `\xNN` / `\u{NNNN}`, so that a key can
+/// neither forge a log line nor drive the terminal.
 pub fn show_bytes(b: &[u8]) -> String {
     let mut out = String::new();
     for chunk in b.utf8_chunks() {
-        out.push_str(chunk.valid());
+        for c in chunk.valid().chars() {
+            match c {
+                c if c.is_control() && (c as u32) < 0x80 => {
+                    let _ = write!(out, "\\x{:02x}", c as u32);
+                }
+                c if c.is_control() => {
+                    let _ = write!(out, "\\u{{{:04x}}}", c as u32);
+                }
+                c => out.push(c),
+            }
+        }
         for byte in chunk.invalid() {
             let _ = write!(out, "\\x{byte:02x}");
         }
@@ -236,6 +256,8 @@ mod tests {
     #[test]
     fn shows_invalid_bytes_escaped() {
         assert_eq!(show_bytes(b"url_hits:a\xffb"), "url_hits:a\\xffb");
+        assert_eq!(show_bytes(b"a\0b\nc\x1b[31m"), "a\\x00b\\x0ac\\x1b[31m");
+        assert_eq!(show_bytes("a\u{85}b".as_bytes()), "a\\u{0085}b");
         assert_eq!(show_bytes("é".as_bytes()), "é");
     }
 }
