@@ -151,18 +151,20 @@ fn unknown_codes_are_dropped_but_recorded_in_the_ledger() {
     env.set("c1", "3");
     env.set("ghost", "4");
     env.set("phantom", "6");
+    env.set("evil\nINFO forged line", "1"); // a code may hold a newline: no row, so unknown
     let out = env.run(&["run", "--json"]);
     out.expect(0);
     let j = out.json();
-    assert_eq!(j["unknown_codes"], 2);
-    assert_eq!(j["unknown_hits"], 10);
+    assert_eq!(j["unknown_codes"], 3);
+    assert_eq!(j["unknown_hits"], 11);
     assert_eq!(
         j["unknown_examples"],
-        serde_json::json!(["ghost", "phantom"])
+        serde_json::json!(["evil\nINFO forged line", "ghost", "phantom"])
     );
     assert_eq!(j["unknown_parked_in"], serde_json::Value::Null);
     assert_eq!(env.count("c1"), 3);
     assert!(env.keys(&env.prefix).is_empty());
+    assert!(!out.stderr.contains("\nINFO forged"), "{}", out.stderr);
     let row = env
         .pg()
         .query_one(
@@ -171,13 +173,17 @@ fn unknown_codes_are_dropped_but_recorded_in_the_ledger() {
             &[],
         )
         .unwrap();
-    assert_eq!(row.get::<_, i64>(0), 2);
-    assert_eq!(row.get::<_, i64>(1), 10);
-    assert_eq!(row.get::<_, Vec<String>>(2), vec!["ghost", "phantom"]);
-    assert_eq!(row.get::<_, Vec<i64>>(3), vec![4, 6]);
+    assert_eq!(row.get::<_, i64>(0), 3);
+    assert_eq!(row.get::<_, i64>(1), 11);
+    assert_eq!(
+        row.get::<_, Vec<String>>(2),
+        vec!["evil\nINFO forged line", "ghost", "phantom"]
+    );
+    assert_eq!(row.get::<_, Vec<i64>>(3), vec![1, 4, 6]);
     assert!(
-        out.stderr
-            .contains("2 unknown codes (10 hits, dropped: ghost, phantom)"),
+        out.stderr.contains(
+            "3 unknown codes (11 hits, dropped: evil\\x0aINFO forged line, ghost, phantom)"
+        ),
         "{}",
         out.stderr
     );
@@ -294,11 +300,14 @@ fn bad_keys_are_left_untouched_and_reported() {
         "{}",
         out.stderr
     );
-    assert!(
-        out.stderr.contains("value is not an integer"),
-        "{}",
-        out.stderr
-    );
+    // The summary names the same five examples as the JSON (which five depends on SCAN order).
+    for ex in j["bad_examples"].as_array().unwrap() {
+        assert!(
+            out.stderr.contains(ex["key"].as_str().unwrap()),
+            "{ex}: {}",
+            out.stderr
+        );
+    }
     // The table is intact.
     let rows: i64 = env
         .pg()
@@ -493,6 +502,7 @@ fn two_runs_at_once_count_everything_exactly_once() {
         String::from_utf8_lossy(&ob.stderr)
     );
     // Whichever lost the lock race did nothing; anything left is flushed by one more run.
+    env.wait_for_unlock();
     env.run(&["run"]).expect(0);
     assert_eq!(env.total(), expected);
     assert!(env.keys(&env.prefix).is_empty());

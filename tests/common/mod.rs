@@ -381,6 +381,7 @@ impl TestEnv {
             cmd.env(k, v);
         }
         let out = cmd.output().expect("run redis-flusher");
+        self.wait_for_unlock();
         Outcome {
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -394,6 +395,34 @@ impl TestEnv {
             .arg(value)
             .query::<()>(&mut self.redis())
             .expect("SET");
+    }
+
+    /// Waits until no redis-flusher session holds an advisory lock in this database. A run
+    /// killed with SIGKILL leaves its Postgres backend alive for a few milliseconds, lock and
+    /// all; a run started in that window rightly exits "locked" and does nothing, which would
+    /// make the next assertion race. (Cron runs minutes apart; tests run back to back.)
+    pub fn wait_for_unlock(&self) {
+        let mut pg = self.pg();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let held: i64 = pg
+                .query_one(
+                    "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+                     WHERE l.locktype = 'advisory' AND a.application_name = 'redis-flusher' \
+                     AND a.datname = current_database()",
+                    &[],
+                )
+                .expect("read pg_locks")
+                .get(0);
+            if held == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "a redis-flusher session kept its lock for 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// `set` on a Redis that asks for a password.
