@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use redis::IntoConnectionInfo;
 
-use crate::cli::{ConnArgs, TargetArgs};
+use crate::cli::{ConnArgs, Statement, TargetArgs};
 
 /// A mistake in flags, environment or `.env`: the run did not start. Exit code 2.
 #[derive(Debug)]
@@ -103,6 +103,7 @@ pub struct FlushConfig {
     pub ledger_days: u32,
     pub batch_size: usize,
     pub claim_size: usize,
+    pub statement: Statement,
     pub keep_unknown: bool,
     pub unknown_key: String,
     pub journal_prefix: String,
@@ -162,6 +163,7 @@ impl FlushConfig {
             ledger_days: t.ledger_days,
             batch_size: t.batch_size as usize,
             claim_size: t.claim_size as usize,
+            statement: t.statement,
             keep_unknown: t.keep_unknown,
             unknown_key: t.unknown_key.clone(),
             journal_prefix: t.journal_prefix.clone(),

@@ -27,6 +27,7 @@ const OPEN_FIELD: &str = "open";
 const LUA_COMMON: &str = r#"
 local function valid(v)
   if not string.find(v, '^-?%d+$') then return false end
+  if #v < 19 then return true end -- 18 digits cannot overflow: the common case stops here
   local neg = string.sub(v, 1, 1) == '-'
   local d = string.gsub(string.gsub(v, '^-', ''), '^0+', '')
   if #d < 19 then return true end

@@ -60,6 +60,10 @@ pub struct Report {
     /// Journals still waiting (in a dry run: found waiting; in a run: left after a failure).
     pub pending_journals: u64,
     pub seconds: f64,
+    /// Time spent waiting for Redis (SCAN, claims, journal deletes) and for Postgres (the
+    /// batches' transactions). Claims run beside the transactions, so these overlap.
+    pub redis_seconds: f64,
+    pub postgres_seconds: f64,
     pub errors: Vec<String>,
 }
 
@@ -83,6 +87,8 @@ impl Report {
             recovered_batches: 0,
             pending_journals: 0,
             seconds: 0.0,
+            redis_seconds: 0.0,
+            postgres_seconds: 0.0,
             errors: Vec::new(),
         }
     }
@@ -106,6 +112,20 @@ impl Report {
                 self.unknown_examples.push(code.clone());
             }
         }
+    }
+
+    /// Adds what the claim thread counted (bad keys, its time waiting on Redis).
+    pub fn merge_claims(&mut self, claims: &Report) {
+        self.bad_keys += claims.bad_keys;
+        for (reason, n) in &claims.bad_by_reason {
+            *self.bad_by_reason.entry(*reason).or_insert(0) += n;
+        }
+        for ex in &claims.bad_examples {
+            if self.bad_examples.len() < EXAMPLES {
+                self.bad_examples.push(ex.clone());
+            }
+        }
+        self.redis_seconds += claims.redis_seconds;
     }
 
     /// Records an error; the run's status becomes failed.

@@ -41,6 +41,29 @@ fn flushes_every_counter_once_and_removes_it() {
 }
 
 #[test]
+fn the_values_form_applies_exactly_as_unnest_does() {
+    let env = TestEnv::new(300);
+    let mut expected = 0;
+    for (round, statement) in ["values", "unnest", "values"].iter().enumerate() {
+        expected += env.set_many(250, |i| i64::from(i % 5) + round as i64);
+        // 250 keys in batches of 40: VALUES statements of 40 rows and one of 10.
+        let out = env.run(&[
+            "run",
+            "--json",
+            "--statement",
+            statement,
+            "--batch-size",
+            "40",
+        ]);
+        out.expect(0);
+        assert_eq!(out.json()["rows_updated"], 250);
+        assert_eq!(out.json()["batches"], 7);
+        assert_eq!(env.total(), expected, "after {statement}");
+    }
+    assert_eq!(env.count("c4"), 4 + 5 + 6);
+}
+
+#[test]
 fn counts_add_to_what_the_table_already_holds() {
     let env = TestEnv::new(3);
     env.pg()
@@ -405,7 +428,9 @@ fn killed_at(point: &str, rows_before_clean_run: i64) {
         &[("REDIS_FLUSHER_FAULT", point)],
     )
     .expect_killed();
-    assert_eq!(env.journals().len(), 1, "one journal left at {point}");
+    // One batch being applied, one waiting for it, one being claimed: at most three.
+    let left = env.journals().len();
+    assert!((1..=3).contains(&left), "{left} journals left at {point}");
     assert_eq!(
         env.ledger_rows(),
         rows_before_clean_run,
