@@ -22,8 +22,8 @@ const OPEN_FIELD: &str = "open";
 /// Shared by the claim and the read-only inspection, so that `--dry-run` and `run` judge
 /// keys alike. `valid`: a base-10 integer within i64. `collect`: reads KEYS[first..], returns
 /// the valid ones packed as `journal.rs` describes, the bad ones as {key, reason, …}, and how
-/// many were packed; with `take`, deletes each valid key as it packs it. Invalid and
-/// wrong-type keys are never touched.
+/// many were packed; with `take`, deletes the valid keys. Invalid and wrong-type keys are
+/// never touched.
 const LUA_COMMON: &str = r#"
 local function valid(v)
   if not string.find(v, '^-?%d+$') then return false end
@@ -36,15 +36,25 @@ local function valid(v)
   return d <= '9223372036854775807'
 end
 local function collect(first, plen, take)
-  local out, bad = {}, {}
-  for i = first, #KEYS do
-    local k = KEYS[i]
-    local v = redis.pcall('GET', k)
-    if type(v) == 'table' then
-      bad[#bad + 1] = k; bad[#bad + 1] = 'wrong_type'
-    elseif v then
-      if valid(v) then
-        if take then redis.call('DEL', k) end
+  local out, bad, del = {}, {}, {}
+  if #KEYS < first then return '', bad, 0 end
+  -- One MGET and one DEL per chunk, not a GET and a DEL per key: each call from Lua costs
+  -- a full command dispatch, and this is most of what a claim costs Redis.
+  local vals = redis.call('MGET', unpack(KEYS, first))
+  local seen = {}
+  for j = 1, #vals do
+    local k, v = KEYS[first + j - 1], vals[j]
+    -- SCAN may return a key twice (while Redis rehashes), and MGET would then read its count
+    -- twice: each key is judged once per chunk.
+    if not seen[k] then
+      seen[k] = true
+      if not v then
+        -- MGET answers nil for a hash, list, set… as for a missing key
+        if redis.call('EXISTS', k) == 1 then
+          bad[#bad + 1] = k; bad[#bad + 1] = 'wrong_type'
+        end
+      elseif valid(v) then
+        del[#del + 1] = k
         local code = string.sub(k, plen + 1)
         out[#out + 1] = #code .. ':' .. code .. v .. '\n'
       else
@@ -52,6 +62,7 @@ local function collect(first, plen, take)
       end
     end
   end
+  if take and #del > 0 then redis.call('DEL', unpack(del)) end
   return table.concat(out), bad, #out
 end
 "#;

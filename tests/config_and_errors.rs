@@ -449,6 +449,31 @@ fn a_journal_sealed_by_another_run_stops_a_late_claim() {
     assert_eq!(env.count("c2"), 5);
 }
 
+#[test]
+fn a_key_listed_twice_in_one_claim_is_taken_once() {
+    // SCAN returns a key twice while Redis rehashes; a chunk can then hold it twice.
+    let env = TestEnv::new(2);
+    env.set("c1", "5");
+    env.set("bad", "x");
+    let cfg = redis_flusher::config::RedisConfig::from_args(&conn_args(&env)).unwrap();
+    let mut source = redis_flusher::redis_source::RedisSource::connect(&cfg).unwrap();
+    let k = env.key("c1").into_bytes();
+    let b = env.key("bad").into_bytes();
+    let keys = [k.clone(), b.clone(), k.clone(), b.clone(), k];
+    let seen = source.inspect(&keys, env.prefix.len()).unwrap();
+    assert_eq!(seen.entries.len(), 1);
+    assert_eq!(seen.bad.len(), 1);
+    let journal = format!("{}twice-1", env.journal_prefix);
+    let claimed = source
+        .claim(&journal, "c0", true, &keys, env.prefix.len())
+        .unwrap();
+    assert_eq!(claimed.entries.len(), 1);
+    assert_eq!(claimed.entries[0].hits, 5);
+    assert_eq!(claimed.bad.len(), 1);
+    env.run(&["run"]).expect(0); // recovers the journal
+    assert_eq!(env.count("c1"), 5);
+}
+
 fn conn_args(env: &TestEnv) -> redis_flusher::cli::ConnArgs {
     use clap::Parser;
     let cli = redis_flusher::cli::Cli::try_parse_from([
