@@ -74,7 +74,7 @@ fn flush(cfg: &Config, report: &mut Report) -> Result<()> {
     }
     sink.check_target(&cfg.flush)?;
     sink.ensure_ledger(&cfg.flush.ledger_table)?;
-    let source = RedisSource::connect(&cfg.redis)?;
+    let source = RedisSource::connect(&cfg.redis, &cfg.flush.journal_prefix)?;
     log::info!(
         "flushing {} from Redis at {} into {}.{} at {}",
         String::from_utf8_lossy(&cfg.flush.scan_match),
@@ -90,7 +90,7 @@ fn flush(cfg: &Config, report: &mut Report) -> Result<()> {
         report,
     };
     f.recover()?;
-    let claimer = RedisSource::connect(&cfg.redis)?;
+    let claimer = RedisSource::connect(&cfg.redis, &cfg.flush.journal_prefix)?;
     f.claim_and_apply(claimer)?;
     if f.report.status == Status::Ok {
         // Only after every journal was recovered: a ledger row must outlive its journal.
@@ -106,25 +106,19 @@ fn flush(cfg: &Config, report: &mut Report) -> Result<()> {
 }
 
 impl Flusher<'_> {
-    fn journal_key(&self, batch_id: &str) -> String {
-        format!("{}{batch_id}", self.cfg.journal_prefix)
-    }
-
     /// Finishes the journals that failed or killed runs left: applies each once, or only
     /// deletes it when the ledger shows it was applied (killed after COMMIT).
     fn recover(&mut self) -> Result<()> {
-        let journals = self.source.journals(&self.cfg.journal_prefix)?;
+        let journals = self.source.journals(true)?;
         if !journals.is_empty() {
             log::info!("recovering {} journals left by failed runs", journals.len());
         }
-        for key in journals {
-            let Some(id) = key.strip_prefix(&self.cfg.journal_prefix) else {
-                continue;
-            };
-            let mut batch = Batch::new(id.to_owned());
+        for id in journals {
+            let key = self.source.journal_key(&id);
             // Sealed before reading: no run can add to it any more, so what we apply is
             // everything the ledger row will stand for.
-            let chunks = self.source.seal(&key)?;
+            let chunks = self.source.seal(&id)?;
+            let mut batch = Batch::new(id);
             let mut corrupt = None;
             for (field, packed) in chunks {
                 match journal::decode(&packed) {
@@ -154,7 +148,7 @@ impl Flusher<'_> {
                 );
                 let unknown: Vec<(&str, i64)> =
                     row.unknown.iter().map(|(c, h)| (c.as_str(), *h)).collect();
-                self.ack(&key, &batch, &unknown)?;
+                self.ack(&batch, &unknown)?;
                 continue;
             }
             log::debug!(
@@ -162,7 +156,7 @@ impl Flusher<'_> {
                 batch.id,
                 batch.hits.len()
             );
-            if self.apply(&key, &batch, true)? {
+            if self.apply(&batch, true)? {
                 self.report.recovered_batches += 1;
             }
         }
@@ -180,7 +174,7 @@ impl Flusher<'_> {
             let claim = s.spawn(move || claim_batches(claimer, cfg, to_apply));
             let mut failed = None;
             for batch in batches.iter() {
-                if let Err(e) = self.apply_new(batch) {
+                if let Err(e) = self.apply(&batch, false) {
                     failed = Some(e);
                     break;
                 }
@@ -201,15 +195,9 @@ impl Flusher<'_> {
         })
     }
 
-    fn apply_new(&mut self, batch: Batch) -> Result<()> {
-        let key = self.journal_key(&batch.id);
-        self.apply(&key, &batch, false)?;
-        Ok(())
-    }
-
     /// Applies one batch and then deletes its journal. Returns false when Postgres refused
     /// the batch for its data: it stays in its journal, and the run goes on.
-    fn apply(&mut self, key: &str, batch: &Batch, recovered: bool) -> Result<bool> {
+    fn apply(&mut self, batch: &Batch, recovered: bool) -> Result<bool> {
         let t = Instant::now();
         let result = self
             .sink
@@ -259,7 +247,7 @@ impl Flusher<'_> {
             .iter()
             .map(|(c, h)| (c.as_str(), *h))
             .collect();
-        self.ack(key, batch, &unknown)?;
+        self.ack(batch, &unknown)?;
         self.report.batches += 1;
         self.report.keys += batch.keys;
         self.report.hits += batch.total_hits();
@@ -276,12 +264,12 @@ impl Flusher<'_> {
     }
 
     /// Deletes the batch's chunks from its journal, parking unknown hits first if asked.
-    fn ack(&mut self, key: &str, batch: &Batch, unknown: &[(&str, i64)]) -> Result<()> {
+    fn ack(&mut self, batch: &Batch, unknown: &[(&str, i64)]) -> Result<()> {
         let park: &[(&str, i64)] = if self.cfg.keep_unknown { unknown } else { &[] };
         let t = Instant::now();
         let (_, failed) = self
             .source
-            .ack(key, &batch.fields, &self.cfg.unknown_key, park)
+            .ack(&batch.id, &batch.fields, &self.cfg.unknown_key, park)
             .with_context(|| {
                 format!(
                     "batch {} is committed but its journal could not be deleted; \
@@ -393,10 +381,9 @@ fn claim_loop(
                 }
             }
             let field = format!("c{}", batch.fields.len());
-            let key = format!("{}{}", cfg.journal_prefix, batch.id);
             let t = Instant::now();
             let claimed = source.claim(
-                &key,
+                &batch.id,
                 &field,
                 batch.fields.is_empty(),
                 &take,
@@ -431,13 +418,14 @@ fn dry(cfg: &Config, report: &mut Report) -> Result<()> {
     let mut sink = PgSink::connect(&cfg.pg)?;
     sink.begin_read_only()?;
     sink.check_target(f)?;
-    let mut source = RedisSource::connect(&cfg.redis)?;
+    let mut source = RedisSource::connect(&cfg.redis, &f.journal_prefix)?;
 
     let ledger = sink.ledger_exists(&f.ledger_table)?;
-    for key in source.journals(&f.journal_prefix)? {
-        let id = key.strip_prefix(&f.journal_prefix).unwrap_or(&key);
-        let applied = ledger && sink.applied(&f.ledger_table, id)?.is_some();
-        let chunks = source.read_journal(&key)?;
+    // Without `repair`: a dry run writes nothing, not even a missing journal index.
+    for id in source.journals(false)? {
+        let key = source.journal_key(&id);
+        let applied = ledger && sink.applied(&f.ledger_table, &id)?.is_some();
+        let chunks = source.read_journal(&id)?;
         let keys: usize = chunks
             .iter()
             .map(|(_, p)| journal::decode(p).map(|e| e.len()).unwrap_or(0))

@@ -428,10 +428,11 @@ fn a_journal_sealed_by_another_run_stops_a_late_claim() {
         .unwrap();
     env.set("c2", "5");
     let cfg = redis_flusher::config::RedisConfig::from_args(&conn_args(&env)).unwrap();
-    let mut source = redis_flusher::redis_source::RedisSource::connect(&cfg).unwrap();
+    let mut source =
+        redis_flusher::redis_source::RedisSource::connect(&cfg, &env.journal_prefix).unwrap();
     let err = source
         .claim(
-            &journal,
+            "sealed-1",
             "c1",
             false,
             &[env.key("c2").into_bytes()],
@@ -456,16 +457,16 @@ fn a_key_listed_twice_in_one_claim_is_taken_once() {
     env.set("c1", "5");
     env.set("bad", "x");
     let cfg = redis_flusher::config::RedisConfig::from_args(&conn_args(&env)).unwrap();
-    let mut source = redis_flusher::redis_source::RedisSource::connect(&cfg).unwrap();
+    let mut source =
+        redis_flusher::redis_source::RedisSource::connect(&cfg, &env.journal_prefix).unwrap();
     let k = env.key("c1").into_bytes();
     let b = env.key("bad").into_bytes();
     let keys = [k.clone(), b.clone(), k.clone(), b.clone(), k];
     let seen = source.inspect(&keys, env.prefix.len()).unwrap();
     assert_eq!(seen.entries.len(), 1);
     assert_eq!(seen.bad.len(), 1);
-    let journal = format!("{}twice-1", env.journal_prefix);
     let claimed = source
-        .claim(&journal, "c0", true, &keys, env.prefix.len())
+        .claim("twice-1", "c0", true, &keys, env.prefix.len())
         .unwrap();
     assert_eq!(claimed.entries.len(), 1);
     assert_eq!(claimed.entries[0].hits, 5);

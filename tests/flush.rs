@@ -41,6 +41,50 @@ fn flushes_every_counter_once_and_removes_it() {
 }
 
 #[test]
+fn the_journal_index_holds_only_journals_that_exist() {
+    let env = TestEnv::new(100);
+    env.set_many(100, |_| 1);
+    env.run_with(
+        &["run", "--batch-size", "30"],
+        &[("REDIS_FLUSHER_FAULT", "after_claim:2")],
+    )
+    .expect_killed();
+    let journals: Vec<String> = env
+        .journals()
+        .iter()
+        .map(|k| k[env.journal_prefix.len()..].to_owned())
+        .collect();
+    assert!(!journals.is_empty());
+    // Every journal is indexed (the index also holds its "-" sentinel once a run made it).
+    for id in &journals {
+        assert!(env.index().contains(id), "{id} not in {:?}", env.index());
+    }
+    env.run(&["run", "--batch-size", "30"]).expect(0);
+    assert_eq!(env.total(), 100);
+    assert!(env.journals().is_empty());
+    assert_eq!(env.index(), vec!["-"], "only the sentinel is left");
+}
+
+#[test]
+fn a_lost_journal_index_is_rebuilt_by_a_full_scan() {
+    let env = TestEnv::new(50);
+    let expected = env.set_many(50, i64::from);
+    env.run(&["run"]).expect(0); // makes the index
+    env.set_many(50, i64::from);
+    env.run_with(&["run"], &[("REDIS_FLUSHER_FAULT", "after_claim")])
+        .expect_killed();
+    assert_eq!(env.journals().len(), 1);
+    redis::cmd("DEL")
+        .arg(env.index_key())
+        .query::<()>(&mut env.redis())
+        .unwrap();
+    env.run(&["run"]).expect(0);
+    assert_eq!(env.total(), 2 * expected);
+    assert!(env.journals().is_empty());
+    assert_eq!(env.index(), vec!["-"]);
+}
+
+#[test]
 fn the_values_form_applies_exactly_as_unnest_does() {
     let env = TestEnv::new(300);
     let mut expected = 0;

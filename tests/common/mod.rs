@@ -482,8 +482,27 @@ impl TestEnv {
         out
     }
 
+    /// Journal keys (the journal index, `<journal prefix>index`, is not one).
     pub fn journals(&self) -> Vec<String> {
+        let index = self.index_key();
         self.keys(&self.journal_prefix)
+            .into_iter()
+            .filter(|k| *k != index)
+            .collect()
+    }
+
+    pub fn index_key(&self) -> String {
+        format!("{}index", self.journal_prefix)
+    }
+
+    /// The members of the journal index.
+    pub fn index(&self) -> Vec<String> {
+        let mut m: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(self.index_key())
+            .query(&mut self.redis())
+            .expect("SMEMBERS");
+        m.sort();
+        m
     }
 
     pub fn count(&self, code: &str) -> i64 {
