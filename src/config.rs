@@ -138,12 +138,17 @@ pub fn parse_pattern(pattern: &str) -> anyhow::Result<String> {
 impl FlushConfig {
     pub fn from_args(t: &TargetArgs) -> anyhow::Result<FlushConfig> {
         let prefix = parse_pattern(&t.pattern)?;
-        // Neither the journal nor the unknown hash may ever be scanned as a counter: that
-        // would flush our own bookkeeping into the table.
-        if t.journal_prefix.is_empty() || t.journal_prefix.starts_with(&prefix) {
+        // Neither a journal nor the unknown hash may ever be scanned as a counter: that would
+        // flush our own bookkeeping into the table. A journal key is the journal prefix and a
+        // batch id, so neither prefix may start with the other (`url_` and `url_1*` would
+        // match journal `url_19a…`).
+        if t.journal_prefix.is_empty()
+            || t.journal_prefix.starts_with(&prefix)
+            || prefix.starts_with(&t.journal_prefix)
+        {
             return Err(usage(format!(
-                "`--journal-prefix` {:?} must be non-empty and must not start with the \
-                 pattern's prefix {prefix:?}",
+                "`--journal-prefix` {:?} must be non-empty, and neither it nor the pattern's \
+                 prefix {prefix:?} may start with the other",
                 t.journal_prefix
             )));
         }
@@ -326,6 +331,52 @@ mod tests {
             let err = parse_pattern(bad).unwrap_err();
             assert!(err.downcast_ref::<UsageError>().is_some(), "{bad} accepted");
         }
+    }
+
+    fn target(pattern: &str, journal_prefix: &str, unknown_key: &str) -> TargetArgs {
+        use clap::Parser;
+        let cli = crate::cli::Cli::try_parse_from([
+            "redis-flusher",
+            "run",
+            "--pattern",
+            pattern,
+            "--journal-prefix",
+            journal_prefix,
+            "--unknown-key",
+            unknown_key,
+        ])
+        .unwrap();
+        match cli.command {
+            crate::cli::Command::Run(r) => r.target,
+            crate::cli::Command::Demo(_) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn bookkeeping_keys_can_never_match_the_pattern() {
+        let ok = |p, j, u| FlushConfig::from_args(&target(p, j, u)).is_ok();
+        assert!(ok(
+            "url_hits:*",
+            "redis_flusher:journal:",
+            "redis_flusher:unknown"
+        ));
+        assert!(
+            !ok("url_hits:*", "url_hits:journal:", "x"),
+            "journal under the pattern"
+        );
+        assert!(
+            !ok("url_1*", "url_", "x"),
+            "pattern under the journal prefix"
+        );
+        assert!(!ok("url_hits:*", "", "x"), "empty journal prefix");
+        assert!(
+            !ok("url_hits:*", "j:", "url_hits:unknown"),
+            "unknown hash under the pattern"
+        );
+        assert!(
+            !ok("url_hits:*", "j:", "j:unknown"),
+            "unknown hash under the journal prefix"
+        );
     }
 
     #[test]
