@@ -3,7 +3,8 @@
 #
 #   flush N            build N keys over a 2N-row urls, flush, check totals; wall, keys/s, peak RSS
 #   compare N [ROUNDS] ROUNDS (default 3) interleaved rounds of the Postgres floor and the
-#                      flusher on the same data, then the Python reference once; medians, ratios
+#                      flusher on the same data, then the Python reference once (not with
+#                      BENCH_NO_REFERENCE=1); medians, ratios
 #   small [RUNS]       1,000 keys, the whole process (start, connect, flush, exit), RUNS times
 #                      (default 30, hyperfine); prints the median
 #   slowlog N          the slowest Redis commands during a flush of N keys (SLOWLOG, > 5000 µs)
@@ -69,8 +70,12 @@ compare)
     echo "round $r: pg_floor_s=$f redis_flusher_s=$wall peak_rss_kb=$rss"
     floors+=("$f") flushes+=("$wall") rsss+=("$rss")
   done
-  python3 -c 'import redis, psycopg2' 2>/dev/null || { echo "bench: the reference needs: pip install redis psycopg2-binary" >&2; exit 2; }
-  read -r ref refrss < <(timed_flush "$n" "$shared/reference_flusher.py")
+  if [ -n "${BENCH_NO_REFERENCE:-}" ]; then
+    ref=nan refrss=nan
+  else
+    python3 -c 'import redis, psycopg2' 2>/dev/null || { echo "bench: the reference needs: pip install redis psycopg2-binary" >&2; exit 2; }
+    read -r ref refrss < <(timed_flush "$n" "$shared/reference_flusher.py")
+  fi
   fm=$(printf '%s\n' "${floors[@]}" | median); wm=$(printf '%s\n' "${flushes[@]}" | median)
   rm_=$(printf '%s\n' "${rsss[@]}" | sort -g | tail -1)
   python3 - "$n" "$fm" "$wm" "$ref" "$rm_" "$refrss" <<'PY'

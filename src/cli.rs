@@ -185,9 +185,9 @@ pub struct TargetArgs {
     #[arg(long, env = "REDIS_FLUSHER_STATEMENT", value_enum, default_value_t = Statement::Unnest)]
     pub statement: Statement,
 
-    /// Keys per atomic Redis claim (one Lua script each; keep it small so the app's INCRs
-    /// never wait long behind it)
-    #[arg(long, env = "REDIS_FLUSHER_CLAIM_SIZE", default_value_t = 500,
+    /// Keys per atomic Redis claim: one Lua script each, which Redis runs alone, so the app's
+    /// INCRs wait behind it. 250 measured about 0.6 ms a script
+    #[arg(long, env = "REDIS_FLUSHER_CLAIM_SIZE", default_value_t = 250,
           value_parser = clap::value_parser!(u32).range(1..=10000))]
     pub claim_size: u32,
 

@@ -40,7 +40,7 @@ pub fn execute(cli: Cli) -> Result<ExitCode> {
                 code_column: "short_code".into(),
                 count_column: "access_count".into(),
                 batch_size: 10000,
-                claim_size: 500,
+                claim_size: 250,
                 statement: cli::Statement::Unnest,
                 keep_unknown: false,
                 unknown_key: "redis_flusher:demo_unknown".into(),
