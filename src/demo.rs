@@ -4,12 +4,12 @@
 //! It uses its own table, key prefix, journal prefix and ledger, so it cannot touch real data.
 
 use anyhow::{Context, Result};
-use postgres::NoTls;
 
 use crate::config::PgConfig;
 use crate::config::RedisConfig;
 use crate::flush::{self, Config};
 use crate::report::Report;
+use crate::{postgres_sink, redis_source};
 
 /// Codes the demo creates, and the INCRs it makes for each.
 const CODES: [(&str, i64); 5] = [
@@ -28,13 +28,7 @@ pub fn run(
     flush_cfg: crate::config::FlushConfig,
 ) -> Result<Report> {
     let table = &flush_cfg.table;
-    let mut client = pg.config.connect(NoTls).with_context(|| {
-        format!(
-            "could not connect to PostgreSQL at {}: check `DATABASE_URL` or `DB_HOST`/`DB_PORT`/\
-             `DB_NAME`/`DB_USER`/`DB_PASSWORD`",
-            pg.display
-        )
-    })?;
+    let mut client = postgres_sink::connect_client(&pg)?;
     client
         .batch_execute(&format!(
             "CREATE TABLE IF NOT EXISTS {t} (id serial PRIMARY KEY, \
@@ -61,16 +55,7 @@ pub fn run(
             .with_context(|| format!("could not fill demo table `{}`", table.name))?;
     }
 
-    let client_r = redis::Client::open(redis.info.clone())
-        .with_context(|| format!("could not connect to Redis at {}", redis.display))?;
-    let mut con = client_r
-        .get_connection_with_timeout(redis.connect_timeout)
-        .with_context(|| {
-            format!(
-                "could not connect to Redis at {}: check `REDIS_URL` or `REDIS_HOST`/`REDIS_PORT`",
-                redis.display
-            )
-        })?;
+    let mut con = redis_source::connect_raw(&redis)?;
     let prefix = String::from_utf8_lossy(&flush_cfg.prefix).into_owned();
     for (code, n) in CODES.iter().copied().chain([(UNKNOWN, 4)]) {
         for _ in 0..n {

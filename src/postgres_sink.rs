@@ -91,6 +91,17 @@ pub fn lock_key(cfg: &FlushConfig) -> i64 {
     h as i64
 }
 
+/// A plain connection, whose failure names the server and the variables to check.
+pub fn connect_client(cfg: &PgConfig) -> Result<Client> {
+    cfg.config.connect(NoTls).with_context(|| {
+        format!(
+            "could not connect to PostgreSQL at {}: check `DATABASE_URL` or \
+             `DB_HOST`/`DB_PORT`/`DB_NAME`/`DB_USER`/`DB_PASSWORD`",
+            cfg.display
+        )
+    })
+}
+
 pub struct PgSink {
     client: Client,
     display: String,
@@ -102,13 +113,7 @@ pub struct PgSink {
 
 impl PgSink {
     pub fn connect(cfg: &PgConfig) -> Result<PgSink> {
-        let mut client = cfg.config.connect(NoTls).with_context(|| {
-            format!(
-                "could not connect to PostgreSQL at {}: check `DATABASE_URL` or \
-                 `DB_HOST`/`DB_PORT`/`DB_NAME`/`DB_USER`/`DB_PASSWORD`",
-                cfg.display
-            )
-        })?;
+        let mut client = connect_client(cfg)?;
         client
             .batch_execute(&format!(
                 "SET statement_timeout = {}; {SESSION_PLAN}",

@@ -176,6 +176,31 @@ pub fn check_code(key: &[u8], prefix_len: usize) -> Option<BadReason> {
     }
 }
 
+/// A connection with the configured timeouts, checked with a PING, so that a wrong password
+/// or a server that is not Redis is reported as a connection problem, naming the server and
+/// the variables to check, rather than half-way through the flush.
+pub fn connect_raw(cfg: &RedisConfig) -> Result<Connection> {
+    let fail = || {
+        format!(
+            "could not connect to Redis at {}: check `REDIS_URL` or `REDIS_HOST`/`REDIS_PORT` \
+             (and `REDIS_USERNAME`/`REDIS_PASSWORD` if it asks for them)",
+            cfg.display
+        )
+    };
+    let client = redis::Client::open(cfg.info.clone()).with_context(fail)?;
+    let mut con = client
+        .get_connection_with_timeout(cfg.connect_timeout)
+        .with_context(fail)?;
+    con.set_read_timeout(Some(cfg.command_timeout))
+        .with_context(fail)?;
+    con.set_write_timeout(Some(cfg.command_timeout))
+        .with_context(fail)?;
+    redis::cmd("PING")
+        .query::<()>(&mut con)
+        .with_context(fail)?;
+    Ok(con)
+}
+
 pub struct RedisSource {
     con: Connection,
     display: String,
@@ -189,36 +214,15 @@ pub struct RedisSource {
 impl RedisSource {
     /// Connects; `journal_prefix` names this flusher's journals (`--journal-prefix`).
     pub fn connect(cfg: &RedisConfig, journal_prefix: &str) -> Result<RedisSource> {
-        let fail = || {
-            format!(
-                "could not connect to Redis at {}: check `REDIS_URL` or `REDIS_HOST`/`REDIS_PORT` \
-                 (and `REDIS_USERNAME`/`REDIS_PASSWORD` if it asks for them)",
-                cfg.display
-            )
-        };
-        let client = redis::Client::open(cfg.info.clone()).with_context(fail)?;
-        let con = client
-            .get_connection_with_timeout(cfg.connect_timeout)
-            .with_context(fail)?;
-        con.set_read_timeout(Some(cfg.command_timeout))
-            .with_context(fail)?;
-        con.set_write_timeout(Some(cfg.command_timeout))
-            .with_context(fail)?;
-        let mut source = RedisSource {
-            con,
+        Ok(RedisSource {
+            con: connect_raw(cfg)?,
             display: cfg.display.clone(),
             journal_prefix: journal_prefix.to_owned(),
             claim: Script::new(&format!("{LUA_COMMON}{LUA_CLAIM_BODY}")),
             inspect: Script::new(&format!("{LUA_COMMON}{LUA_INSPECT_BODY}")),
             seal: Script::new(LUA_SEAL),
             ack: Script::new(LUA_ACK),
-        };
-        // A round trip now, so that a wrong password or a server that is not Redis is
-        // reported as a connection problem rather than half-way through the flush.
-        redis::cmd("PING")
-            .query::<()>(&mut source.con)
-            .with_context(fail)?;
-        Ok(source)
+        })
     }
 
     fn ctx(&self, what: &str) -> String {

@@ -22,13 +22,7 @@ fn dotenv_fills_in_what_the_environment_does_not_set() {
         .env_remove("DB_PORT")
         .arg("run");
     // DB_NAME comes from the environment (the real database), the ports from `.env`.
-    let out = cmd.output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.output(cmd).expect(0);
     assert_eq!(env.count("c1"), 4);
 }
 
@@ -49,13 +43,7 @@ fn env_file_flag_reads_another_file() {
         .env_remove("DB_PORT")
         .args(["run", "--env-file"])
         .arg(&file);
-    let out = cmd.output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.output(cmd).expect(0);
     assert_eq!(env.count("c2"), 6);
 }
 

@@ -380,6 +380,11 @@ impl TestEnv {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        self.output(cmd)
+    }
+
+    /// Runs a command built from [`TestEnv::cmd`] to its end.
+    pub fn output(&self, mut cmd: Command) -> Outcome {
         let out = cmd.output().expect("run redis-flusher");
         self.wait_for_unlock();
         Outcome {
