@@ -1,7 +1,7 @@
 //! redis-flusher moves URL hit counters from Redis into PostgreSQL, exactly once.
 //!
-//! `main.rs` parses and calls [`execute`]; the stages are `config` → `redis_source` →
-//! `flush` → `postgres_sink` → `report`. See `DESIGN.md`-style notes at the top of each module.
+//! `main.rs` parses and calls [`execute`]; data flows `config` → `redis_source` → `flush` →
+//! `postgres_sink` → `report`, and each module says at its top what it owns.
 
 pub mod cli;
 pub mod config;
