@@ -16,6 +16,7 @@ use crate::journal::{self, Batch};
 use crate::postgres_sink::{self, BatchRejected, PgSink};
 use crate::redis_source::{check_code, BadKey, Claimed, RedisSource};
 use crate::report::{show_bytes, Report, Status};
+use crate::stop;
 
 /// Everything one run needs.
 pub struct Config {
@@ -43,6 +44,14 @@ pub fn run(cfg: &Config, dry_run: bool) -> Report {
     }
     report.seconds = started.elapsed().as_secs_f64();
     report
+}
+
+/// The error of a run that a signal stopped: exit 1, as the next run finishes the job.
+fn stopped(when: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "stopped by SIGTERM/SIGINT {when}; every claimed batch was applied or waits in its \
+         journal, and the next run flushes the rest"
+    )
 }
 
 /// A batch id unique across runs and hosts: time, randomness, sequence.
@@ -92,6 +101,9 @@ fn flush(cfg: &Config, report: &mut Report) -> Result<()> {
     f.recover()?;
     let claimer = RedisSource::connect(&cfg.redis, &cfg.flush.journal_prefix)?;
     f.claim_and_apply(claimer)?;
+    if stop::requested() {
+        return Err(stopped("before the end of the SCAN"));
+    }
     if f.report.status == Status::Ok {
         // Only after every journal was recovered: a ledger row must outlive its journal.
         let pruned = f.sink.prune(&f.cfg.ledger_table, f.cfg.ledger_days)?;
@@ -114,6 +126,9 @@ impl Flusher<'_> {
             log::info!("recovering {} journals left by failed runs", journals.len());
         }
         for id in journals {
+            if stop::requested() {
+                return Err(stopped("while recovering journals"));
+            }
             let key = self.source.journal_key(&id);
             // Sealed before reading: no run can add to it any more, so what we apply is
             // everything the ledger row will stand for.
@@ -357,6 +372,17 @@ fn claim_loop(
     let mut pending: Vec<Vec<u8>> = Vec::with_capacity(2 * chunk);
     let mut cursor = 0;
     loop {
+        // Checked once per SCAN step: a step and its claims take a few milliseconds.
+        if stop::requested() {
+            log::warn!(
+                "stopping on a signal: applying the batches already claimed, claiming no \
+                 more (signal again to stop at once)"
+            );
+            if !batch.is_empty() {
+                send(std::mem::take(batch));
+            }
+            return Ok(());
+        }
         let t = Instant::now();
         let (next, keys) = source.scan(cursor, &cfg.scan_match, SCAN_COUNT)?;
         report.redis_seconds += t.elapsed().as_secs_f64();

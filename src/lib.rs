@@ -12,10 +12,11 @@ pub mod journal;
 pub mod postgres_sink;
 pub mod redis_source;
 pub mod report;
+pub mod stop;
 
 use std::process::ExitCode;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use cli::{Cli, Command, TargetArgs};
 use config::{FlushConfig, PgConfig, RedisConfig};
@@ -30,6 +31,10 @@ pub fn execute(cli: Cli) -> Result<ExitCode> {
                 pg: PgConfig::from_args(&args.conn)?,
                 flush: FlushConfig::from_args(&args.target)?,
             };
+            if !args.dry_run {
+                // A dry run changes nothing, so it may as well die at once on a signal.
+                stop::install().context("could not install the SIGTERM/SIGINT handler")?;
+            }
             let report = flush::run(&cfg, args.dry_run);
             Ok(finish(&report, args.json, args.dry_run))
         }

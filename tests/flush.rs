@@ -636,3 +636,64 @@ fn the_app_incrementing_during_runs_loses_and_doubles_nothing() {
     assert_eq!(dropped, unknown);
     assert!(env.keys(&env.prefix).is_empty());
 }
+
+#[test]
+fn sigterm_applies_what_was_claimed_and_stops_within_seconds() {
+    use std::time::{Duration, Instant};
+    let env = TestEnv::new(40_000);
+    let expected = env.set_many(40_000, |i| i64::from(i % 3 + 1));
+    let mut cmd = env.cmd();
+    cmd.args(["run", "--batch-size", "500", "--claim-size", "100"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    // Signal once the first batch is committed, so that the run is mid-way.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut pg = env.pg();
+    loop {
+        let exists: bool = pg
+            .query_one(
+                "SELECT to_regclass('redis_flusher_batches') IS NOT NULL",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        let rows: i64 = if exists {
+            pg.query_one("SELECT count(*) FROM redis_flusher_batches", &[])
+                .unwrap()
+                .get(0)
+        } else {
+            0
+        };
+        if rows > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no batch committed in 20 s");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let signalled = Instant::now();
+    // SAFETY: kill(2) on our own child's pid with a constant signal.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+    let out = child.wait_with_output().unwrap();
+    let took = signalled.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        took < Duration::from_secs(3),
+        "took {took:?} to stop: {stderr}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("stopped by SIGTERM/SIGINT"), "{stderr}");
+    assert!(
+        env.journals().is_empty(),
+        "the claimed batches were applied, none left half-done"
+    );
+    let applied = env.total();
+    assert!(
+        applied > 0 && applied < expected,
+        "applied {applied} of {expected}"
+    );
+    env.wait_for_unlock();
+    env.run(&["run"]).expect(0);
+    assert_eq!(env.total(), expected);
+    assert!(env.keys(&env.prefix).is_empty());
+}
