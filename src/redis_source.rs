@@ -421,7 +421,7 @@ fn collect(con: &mut Connection, inv: &ScriptInvocation, ctx: String) -> Result<
 }
 
 fn bad_pairs(flat: Vec<Vec<u8>>) -> Result<Vec<BadKey>> {
-    if flat.len() % 2 != 0 {
+    if !flat.len().is_multiple_of(2) {
         bail!("BUG: the claim script returned an odd list of bad keys");
     }
     let mut out = Vec::with_capacity(flat.len() / 2);
