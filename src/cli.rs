@@ -149,6 +149,16 @@ pub struct ConnArgs {
         value_name = "SECS"
     )]
     pub statement_timeout: u64,
+
+    /// Seconds a batch may wait for a row the app has locked; then that batch waits in its
+    /// journal for the next run and the others go on
+    #[arg(
+        long,
+        env = "REDIS_FLUSHER_LOCK_TIMEOUT",
+        default_value_t = 10,
+        value_name = "SECS"
+    )]
+    pub lock_timeout: u64,
 }
 
 /// What to flush, and where to.

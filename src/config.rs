@@ -47,6 +47,8 @@ pub struct PgConfig {
     /// `user@host:port/dbname`, without the password: safe for logs and errors.
     pub display: String,
     pub statement_timeout: Duration,
+    /// How long a statement waits for a row lock (`lock_timeout`).
+    pub lock_timeout: Duration,
 }
 
 /// A table or column name, checked and quoted for SQL.
@@ -284,6 +286,7 @@ impl PgConfig {
             config,
             display,
             statement_timeout: Duration::from_secs(c.statement_timeout.max(1)),
+            lock_timeout: Duration::from_secs(c.lock_timeout.max(1)),
         })
     }
 }

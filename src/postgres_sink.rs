@@ -16,8 +16,9 @@ use crate::cli;
 use crate::config::{FlushConfig, Ident, PgConfig};
 use crate::fault;
 
-/// A batch Postgres refused for its data (today: a count that overflows the column).
-/// The run goes on with the other batches; this one stays in its journal.
+/// A batch Postgres refused for what it holds: a count that overflows the column, or a row
+/// that another session keeps locked. The run goes on with the other batches; this one stays
+/// in its journal.
 #[derive(Debug)]
 pub struct BatchRejected(pub String);
 
@@ -109,6 +110,8 @@ pub struct PgSink {
     updates: HashMap<usize, Statement>,
     /// The count column's type as Postgres names it, for the overflow advice.
     count_type: String,
+    /// For the advice when a batch waited too long for a locked row.
+    lock_timeout: std::time::Duration,
 }
 
 impl PgSink {
@@ -116,8 +119,9 @@ impl PgSink {
         let mut client = connect_client(cfg)?;
         client
             .batch_execute(&format!(
-                "SET statement_timeout = {}; {SESSION_PLAN}",
-                cfg.statement_timeout.as_millis()
+                "SET statement_timeout = {}; SET lock_timeout = {}; {SESSION_PLAN}",
+                cfg.statement_timeout.as_millis(),
+                cfg.lock_timeout.as_millis()
             ))
             .with_context(|| {
                 format!(
@@ -128,6 +132,7 @@ impl PgSink {
         Ok(PgSink {
             client,
             display: cfg.display.clone(),
+            lock_timeout: cfg.lock_timeout,
             updates: HashMap::new(),
             count_type: String::new(),
         })
@@ -309,6 +314,16 @@ impl PgSink {
                     self.count_type,
                     cfg.table.quoted,
                     cfg.count_column.quoted
+                ))
+                .into());
+            }
+            Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
+                return Err(BatchRejected(format!(
+                    "batch {batch_id} waited more than {} s for a row of `{}` that another \
+                     session holds locked (the app, or a long transaction); the batch stays in \
+                     its journal and the next run applies it (`--lock-timeout` sets the wait)",
+                    self.lock_timeout.as_secs(),
+                    cfg.table.name
                 ))
                 .into());
             }

@@ -422,6 +422,35 @@ fn an_overflowing_batch_waits_in_its_journal_until_the_column_is_widened() {
 }
 
 #[test]
+fn a_row_the_app_keeps_locked_delays_only_its_batch() {
+    let env = TestEnv::new(5);
+    env.set_many(5, |_| 10);
+    // The app holds c1 locked in a transaction that stays open during the run.
+    let mut app = env.pg();
+    let mut tx = app.transaction().unwrap();
+    tx.execute("SELECT 1 FROM urls WHERE short_code = 'c1' FOR UPDATE", &[])
+        .unwrap();
+    let started = std::time::Instant::now();
+    let out = env.run(&["run", "--json", "--batch-size", "1", "--lock-timeout", "1"]);
+    out.expect(1);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert!(out.stderr.contains("holds locked"), "{}", out.stderr);
+    assert!(out.stderr.contains("`--lock-timeout`"), "{}", out.stderr);
+    let j = out.json();
+    assert_eq!(j["batches"], 4);
+    assert_eq!(j["batches_failed"], 1);
+    assert_eq!(env.journals().len(), 1);
+    tx.rollback().unwrap();
+    assert_eq!(env.count("c1"), 0);
+    assert_eq!(env.total(), 40);
+
+    env.run(&["run"]).expect(0);
+    assert_eq!(env.count("c1"), 10);
+    assert_eq!(env.total(), 50);
+    assert!(env.journals().is_empty());
+}
+
+#[test]
 fn a_missing_table_fails_before_claiming_anything() {
     let env = TestEnv::new(2);
     env.set_many(2, |_| 4);
