@@ -100,8 +100,7 @@ fn flush(cfg: &Config, report: &mut Report) -> Result<()> {
     };
     f.recover()?;
     let claimer = RedisSource::connect(&cfg.redis, &cfg.flush.journal_prefix)?;
-    f.claim_and_apply(claimer)?;
-    if stop::requested() {
+    if f.claim_and_apply(claimer)? == Claiming::Stopped {
         return Err(stopped("before the end of the SCAN"));
     }
     if f.report.status == Status::Ok {
@@ -182,7 +181,7 @@ impl Flusher<'_> {
     /// Postgres work at the same time. At most three batches exist at once: one being claimed,
     /// one waiting in the channel, one being applied. If either side fails, the other stops
     /// soon after; every batch it claimed and did not apply stays in its journal.
-    fn claim_and_apply(&mut self, claimer: RedisSource) -> Result<()> {
+    fn claim_and_apply(&mut self, claimer: RedisSource) -> Result<Claiming> {
         let (to_apply, batches) = mpsc::sync_channel::<Batch>(1);
         let cfg = self.cfg;
         std::thread::scope(|s| {
@@ -205,7 +204,7 @@ impl Flusher<'_> {
             match (failed, claimed.result) {
                 (Some(e), _) => Err(e),
                 (None, Err(e)) => Err(e),
-                (None, Ok(())) => Ok(()),
+                (None, Ok(how)) => Ok(how),
             }
         })
     }
@@ -320,8 +319,17 @@ const SCAN_COUNT: usize = 1000;
 /// how many claimed batches it could not hand over.
 struct ClaimOutcome {
     report: Report,
-    result: Result<()>,
+    result: Result<Claiming>,
     unsent: u64,
+}
+
+/// How the claim thread ended when nothing failed.
+#[derive(Debug, PartialEq, Eq)]
+enum Claiming {
+    /// The SCAN reached its end: every key it listed was claimed (or judged bad).
+    Done,
+    /// A signal stopped it before the end of the SCAN: keys are left for the next run.
+    Stopped,
 }
 
 /// The claim thread: SCANs the pattern, claims chunks into batches, and sends each full
@@ -366,7 +374,7 @@ fn claim_loop(
     run: &str,
     batch: &mut Batch,
     mut send: impl FnMut(Batch) -> bool,
-) -> Result<()> {
+) -> Result<Claiming> {
     let chunk = cfg.claim_size.min(cfg.batch_size);
     let mut seq = 0u64;
     let mut pending: Vec<Vec<u8>> = Vec::with_capacity(2 * chunk);
@@ -381,7 +389,7 @@ fn claim_loop(
             if !batch.is_empty() {
                 send(std::mem::take(batch));
             }
-            return Ok(());
+            return Ok(Claiming::Stopped);
         }
         let t = Instant::now();
         let (next, keys) = source.scan(cursor, &cfg.scan_match, SCAN_COUNT)?;
@@ -403,7 +411,7 @@ fn claim_loop(
                 seq += 1;
                 let full = std::mem::replace(batch, Batch::new(format!("{run}-{seq}")));
                 if !send(full) {
-                    return Ok(());
+                    return Ok(Claiming::Stopped); // the applier stopped: its error is reported
                 }
             }
             let field = format!("c{}", batch.fields.len());
@@ -434,7 +442,7 @@ fn claim_loop(
     if !batch.is_empty() {
         send(std::mem::take(batch));
     }
-    Ok(())
+    Ok(Claiming::Done)
 }
 
 /// `--dry-run`: the same SCAN and checks as a run, a read-only look at Postgres, and no write

@@ -11,13 +11,37 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 
 static REQUESTED: AtomicBool = AtomicBool::new(false);
 
-/// Installs the handlers. Call once, before the flush starts.
+/// Installs the handlers. Call once, from the main thread, before the flush starts and before
+/// it spawns any thread.
+///
+/// A handler interrupts whatever system call its thread is in, and a `recv` on a socket with
+/// a read timeout (our Redis connections have one) is never restarted: it fails with EINTR,
+/// which broke a Redis reply half-way in testing. So the signals are delivered to a thread of
+/// their own, which only waits, and are blocked in this thread and every thread it spawns
+/// afterwards (threads inherit the signal mask).
 pub fn install() -> std::io::Result<()> {
     for sig in [SIGTERM, SIGINT] {
         // Registered first, so that it runs first: a signal arriving when the flag is already
         // set (the second one) gets the default action and ends the process.
         signal_hook::flag::register_conditional_default(sig, &REQUESTED)?;
         signal_hook::flag::register(sig, &REQUESTED)?;
+    }
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(|| loop {
+            std::thread::park();
+        })?;
+    // SAFETY: sigset_t is plain data, initialised by sigemptyset before use; the calls only
+    // change this thread's signal mask.
+    let rc = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, SIGTERM);
+        libc::sigaddset(&mut set, SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut())
+    };
+    if rc != 0 {
+        return Err(std::io::Error::from_raw_os_error(rc));
     }
     Ok(())
 }
