@@ -343,17 +343,19 @@ fn claim_batches(
     let mut unsent = 0;
     let run = run_id();
     let mut batch = Batch::new(format!("{run}-0"));
-    let result = claim_loop(
+    let prefix_len = cfg.prefix.len();
+    let result = scan_in_batches(
         &mut source,
         cfg,
         &mut report,
         &run,
         &mut batch,
+        &mut |source, batch, keys| claim_chunk(source, batch, keys, prefix_len),
         |batch| match out.send(batch) {
-            Ok(()) => true,
+            Ok(()) => Ok(true),
             Err(_) => {
                 unsent += 1;
-                false
+                Ok(false)
             }
         },
     );
@@ -367,13 +369,22 @@ fn claim_batches(
     }
 }
 
-fn claim_loop(
+/// What one chunk of keys yields: the counters taken (claimed into the batch's journal, or
+/// only read for a dry run) and the keys left alone.
+type TakeChunk<'a> =
+    dyn FnMut(&mut RedisSource, &mut Batch, &[Vec<u8>]) -> Result<Vec<BadKey>> + 'a;
+
+/// The SCAN both a run and a dry run walk: checks each key's code, takes the good keys in
+/// chunks of `--claim-size` with `take`, and hands each batch of at most `--batch-size` keys
+/// to `send` (false: nobody receives any more). Bad keys and Redis time go into `report`.
+fn scan_in_batches(
     source: &mut RedisSource,
     cfg: &FlushConfig,
     report: &mut Report,
     run: &str,
     batch: &mut Batch,
-    mut send: impl FnMut(Batch) -> bool,
+    take: &mut TakeChunk,
+    mut send: impl FnMut(Batch) -> Result<bool>,
 ) -> Result<Claiming> {
     let chunk = cfg.claim_size.min(cfg.batch_size);
     let mut seq = 0u64;
@@ -387,7 +398,7 @@ fn claim_loop(
                  more (signal again to stop at once)"
             );
             if !batch.is_empty() {
-                send(std::mem::take(batch));
+                send(std::mem::take(batch))?;
             }
             return Ok(Claiming::Stopped);
         }
@@ -405,33 +416,20 @@ fn claim_loop(
         }
         let done = next == 0;
         while pending.len() >= chunk || (done && !pending.is_empty()) {
-            let take: Vec<Vec<u8>> = pending.drain(..pending.len().min(chunk)).collect();
+            let keys: Vec<Vec<u8>> = pending.drain(..pending.len().min(chunk)).collect();
             // A batch never holds more keys than --batch-size, so never more codes.
-            if batch.keys as usize + take.len() > cfg.batch_size && !batch.is_empty() {
+            if batch.keys as usize + keys.len() > cfg.batch_size && !batch.is_empty() {
                 seq += 1;
                 let full = std::mem::replace(batch, Batch::new(format!("{run}-{seq}")));
-                if !send(full) {
+                if !send(full)? {
                     return Ok(Claiming::Stopped); // the applier stopped: its error is reported
                 }
             }
-            let field = format!("c{}", batch.fields.len());
             let t = Instant::now();
-            let claimed = source.claim(
-                &batch.id,
-                &field,
-                batch.fields.is_empty(),
-                &take,
-                cfg.prefix.len(),
-            )?;
+            let bad = take(source, batch, &keys)?;
             report.redis_seconds += t.elapsed().as_secs_f64();
-            for bad in &claimed.bad {
-                report.add_bad(bad);
-            }
-            if !claimed.entries.is_empty() {
-                batch.fields.push(field);
-                log::trace!("batch {}: claimed {} keys", batch.id, claimed.entries.len());
-                batch.add(claimed.entries)?;
-                fault::point("after_claim");
+            for b in &bad {
+                report.add_bad(b);
             }
         }
         if done {
@@ -440,9 +438,27 @@ fn claim_loop(
         cursor = next;
     }
     if !batch.is_empty() {
-        send(std::mem::take(batch));
+        send(std::mem::take(batch))?;
     }
     Ok(Claiming::Done)
+}
+
+/// Claims a chunk into the batch's journal (a run's [`TakeChunk`]).
+fn claim_chunk(
+    source: &mut RedisSource,
+    batch: &mut Batch,
+    keys: &[Vec<u8>],
+    prefix_len: usize,
+) -> Result<Vec<BadKey>> {
+    let field = format!("c{}", batch.fields.len());
+    let claimed = source.claim(&batch.id, &field, batch.fields.is_empty(), keys, prefix_len)?;
+    if !claimed.entries.is_empty() {
+        batch.fields.push(field);
+        log::trace!("batch {}: claimed {} keys", batch.id, claimed.entries.len());
+        batch.add(claimed.entries)?;
+        fault::point("after_claim");
+    }
+    Ok(claimed.bad)
 }
 
 /// `--dry-run`: the same SCAN and checks as a run, a read-only look at Postgres, and no write
@@ -475,37 +491,25 @@ fn dry(cfg: &Config, report: &mut Report) -> Result<()> {
         );
     }
 
-    let chunk = f.claim_size.min(f.batch_size);
-    let mut batch = Batch::new("dry-run".into());
-    let mut cursor = 0;
-    loop {
-        let (next, keys) = source.scan(cursor, &f.scan_match, chunk)?;
-        let mut good = Vec::with_capacity(keys.len());
-        for key in keys {
-            match check_code(&key, f.prefix.len()) {
-                Some(reason) => report.add_bad(&BadKey { key, reason }),
-                None => good.push(key),
-            }
-        }
-        for part in good.chunks(chunk) {
-            let Claimed { entries, bad } = source.inspect(part, f.prefix.len())?;
-            for b in &bad {
-                report.add_bad(b);
-            }
-            if batch.keys as usize + entries.len() > f.batch_size && !batch.is_empty() {
-                dry_batch(&mut sink, f, &batch, report)?;
-                batch = Batch::new("dry-run".into());
-            }
+    // The run's own SCAN and batching, with a read-only look instead of a claim. Bad keys
+    // and Redis time are counted apart and merged, as the run merges its claim thread's.
+    let mut scanned = Report::new(true, None);
+    let mut batch = Batch::new("dry-run-0".into());
+    let prefix_len = f.prefix.len();
+    scan_in_batches(
+        &mut source,
+        f,
+        &mut scanned,
+        "dry-run",
+        &mut batch,
+        &mut |source, batch, keys| {
+            let Claimed { entries, bad } = source.inspect(keys, prefix_len)?;
             batch.add(entries)?;
-        }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
-    if !batch.is_empty() {
-        dry_batch(&mut sink, f, &batch, report)?;
-    }
+            Ok(bad)
+        },
+        |batch| dry_batch(&mut sink, f, &batch, report).map(|()| true),
+    )?;
+    report.merge_claims(&scanned);
     Ok(())
 }
 
