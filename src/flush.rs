@@ -160,9 +160,7 @@ impl Flusher<'_> {
                     "batch {}: already in the ledger (a run died after COMMIT); deleting its journal",
                     batch.id
                 );
-                let unknown: Vec<(&str, i64)> =
-                    row.unknown.iter().map(|(c, h)| (c.as_str(), *h)).collect();
-                self.ack(&batch, &unknown)?;
+                self.ack(&batch, &row.unknown)?;
                 continue;
             }
             log::debug!(
@@ -256,12 +254,7 @@ impl Flusher<'_> {
                 }
             );
         }
-        let unknown: Vec<(&str, i64)> = applied
-            .unknown
-            .iter()
-            .map(|(c, h)| (c.as_str(), *h))
-            .collect();
-        self.ack(batch, &unknown)?;
+        self.ack(batch, &applied.unknown)?;
         self.report.batches += 1;
         self.report.keys += batch.keys;
         self.report.hits += batch.total_hits();
@@ -278,8 +271,8 @@ impl Flusher<'_> {
     }
 
     /// Deletes the batch's chunks from its journal, parking unknown hits first if asked.
-    fn ack(&mut self, batch: &Batch, unknown: &[(&str, i64)]) -> Result<()> {
-        let park: &[(&str, i64)] = if self.cfg.keep_unknown { unknown } else { &[] };
+    fn ack(&mut self, batch: &Batch, unknown: &[(String, i64)]) -> Result<()> {
+        let park: &[(String, i64)] = if self.cfg.keep_unknown { unknown } else { &[] };
         let t = Instant::now();
         let (_, failed) = self
             .source

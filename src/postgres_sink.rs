@@ -103,6 +103,11 @@ pub fn connect_client(cfg: &PgConfig) -> Result<Client> {
     })
 }
 
+/// The context of a failed step: which server, and what it was doing.
+fn failed(display: &str, what: &str) -> String {
+    format!("PostgreSQL at {display}: {what} failed")
+}
+
 pub struct PgSink {
     client: Client,
     display: String,
@@ -139,7 +144,7 @@ impl PgSink {
     }
 
     fn ctx(&self, what: &str) -> String {
-        format!("PostgreSQL at {}: {what} failed", self.display)
+        failed(&self.display, what)
     }
 
     /// Takes the session-level advisory lock without waiting. Held until the connection
@@ -298,8 +303,9 @@ impl PgSink {
                 .flat_map(|(code, count)| [code as &(dyn ToSql + Sync), count])
                 .collect(),
         };
-        let display = self.display.clone();
-        let ctx = |what: &str| format!("PostgreSQL at {display}: {what} failed");
+        // A field of its own, so it can be borrowed while the transaction holds the client.
+        let display = &self.display;
+        let ctx = |what: &str| failed(display, what);
 
         let mut tx = self.client.transaction().with_context(|| ctx("BEGIN"))?;
         let matched = match tx.query(stmt, &params) {

@@ -373,7 +373,7 @@ impl RedisSource {
         batch_id: &str,
         fields: &[String],
         unknown_key: &str,
-        unknown: &[(&str, i64)],
+        unknown: &[(String, i64)],
     ) -> Result<(bool, Vec<String>)> {
         if fields.is_empty() {
             return Ok((true, Vec::new()));
@@ -389,7 +389,7 @@ impl RedisSource {
             inv.arg(f);
         }
         for (code, hits) in unknown {
-            inv.arg(*code).arg(*hits);
+            inv.arg(code).arg(*hits);
         }
         let (done, failed): (i64, Vec<String>) = inv
             .invoke(&mut self.con)
