@@ -141,7 +141,18 @@ pub struct ConnArgs {
     )]
     pub connect_timeout: u64,
 
-    /// Seconds one Redis command or Postgres statement may take before the run gives up
+    /// Seconds one Redis command may take before the run gives up (a claim takes about a
+    /// millisecond)
+    #[arg(
+        long,
+        env = "REDIS_FLUSHER_COMMAND_TIMEOUT",
+        default_value_t = 10,
+        value_name = "SECS"
+    )]
+    pub command_timeout: u64,
+
+    /// Seconds one Postgres statement may take (`statement_timeout`); a server that does not
+    /// answer at all is given up on 5 s later
     #[arg(
         long,
         env = "REDIS_FLUSHER_STATEMENT_TIMEOUT",

@@ -229,7 +229,7 @@ impl RedisConfig {
             info,
             display,
             connect_timeout: Duration::from_secs(c.connect_timeout.max(1)),
-            command_timeout: Duration::from_secs(c.statement_timeout.max(1)),
+            command_timeout: Duration::from_secs(c.command_timeout.max(1)),
         })
     }
 }

@@ -11,6 +11,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 
 use crate::config::{FlushConfig, PgConfig, RedisConfig};
+use crate::deadline;
 use crate::fault;
 use crate::journal::{self, Batch};
 use crate::postgres_sink::{self, BatchRejected, PgSink};
@@ -34,6 +35,7 @@ pub fn run(cfg: &Config, dry_run: bool) -> Report {
         .keep_unknown
         .then_some(cfg.flush.unknown_key.as_str());
     let mut report = Report::new(dry_run, parked);
+    deadline::progress(&report);
     let result = if dry_run {
         dry(cfg, &mut report)
     } else {
@@ -260,6 +262,7 @@ impl Flusher<'_> {
         self.report.hits += batch.total_hits();
         self.report.rows_updated += applied.rows_updated;
         self.report.add_unknown(&applied.unknown);
+        deadline::progress(self.report);
         log::debug!(
             "batch {}: {} keys, {} hits, {} rows updated",
             batch.id,

@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod deadline;
 pub mod demo;
 pub mod fault;
 pub mod flush;
@@ -35,8 +36,14 @@ pub fn execute(cli: Cli) -> Result<ExitCode> {
                 // A dry run changes nothing, so it may as well die at once on a signal.
                 stop::install().context("could not install the SIGTERM/SIGINT handler")?;
             }
-            let report = flush::run(&cfg, args.dry_run);
-            Ok(finish(&report, args.json, args.dry_run))
+            let (json, dry_run) = (args.json, args.dry_run);
+            // A hung Postgres ends the process from the watchdog thread; the report so far is
+            // printed as at any other end.
+            deadline::on_expiry(move |report| {
+                finish(report, json, dry_run);
+            });
+            let report = flush::run(&cfg, dry_run);
+            Ok(finish(&report, json, dry_run))
         }
         Command::Demo(args) => {
             let target = TargetArgs {

@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use postgres::error::SqlState;
@@ -14,6 +15,7 @@ use postgres::{Client, NoTls, Statement};
 
 use crate::cli;
 use crate::config::{FlushConfig, Ident, PgConfig};
+use crate::deadline::{self, Guard};
 use crate::fault;
 
 /// A batch Postgres refused for what it holds: a count that overflows the column, or a row
@@ -49,6 +51,14 @@ pub struct LedgerRow {
 /// large enough for the table's size (measured at 2M rows: at 20k rows for unnest, 10k for
 /// VALUES), which made a 1M-key flush 3x slower. Only this session's statements are affected.
 const SESSION_PLAN: &str = "SET enable_hashjoin = off; SET enable_mergejoin = off";
+
+/// A COMMIT must be durable before the journal is deleted: with `synchronous_commit = off`
+/// (a server may set it for speed) a Postgres crash forgets the last committed transactions,
+/// ledger rows included, while their journals are already gone, and the hits are lost (seen
+/// in testing: `pg_ctl stop -m immediate` right after our COMMITs). Stronger settings
+/// (`remote_write`, `remote_apply`, `local`) are all durable locally and are kept.
+const SESSION_DURABLE: &str =
+    "SELECT set_config('synchronous_commit', 'on', false) WHERE current_setting('synchronous_commit') = 'off'";
 
 /// The DDL of the ledger, for creating it and for a DBA when we may not.
 pub fn ledger_ddl(ledger: &Ident) -> String {
@@ -92,8 +102,19 @@ pub fn lock_key(cfg: &FlushConfig) -> i64 {
     h as i64
 }
 
+/// How much longer than its own timeout a Postgres call may take before the watchdog gives
+/// up on the server: time for the server's error to travel back.
+const GRACE: Duration = Duration::from_secs(5);
+
 /// A plain connection, whose failure names the server and the variables to check.
 pub fn connect_client(cfg: &PgConfig) -> Result<Client> {
+    // The crate's connect timeout covers the TCP connect only; a server that accepts and then
+    // never answers (stopped) would hold the startup exchange for ever.
+    let connect_timeout = cfg.config.get_connect_timeout().copied().unwrap_or(GRACE);
+    let _watch = deadline::arm(
+        format!("connecting to PostgreSQL at {}", cfg.display),
+        connect_timeout + GRACE,
+    );
     cfg.config.connect(NoTls).with_context(|| {
         format!(
             "could not connect to PostgreSQL at {}: check `DATABASE_URL` or \
@@ -116,15 +137,22 @@ pub struct PgSink {
     /// The count column's type as Postgres names it, for the overflow advice.
     count_type: String,
     /// For the advice when a batch waited too long for a locked row.
-    lock_timeout: std::time::Duration,
+    lock_timeout: Duration,
+    /// How long one call may wait before the watchdog gives up on the server.
+    call_limit: Duration,
 }
 
 impl PgSink {
     pub fn connect(cfg: &PgConfig) -> Result<PgSink> {
         let mut client = connect_client(cfg)?;
+        let call_limit = cfg.statement_timeout + GRACE;
+        let _watch = deadline::arm(
+            format!("PostgreSQL at {}: setting up the session", cfg.display),
+            call_limit,
+        );
         client
             .batch_execute(&format!(
-                "SET statement_timeout = {}; SET lock_timeout = {}; {SESSION_PLAN}",
+                "SET statement_timeout = {}; SET lock_timeout = {}; {SESSION_PLAN}; {SESSION_DURABLE}",
                 cfg.statement_timeout.as_millis(),
                 cfg.lock_timeout.as_millis()
             ))
@@ -138,6 +166,7 @@ impl PgSink {
             client,
             display: cfg.display.clone(),
             lock_timeout: cfg.lock_timeout,
+            call_limit,
             updates: HashMap::new(),
             count_type: String::new(),
         })
@@ -147,9 +176,18 @@ impl PgSink {
         failed(&self.display, what)
     }
 
+    /// Arms the watchdog for one call (`deadline.rs`): the crate has no client-side timeout.
+    fn watch(&self, what: &str) -> Guard {
+        deadline::arm(
+            format!("PostgreSQL at {}: {what}", self.display),
+            self.call_limit,
+        )
+    }
+
     /// Takes the session-level advisory lock without waiting. Held until the connection
     /// closes, so a killed run cannot keep it.
     pub fn try_lock(&mut self, key: i64) -> Result<bool> {
+        let _watch = self.watch("taking the advisory lock");
         let row = self
             .client
             .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
@@ -159,6 +197,7 @@ impl PgSink {
 
     /// Checks that the table and both columns exist, and remembers the count column's type.
     pub fn check_target(&mut self, cfg: &FlushConfig) -> Result<()> {
+        let _watch = self.watch("looking up the table");
         let rows = self
             .client
             .query(
@@ -215,6 +254,7 @@ impl PgSink {
     }
 
     pub fn ledger_exists(&mut self, ledger: &Ident) -> Result<bool> {
+        let _watch = self.watch("looking up the ledger table");
         let row = self
             .client
             .query_one("SELECT to_regclass($1) IS NOT NULL", &[&ledger.quoted])
@@ -225,6 +265,7 @@ impl PgSink {
     /// Creates the ledger if it is missing. A role that may not create tables gets the DDL
     /// to hand to a DBA.
     pub fn ensure_ledger(&mut self, ledger: &Ident) -> Result<()> {
+        let _watch = self.watch("creating the ledger table");
         if self.ledger_exists(ledger)? {
             return Ok(());
         }
@@ -249,6 +290,7 @@ impl PgSink {
 
     /// The ledger row of `batch_id`, if that batch was applied.
     pub fn applied(&mut self, ledger: &Ident, batch_id: &str) -> Result<Option<LedgerRow>> {
+        let _watch = self.watch("reading the ledger");
         let row = self
             .client
             .query_opt(
@@ -278,6 +320,12 @@ impl PgSink {
         keys: u64,
         recovered: bool,
     ) -> Result<Applied> {
+        // Four statements (five with the first PREPARE), each bounded by statement_timeout
+        // but the COMMIT: the UPDATE's worst case, and as long again for the rest.
+        let _watch = deadline::arm(
+            format!("PostgreSQL at {}: applying batch {batch_id}", self.display),
+            self.call_limit + self.call_limit,
+        );
         let n = hits.len();
         // unnest takes any number of rows in one statement; VALUES needs one per row count.
         let shape = match cfg.statement {
@@ -393,6 +441,7 @@ impl PgSink {
         cfg: &FlushConfig,
         codes: &[&str],
     ) -> Result<(HashSet<String>, u64)> {
+        let _watch = self.watch("reading the table");
         let rows = self
             .client
             .query(
@@ -411,6 +460,7 @@ impl PgSink {
     /// Deletes ledger rows older than `days`. Call only after recovery has finished: a ledger
     /// row must outlive the journal it guards.
     pub fn prune(&mut self, ledger: &Ident, days: u32) -> Result<u64> {
+        let _watch = self.watch("pruning the ledger");
         self.client
             .execute(
                 &format!(
@@ -424,6 +474,7 @@ impl PgSink {
 
     /// Runs the read-only part of a dry run inside one READ ONLY transaction.
     pub fn begin_read_only(&mut self) -> Result<()> {
+        let _watch = self.watch("BEGIN READ ONLY");
         self.client
             .batch_execute("BEGIN TRANSACTION READ ONLY")
             .with_context(|| self.ctx("BEGIN READ ONLY"))

@@ -108,90 +108,160 @@ fn find_pg_bin(name: &str) -> PathBuf {
     );
 }
 
-/// A private Redis server.
+/// A private Redis server, which a test may stop, freeze and restart.
 pub struct RedisServer {
     pub port: u16,
     pub pid: u32,
     pub dir: PathBuf,
+    extra: Vec<String>,
 }
 
 /// Starts a `redis-server` on a free port with `extra` arguments (e.g. persistence).
-/// It runs until the watchdog stops it, so it is never waited for.
-#[allow(clippy::zombie_processes)]
 pub fn start_redis(extra: &[&str]) -> RedisServer {
     let dir = tempfile::Builder::new()
         .prefix("flusher-redis-")
         .tempdir()
         .expect("temp dir")
         .keep();
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
     for _ in 0..5 {
         let port = free_port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .args(["--appendonly", "no", "--dir"])
-            .arg(&dir)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let mut child = match child {
-            Ok(c) => c,
-            Err(e) => panic!(
-                "could not start `redis-server` ({e}): install it (apt-get install redis-server)"
-            ),
-        };
-        watchdog(child.id(), "TERM", &dir);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                break; // port taken between our probe and its bind: try another
-            }
-            if redis_ping(port) {
-                return RedisServer {
-                    port,
-                    pid: child.id(),
-                    dir,
-                };
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(pid) = spawn_redis(port, &dir, &extra) {
+            return RedisServer {
+                port,
+                pid,
+                dir,
+                extra,
+            };
         }
-        let _ = child.kill();
     }
     panic!("redis-server did not start on a free port (5 tries)");
 }
 
-/// True once the server answers a PING with anything (`+PONG`, or `-NOAUTH` when it asks
-/// for a password): it is up.
+/// Spawns `redis-server` on `port`; its pid once it answers, None if it exited first (the
+/// port was taken). It runs until the watchdog stops it, so it is never waited for.
+#[allow(clippy::zombie_processes)]
+fn spawn_redis(port: u16, dir: &Path, extra: &[String]) -> Option<u32> {
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "no", "--dir"])
+        .arg(dir)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => {
+            panic!(
+                "could not start `redis-server` ({e}): install it (apt-get install redis-server)"
+            )
+        }
+    };
+    watchdog(child.id(), "TERM", dir);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return None; // port taken between our probe and its bind: try another
+        }
+        if redis_ping(port) {
+            return Some(child.id());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    None
+}
+
+impl RedisServer {
+    /// SIGKILL: a crash. What it keeps is what its persistence options wrote.
+    pub fn kill(&self) {
+        signal(self.pid, libc::SIGKILL);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while redis_ping(self.port) {
+            assert!(Instant::now() < deadline, "redis-server survived SIGKILL");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Starts it again on the same port and directory, with the same options.
+    pub fn restart(&mut self) {
+        self.pid = spawn_redis(self.port, &self.dir, &self.extra)
+            .unwrap_or_else(|| panic!("redis-server did not restart on port {}", self.port));
+    }
+
+    /// SIGSTOP: it keeps its connections and answers nothing, like a hung host.
+    pub fn freeze(&self) {
+        signal(self.pid, libc::SIGSTOP);
+    }
+
+    pub fn thaw(&self) {
+        signal(self.pid, libc::SIGCONT);
+    }
+}
+
+pub fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) with a pid this harness started and a constant signal.
+    let rc = unsafe { libc::kill(pid as i32, sig) };
+    assert_eq!(rc, 0, "kill -{sig} {pid}");
+}
+
+/// The pids whose parent is `pid` (from /proc).
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("read /proc").flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid …`; comm may hold spaces, so split after its `)`.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            out.push(child);
+        }
+    }
+    out
+}
+
+/// True once the server answers a PING with `+PONG`, or `-NOAUTH` when it asks for a
+/// password: it is up.
 fn redis_ping(port: u16) -> bool {
     use std::io::{Read, Write};
     let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-    let mut reply = [0u8; 1];
+    let mut reply = [0u8; 7];
+    // `-LOADING` (restarted, still reading its AOF) is not up yet.
     s.write_all(b"PING\r\n").is_ok()
         && s.read_exact(&mut reply).is_ok()
-        && matches!(reply[0], b'+' | b'-')
+        && (reply.starts_with(b"+PONG") || reply.starts_with(b"-NOAUTH"))
 }
 
-/// A private PostgreSQL cluster.
+/// A private PostgreSQL cluster, which a test may stop, freeze and restart.
 pub struct PgServer {
     pub port: u16,
     pub pid: u32,
     pub dir: PathBuf,
+    data: PathBuf,
+    /// The `postgres` user's uid and gid when we are root.
+    ids: Option<(u32, u32)>,
 }
 
 /// `initdb` in a temp dir and a `postgres` on a free port, tuned for tests (no fsync).
-/// It runs until the watchdog stops it, so it is never waited for.
-#[allow(clippy::zombie_processes)]
 pub fn start_postgres() -> PgServer {
     let root = is_root();
     let ids = root.then(|| (id_of("-u", "postgres"), id_of("-g", "postgres")));
@@ -204,12 +274,6 @@ pub fn start_postgres() -> PgServer {
     if let Some((uid, gid)) = ids {
         std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown the PostgreSQL dir");
     }
-    let as_pg = |cmd: &mut Command| {
-        if let Some((uid, gid)) = ids {
-            use std::os::unix::process::CommandExt;
-            cmd.uid(uid).gid(gid);
-        }
-    };
     let mut initdb = Command::new(find_pg_bin("initdb"));
     initdb
         .args([
@@ -223,46 +287,108 @@ pub fn start_postgres() -> PgServer {
         ])
         .arg(&data)
         .stdout(Stdio::null());
-    as_pg(&mut initdb);
+    as_pg(&mut initdb, ids);
     let out = initdb.output().expect("run initdb");
     assert!(
         out.status.success(),
         "initdb failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let mut server = PgServer {
+        port: 0,
+        pid: 0,
+        dir,
+        data,
+        ids,
+    };
     for _ in 0..5 {
-        let port = free_port();
+        server.port = free_port();
+        if let Some(pid) = server.spawn() {
+            server.pid = pid;
+            return server;
+        }
+    }
+    panic!("postgres did not start on a free port (5 tries)");
+}
+
+fn as_pg(cmd: &mut Command, ids: Option<(u32, u32)>) {
+    if let Some((uid, gid)) = ids {
+        use std::os::unix::process::CommandExt;
+        cmd.uid(uid).gid(gid);
+    }
+}
+
+impl PgServer {
+    /// Spawns `postgres` on `self.port`; its pid once it accepts connections, None if it
+    /// exited first. It runs until the watchdog stops it, so it is never waited for.
+    #[allow(clippy::zombie_processes)]
+    fn spawn(&self) -> Option<u32> {
         let mut cmd = Command::new(find_pg_bin("postgres"));
         cmd.arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-k"])
-            .arg(&dir)
+            .arg(&self.data)
+            .args(["-p", &self.port.to_string(), "-k"])
+            .arg(&self.dir)
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
             .args(["-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
             .args(["-c", "max_connections=300", "-c", "shared_buffers=128MB"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        as_pg(&mut cmd);
+        as_pg(&mut cmd, self.ids);
         let mut child = cmd.spawn().expect("start postgres");
-        watchdog(child.id(), "QUIT", &dir);
+        watchdog(child.id(), "QUIT", &self.dir);
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = child.try_wait() {
-                break;
+                return None;
             }
-            if pg_connect(port, "postgres").is_ok() {
-                return PgServer {
-                    port,
-                    pid: child.id(),
-                    dir,
-                };
+            if pg_connect(self.port, "postgres").is_ok() {
+                return Some(child.id());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = child.kill();
+        None
     }
-    panic!("postgres did not start on a free port (5 tries)");
+
+    /// `pg_ctl stop -m immediate`: every backend dies at once, as in a crash; the next start
+    /// runs crash recovery.
+    pub fn stop_immediate(&self) {
+        let mut cmd = Command::new(find_pg_bin("pg_ctl"));
+        cmd.args(["stop", "-m", "immediate", "-D"])
+            .arg(&self.data)
+            .stdout(Stdio::null());
+        as_pg(&mut cmd, self.ids);
+        let out = cmd.output().expect("run pg_ctl");
+        assert!(
+            out.status.success(),
+            "pg_ctl stop failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Starts it again on the same port and data directory.
+    pub fn restart(&mut self) {
+        self.pid = self
+            .spawn()
+            .unwrap_or_else(|| panic!("postgres did not restart on port {}", self.port));
+    }
+
+    /// SIGSTOP to the postmaster and every backend: connections stay open and nothing
+    /// answers, like a hung host. Server-side timeouts cannot fire.
+    pub fn freeze(&self) {
+        signal(self.pid, libc::SIGSTOP);
+        for c in children(self.pid) {
+            signal(c, libc::SIGSTOP);
+        }
+    }
+
+    pub fn thaw(&self) {
+        for c in children(self.pid) {
+            signal(c, libc::SIGCONT);
+        }
+        signal(self.pid, libc::SIGCONT);
+    }
 }
 
 pub fn pg_connect(port: u16, db: &str) -> Result<postgres::Client, postgres::Error> {
@@ -427,6 +553,36 @@ impl TestEnv {
                 "a redis-flusher session kept its lock for 10 s"
             );
             std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits until the ledger holds at least `rows` rows (a run is that far along).
+    pub fn wait_for_ledger_rows(&self, rows: i64) {
+        let mut pg = self.pg();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let exists: bool = pg
+                .query_one(
+                    "SELECT to_regclass('redis_flusher_batches') IS NOT NULL",
+                    &[],
+                )
+                .expect("look up the ledger")
+                .get(0);
+            let n: i64 = if exists {
+                pg.query_one("SELECT count(*) FROM redis_flusher_batches", &[])
+                    .expect("count ledger rows")
+                    .get(0)
+            } else {
+                0
+            };
+            if n >= rows {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the ledger did not reach {rows} rows in 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 

@@ -1,0 +1,135 @@
+//! The last resort against a PostgreSQL server that stops answering: a watchdog thread that
+//! ends the process when one call has waited far longer than any server-side timeout allows.
+//!
+//! Redis connections have socket read and write timeouts, so a hung Redis fails the command
+//! that waits on it. The `postgres` crate has none: its synchronous client waits for ever
+//! on a server that is stopped (SIGSTOP, a frozen VM) or behind a network that dropped the
+//! connection without a reset, and `statement_timeout` cannot fire on a server that is not
+//! running. So every Postgres call is armed here with its limit; if it has not returned by
+//! then, the watchdog logs what hung, prints the report so far (the caller's `on_expiry`) and
+//! exits 1.
+//!
+//! Exiting at any instant is safe by design: the flush survives SIGKILL at every step
+//! (`fault.rs`). Whatever was claimed and not committed waits in its journal, and a batch
+//! whose COMMIT reached the server is found in the ledger by the next run.
+
+use std::collections::BTreeMap;
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::report::Report;
+
+type OnExpiry = Box<dyn Fn(&Report) + Send + Sync>;
+
+struct Watch {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    next_id: u64,
+    /// Armed calls: id → (deadline, what is waited on, its limit).
+    armed: BTreeMap<u64, (Instant, String, Duration)>,
+    /// The run's report as of its last finished batch, printed when the watchdog fires.
+    progress: Option<Report>,
+    /// When the first report was recorded: the run's start.
+    started: Option<Instant>,
+}
+
+static WATCH: OnceLock<Watch> = OnceLock::new();
+static ON_EXPIRY: OnceLock<OnExpiry> = OnceLock::new();
+
+/// Disarms its call when dropped (the call returned, with a result or an error).
+#[must_use = "the call is watched only while the guard lives"]
+pub struct Guard(u64);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(w) = WATCH.get() {
+            if let Ok(mut s) = w.state.lock() {
+                s.armed.remove(&self.0);
+            }
+        }
+    }
+}
+
+/// Watches a call that must return within `limit`; `what` names the server and the step for
+/// the log line if it does not.
+pub fn arm(what: impl Into<String>, limit: Duration) -> Guard {
+    let w = watch();
+    let mut s = w.state.lock().unwrap_or_else(|p| p.into_inner());
+    s.next_id += 1;
+    let id = s.next_id;
+    s.armed
+        .insert(id, (Instant::now() + limit, what.into(), limit));
+    w.changed.notify_one();
+    Guard(id)
+}
+
+/// Records the run's report so far: if the watchdog fires, this is what is printed.
+pub fn progress(report: &Report) {
+    let mut s = watch().state.lock().unwrap_or_else(|p| p.into_inner());
+    s.started.get_or_insert_with(Instant::now);
+    s.progress = Some(report.clone());
+}
+
+/// Sets how the report is printed when the watchdog fires (once per process; later calls
+/// are ignored). Without it, only the log line is written.
+pub fn on_expiry(f: impl Fn(&Report) + Send + Sync + 'static) {
+    let _ = ON_EXPIRY.set(Box::new(f));
+}
+
+fn watch() -> &'static Watch {
+    WATCH.get_or_init(|| {
+        // If the thread cannot start, calls go unwatched, as the postgres crate leaves them.
+        if let Err(e) = std::thread::Builder::new()
+            .name("deadline".into())
+            .spawn(run)
+        {
+            log::warn!(
+                "could not start the watchdog thread ({e}); a hung PostgreSQL would hang this run"
+            );
+        }
+        Watch {
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+        }
+    })
+}
+
+fn run() {
+    let w = watch();
+    let mut s = w.state.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let now = Instant::now();
+        let first = s.armed.values().min_by_key(|(at, _, _)| *at).cloned();
+        match first {
+            None => s = w.changed.wait(s).unwrap_or_else(|p| p.into_inner()),
+            Some((at, _, _)) if at > now => {
+                s = w
+                    .changed
+                    .wait_timeout(s, at - now)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0
+            }
+            Some((_, what, limit)) => {
+                let mut report = s
+                    .progress
+                    .take()
+                    .unwrap_or_else(|| Report::new(false, None));
+                report.seconds = s.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
+                report.fail(&anyhow::anyhow!(
+                    "{what}: no answer in {} s, so the server or the network to it hangs; \
+                     giving up. Nothing is lost: claimed batches wait in their journals and \
+                     the next run applies them",
+                    limit.as_secs()
+                ));
+                if let Some(f) = ON_EXPIRY.get() {
+                    f(&report);
+                }
+                std::process::exit(1);
+            }
+        }
+    }
+}
