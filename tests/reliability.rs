@@ -171,3 +171,415 @@ fn a_postgres_that_accepts_but_never_answers_fails_the_connect() {
     env.run(&["run"]).expect(0);
     assert_exact(&env, 4);
 }
+
+/// A mixed workload: known codes (some negative), unknown codes, bad keys. Returns the hits
+/// of known and of unknown codes it wrote.
+fn mixed_workload(env: &TestEnv, known_codes: u32, unknown_codes: u32) -> (i64, i64) {
+    let known: Vec<(String, i64)> = (1..=known_codes)
+        .map(|i| {
+            (
+                format!("c{i}"),
+                if i % 10 == 0 {
+                    -3
+                } else {
+                    i64::from(i % 7 + 1)
+                },
+            )
+        })
+        .collect();
+    let unknown: Vec<(String, i64)> = (1..=unknown_codes)
+        .map(|i| (format!("u{i}"), i64::from(i % 4 + 1)))
+        .collect();
+    env.incr_many(known.iter().chain(&unknown).map(|(c, n)| (c.as_str(), *n)));
+    (
+        known.iter().map(|(_, n)| n).sum(),
+        unknown.iter().map(|(_, n)| n).sum(),
+    )
+}
+
+/// Bad keys that every run must leave exactly as they are.
+const BAD: [(&str, &str); 3] = [
+    ("bad-text", "abc"),
+    ("bad-float", "1.5"),
+    ("bad-big", "99999999999999999999"),
+];
+
+fn set_bad_keys(env: &TestEnv) {
+    for (code, value) in BAD {
+        env.set(code, value);
+    }
+}
+
+fn assert_bad_keys_intact(env: &TestEnv) {
+    for (code, value) in BAD {
+        assert_eq!(
+            env.get(&env.key(code)),
+            Some(value.as_bytes().to_vec()),
+            "{code}"
+        );
+    }
+}
+
+/// Everything accounted for: known hits in the table, unknown hits in the ledger (and in the
+/// parking hash with `--keep-unknown`), bad keys untouched, no counter or journal left.
+fn assert_accounted(env: &TestEnv, known: i64, unknown: i64, parked: bool, when: &str) {
+    assert_eq!(env.total(), known, "sum(access_count) {when}");
+    assert_eq!(
+        env.ledger_unknown_hits(),
+        unknown,
+        "unknown hits in the ledger {when}"
+    );
+    if parked {
+        let values: Vec<i64> = redis::cmd("HVALS")
+            .arg(&env.unknown_key)
+            .query(&mut env.redis())
+            .expect("HVALS");
+        assert_eq!(values.iter().sum::<i64>(), unknown, "parked hits {when}");
+    }
+    assert_bad_keys_intact(env);
+    assert!(env.journals().is_empty(), "journals left {when}");
+    assert_eq!(
+        env.keys(&env.prefix).len(),
+        BAD.len(),
+        "counters left {when}"
+    );
+}
+
+#[test]
+fn a_kill_at_every_step_loses_and_doubles_nothing() {
+    const ARGS: [&str; 5] = ["run", "--batch-size", "60", "--claim-size", "20"];
+    // (kill first at, then kill the recovering run at): recovery points need journals left
+    // by a first kill.
+    let plan: [(&str, Option<&str>); 10] = [
+        ("after_scan", None),
+        ("after_claim", None),
+        ("after_claim:4", None),
+        ("before_commit", None),
+        ("before_commit:3", None),
+        ("after_commit", None),
+        ("after_commit:3", None),
+        ("after_claim:5", Some("recovery_before_commit")),
+        ("after_claim:5", Some("recovery_after_commit")),
+        ("after_commit:2", Some("recovery_after_commit")),
+    ];
+    for (i, (first, second)) in plan.iter().enumerate() {
+        let env = TestEnv::new(300);
+        let park = i % 2 == 1;
+        let args: Vec<&str> = ARGS
+            .iter()
+            .copied()
+            .chain(park.then_some("--keep-unknown"))
+            .collect();
+        set_bad_keys(&env);
+        let (known, unknown) = mixed_workload(&env, 300, 40);
+        env.run_with(&args, &[("REDIS_FLUSHER_FAULT", first)])
+            .expect_killed();
+        if let Some(second) = second {
+            assert!(
+                !env.journals().is_empty(),
+                "{first} left no journal to recover"
+            );
+            env.run_with(&args, &[("REDIS_FLUSHER_FAULT", second)])
+                .expect_killed();
+        }
+        assert!(
+            env.total() < known,
+            "killed at {first}, yet everything was applied"
+        );
+        let out = env.run(&[&args[..], &["--json"]].concat());
+        out.expect(0);
+        assert_eq!(out.json()["bad_keys"], 3);
+        assert_accounted(
+            &env,
+            known,
+            unknown,
+            park,
+            &format!("after a kill at {first} then {second:?}"),
+        );
+    }
+}
+
+/// How many random kills: `REDIS_FLUSHER_KILLS` (the long mode: 500), else 20.
+fn kills_wanted() -> usize {
+    std::env::var("REDIS_FLUSHER_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20)
+}
+
+#[test]
+fn random_kills_while_20k_keys_flush_lose_and_double_nothing() {
+    const CODES: u32 = 20_000;
+    const UNKNOWN: u32 = 500;
+    const ARGS: [&str; 5] = ["run", "--batch-size", "2000", "--claim-size", "250"];
+    let seed = std::env::var("REDIS_FLUSHER_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("seed {seed} (REDIS_FLUSHER_SEED={seed} repeats this run)");
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let env = TestEnv::new(CODES);
+    set_bad_keys(&env);
+    // INCRBY 1..5 on every code, known and unknown; returns the hits of each kind.
+    let add_hits = |rng: &mut fastrand::Rng| -> (i64, i64) {
+        let incrs: Vec<(String, i64)> = (1..=CODES)
+            .map(|i| format!("c{i}"))
+            .chain((1..=UNKNOWN).map(|i| format!("u{i}")))
+            .map(|c| (c, rng.i64(1..=5)))
+            .collect();
+        env.incr_many(incrs.iter().map(|(c, n)| (c.as_str(), *n)));
+        let of = |prefix: char| -> i64 {
+            incrs
+                .iter()
+                .filter(|(c, _)| c.starts_with(prefix))
+                .map(|(_, n)| n)
+                .sum()
+        };
+        (of('c'), of('u'))
+    };
+
+    // How long one run of these keys takes here, so that kills land all through it.
+    // (The quickest of three: the first run is slower, with cold caches and a new ledger.)
+    let (mut known, mut unknown) = (0, 0);
+    let mut full = Duration::MAX;
+    for _ in 0..3 {
+        let (k, u) = add_hits(&mut rng);
+        known += k;
+        unknown += u;
+        let mut cmd = env.cmd();
+        cmd.args(ARGS).stderr(Stdio::null());
+        let t = Instant::now();
+        let status = cmd.status().expect("run redis-flusher");
+        full = full.min(t.elapsed());
+        assert!(status.success(), "a timing run failed: {status}");
+        env.wait_for_unlock();
+    }
+    assert_accounted(&env, known, unknown, false, "after the timing runs");
+
+    let kills = kills_wanted();
+    let (mut killed, mut finished_first, mut recovery_kills) = (0, 0, 0);
+    for round in 0..kills {
+        let (k, u) = add_hits(&mut rng);
+        known += k;
+        unknown += u;
+        // Half the rounds kill the recovering run too.
+        let times = if rng.bool() { 2 } else { 1 };
+        for k in 0..times {
+            let mut child = env.cmd();
+            child.args(ARGS).stdout(Stdio::null()).stderr(Stdio::null());
+            let mut child = child.spawn().expect("start redis-flusher");
+            // The recovering run has only what the first one left: a shorter window.
+            let window = if k == 0 { 0.9 } else { 0.3 };
+            let at = full.mul_f64(rng.f64() * window);
+            std::thread::sleep(at);
+            let _ = child.kill(); // SIGKILL
+            let status = child.wait().expect("wait");
+            if status.code().is_some() {
+                eprintln!("round {round}: run {k} ended before its kill at {at:?}");
+                finished_first += 1; // it ended before the kill
+            } else {
+                killed += 1;
+                recovery_kills += usize::from(times == 2);
+            }
+            env.wait_for_unlock();
+        }
+        env.run(&ARGS).expect(0);
+        assert_accounted(
+            &env,
+            known,
+            unknown,
+            false,
+            &format!("in round {round} (seed {seed})"),
+        );
+    }
+    eprintln!(
+        "{kills} rounds: {killed} runs killed ({recovery_kills} in rounds that also killed the \
+         recovering run), {finished_first} ended before their kill; a run took {full:?}; \
+         {known} known hits, {unknown} unknown, lost 0, doubled 0"
+    );
+    assert!(
+        killed >= kills / 2,
+        "only {killed} of {kills} kills hit a running run"
+    );
+}
+
+/// Writer threads INCRing random codes (1..=known_codes known, then 100 without a row) until
+/// `stop`; each returns the (known, unknown) INCRs it made.
+fn start_writers(
+    env: &TestEnv,
+    threads: u64,
+    known_codes: u64,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<std::thread::JoinHandle<(i64, i64)>> {
+    use std::sync::atomic::Ordering;
+    (0..threads)
+        .map(|t| {
+            let stop = stop.clone();
+            let mut con = env.redis();
+            let prefix = env.prefix.clone();
+            let mut rng = fastrand::Rng::with_seed(t);
+            std::thread::spawn(move || {
+                let (mut known, mut unknown) = (0i64, 0i64);
+                while !stop.load(Ordering::Relaxed) {
+                    let n = rng.u64(1..=known_codes + 100);
+                    redis::cmd("INCR")
+                        .arg(format!("{prefix}c{n}"))
+                        .query::<i64>(&mut con)
+                        .expect("INCR");
+                    if n <= known_codes {
+                        known += 1;
+                    } else {
+                        unknown += 1;
+                    }
+                }
+                (known, unknown)
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn four_runs_at_once_twenty_times_under_load_count_everything_once() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    const ARGS: [&str; 5] = ["run", "--batch-size", "300", "--claim-size", "50"];
+
+    let env = TestEnv::new(3000);
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = start_writers(&env, 2, 3000, &stop);
+    let (mut ran, mut locked) = (0, 0);
+    for round in 0..20 {
+        // Started within 100 ms of each other: some meet the lock, some find it free again.
+        let runs: Vec<Child> = (0..4)
+            .map(|_| {
+                std::thread::sleep(Duration::from_millis(fastrand::u64(0..=33)));
+                let mut cmd = env.cmd();
+                cmd.args(ARGS)
+                    .arg("--json")
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped());
+                cmd.spawn().expect("start redis-flusher")
+            })
+            .collect();
+        for run in runs {
+            let (out, _) = finish_within(run, Duration::from_secs(60));
+            out.expect(0);
+            match out.json()["status"].as_str() {
+                Some("ok") => ran += 1,
+                Some("locked") => locked += 1,
+                other => panic!("round {round}: status {other:?}\n{}", out.stderr),
+            }
+        }
+        env.wait_for_unlock();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (mut known, mut unknown) = (0, 0);
+    for w in writers {
+        let (k, u) = w.join().expect("a writer panicked");
+        known += k;
+        unknown += u;
+    }
+    env.run(&ARGS).expect(0);
+    eprintln!("80 runs: {ran} flushed, {locked} found the lock taken; {known} known INCRs, {unknown} unknown");
+    assert!(ran >= 20, "every round has one run that takes the lock");
+    assert!(known > 10_000, "the writers made only {known} INCRs");
+    assert_eq!(env.total(), known);
+    assert_eq!(env.ledger_unknown_hits(), unknown);
+    assert!(env.journals().is_empty());
+    assert!(env.keys(&env.prefix).is_empty());
+}
+
+#[test]
+fn live_traffic_from_redis_benchmark_is_counted_exactly() {
+    const CODES: u32 = 100_000;
+    const INCRS: u64 = 1_000_000;
+    let env = TestEnv::new(0);
+    // redis-benchmark writes `__rand_int__` as 12 digits: 000000000000 … 000000099999.
+    env.pg()
+        .batch_execute(&format!(
+            "INSERT INTO urls (short_code) SELECT lpad(g::text, 12, '0') FROM generate_series(0, {}) g",
+            CODES - 1
+        ))
+        .expect("create the benchmark's rows");
+    let started = Instant::now();
+    let bench = std::process::Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &env.redis_port.to_string()])
+        .args(["-c", "8", "-P", "8", "-q", "-n", &INCRS.to_string()])
+        .args(["-r", &CODES.to_string()])
+        .args(["INCR", &format!("{}__rand_int__", env.prefix)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "could not start redis-benchmark ({e}): install it (apt-get install redis-tools)"
+            )
+        });
+    let waiter = std::thread::spawn(move || bench.wait_with_output());
+    let mut runs = 0;
+    while !waiter.is_finished() {
+        env.run(&["run", "--batch-size", "2000"]).expect(0);
+        runs += 1;
+    }
+    let out = waiter.join().expect("join").expect("redis-benchmark");
+    let took = started.elapsed();
+    assert!(
+        out.status.success(),
+        "redis-benchmark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rate = INCRS as f64 / took.as_secs_f64();
+    eprintln!("{INCRS} INCRs in {took:?} ({rate:.0}/s) during {runs} runs");
+    assert!(runs >= 3, "only {runs} runs overlapped the traffic");
+    assert!(rate >= 20_000.0, "the traffic was only {rate:.0} INCR/s");
+    env.run(&["run"]).expect(0);
+    assert_eq!(env.total(), INCRS as i64);
+    assert!(env.journals().is_empty());
+    assert!(env.keys(&env.prefix).is_empty());
+}
+
+#[test]
+fn hostile_codes_are_counted_exactly_or_reported_and_the_table_stays_intact() {
+    let env = TestEnv::new(2);
+    // Codes that have a row: each must land on exactly its own row, bound, never spliced.
+    let odd = [
+        "with space",
+        "quo\"te",
+        "it's",
+        "'; DROP TABLE urls; --",
+        "emoji-😀",
+        "back\\slash",
+        "percent%_",
+    ];
+    let mut pg = env.pg();
+    for code in odd {
+        pg.execute("INSERT INTO urls (short_code) VALUES ($1)", &[&code])
+            .expect("insert an odd code");
+    }
+    for (i, code) in odd.iter().enumerate() {
+        env.set(code, &(i + 1).to_string());
+    }
+    env.set("c1", "-3");
+    // Longer than varchar(255): no row can hold it, so it is an unknown code.
+    let long = "x".repeat(300);
+    env.set(&long, "9");
+    let out = env.run(&["run", "--json"]);
+    out.expect(0);
+    for (i, code) in odd.iter().enumerate() {
+        assert_eq!(env.count(code), i as i64 + 1, "{code}");
+    }
+    assert_eq!(env.count("c1"), -3);
+    assert_eq!(env.count("c2"), 0);
+    let rows: i64 = pg
+        .query_one("SELECT count(*) FROM urls", &[])
+        .expect("count")
+        .get(0);
+    assert_eq!(rows, 2 + odd.len() as i64, "the table keeps every row");
+    let j = out.json();
+    assert_eq!(j["keys"], odd.len() + 2);
+    assert_eq!(j["unknown_codes"], 1);
+    assert_eq!(j["unknown_hits"], 9);
+    assert_eq!(j["unknown_examples"], serde_json::json!([long]));
+    assert_eq!(env.ledger_unknown_hits(), 9);
+    assert!(env.keys(&env.prefix).is_empty());
+}

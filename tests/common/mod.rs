@@ -684,6 +684,26 @@ impl TestEnv {
             .get(0)
     }
 
+    /// The hits of unknown codes that the ledger records as dropped or parked.
+    pub fn ledger_unknown_hits(&self) -> i64 {
+        self.pg()
+            .query_one(
+                "SELECT coalesce(sum(unknown_hits), 0)::int8 FROM redis_flusher_batches",
+                &[],
+            )
+            .expect("sum the ledger's unknown hits")
+            .get(0)
+    }
+
+    /// `INCRBY <prefix><code> n` for each pair, pipelined.
+    pub fn incr_many<'a>(&self, incrs: impl IntoIterator<Item = (&'a str, i64)>) {
+        let mut pipe = redis::pipe();
+        for (code, n) in incrs {
+            pipe.cmd("INCRBY").arg(self.key(code)).arg(n).ignore();
+        }
+        pipe.query::<()>(&mut self.redis()).expect("INCRBY many");
+    }
+
     pub fn ledger_rows(&self) -> i64 {
         self.pg()
             .query_one("SELECT count(*) FROM redis_flusher_batches", &[])
