@@ -29,6 +29,24 @@ Exit codes: 0 done (also: nothing to flush, another run holds the lock);
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    /// Log lines as `text` (for people) or `json` (one object per line, for log shippers)
+    #[arg(
+        long,
+        global = true,
+        env = "REDIS_FLUSHER_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text
+    )]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// `2026-11-23T05:00:00Z INFO  flushed …`
+    Text,
+    /// `{"ts":"2026-11-23T05:00:00Z","level":"INFO","msg":"flushed …"}`
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -44,6 +62,30 @@ pub enum Command {
     ///   redis-flusher run --json --keep-unknown >>/var/log/redis-flusher.jsonl
     #[command(after_help = ENVIRONMENT, verbatim_doc_comment)]
     Run(RunArgs),
+
+    /// Check that a flush would work, before the first cron run: connections, table, columns,
+    /// privileges, ledger, Redis persistence and eviction.
+    ///
+    /// Changes nothing. Each finding says what to do; exit 1 when a flush could not work,
+    /// 0 when it could (warnings included).
+    ///
+    /// Examples:
+    ///   redis-flusher check
+    ///   redis-flusher check --env-file /etc/redis-flusher.env
+    #[command(after_help = ENVIRONMENT, verbatim_doc_comment)]
+    Check(CheckArgs),
+
+    /// Show what waits in Redis, what failed runs left, and what the last runs did.
+    ///
+    /// Reads only. With `--max-age`, also a health verdict for monitoring: exit 1 when the last
+    /// successful run ended longer ago than that (or none is recorded).
+    ///
+    /// Examples:
+    ///   redis-flusher status
+    ///   redis-flusher status --max-age 15m     # for a monitoring check
+    ///   redis-flusher status --json
+    #[command(after_help = ENVIRONMENT, verbatim_doc_comment)]
+    Status(StatusArgs),
 
     /// Try it out: create a demo table and a few hits, then flush them and show the result.
     ///
@@ -67,6 +109,51 @@ pub struct RunArgs {
     pub dry_run: bool,
 
     /// Print the report as one JSON object on stdout
+    #[arg(long)]
+    pub json: bool,
+
+    /// No progress line, even on a terminal (there is none under cron or with `--json`)
+    #[arg(long)]
+    pub no_progress: bool,
+
+    /// After each run, write its figures to this file in the Prometheus text format, for
+    /// node_exporter's textfile collector (e.g.
+    /// /var/lib/node_exporter/textfile_collector/redis_flusher.prom)
+    #[arg(long, env = "REDIS_FLUSHER_METRICS_FILE", value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    /// Print the findings as one JSON object on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    /// Exit 1 (unhealthy) when the last successful run ended longer ago than this, e.g. `15m`,
+    /// `1h`, `900s`
+    #[arg(long, env = "REDIS_FLUSHER_MAX_AGE", value_parser = humantime::parse_duration)]
+    pub max_age: Option<std::time::Duration>,
+
+    /// How many recent runs to list
+    #[arg(long, default_value_t = 10)]
+    pub runs: u32,
+
+    /// Print the status as one JSON object on stdout
     #[arg(long)]
     pub json: bool,
 }
@@ -233,7 +320,16 @@ pub struct TargetArgs {
     )]
     pub ledger_table: String,
 
-    /// Days of ledger rows to keep (the run history)
+    /// Postgres table with one row per run (when, what it flushed, how it ended), read by
+    /// `status` (created if missing)
+    #[arg(
+        long,
+        env = "REDIS_FLUSHER_RUNS_TABLE",
+        default_value = "redis_flusher_runs"
+    )]
+    pub runs_table: String,
+
+    /// Days of ledger and run rows to keep (the run history)
     #[arg(long, env = "REDIS_FLUSHER_LEDGER_DAYS", default_value_t = 30,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub ledger_days: u32,

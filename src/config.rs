@@ -102,6 +102,7 @@ pub struct FlushConfig {
     pub code_column: Ident,
     pub count_column: Ident,
     pub ledger_table: Ident,
+    pub runs_table: Ident,
     pub ledger_days: u32,
     pub batch_size: usize,
     pub claim_size: usize,
@@ -167,6 +168,7 @@ impl FlushConfig {
             code_column: Ident::parse("--code-column", &t.code_column)?,
             count_column: Ident::parse("--count-column", &t.count_column)?,
             ledger_table: Ident::parse("--ledger-table", &t.ledger_table)?,
+            runs_table: Ident::parse("--runs-table", &t.runs_table)?,
             ledger_days: t.ledger_days,
             batch_size: t.batch_size as usize,
             claim_size: t.claim_size as usize,
@@ -351,7 +353,7 @@ mod tests {
         .unwrap();
         match cli.command {
             crate::cli::Command::Run(r) => r.target,
-            crate::cli::Command::Demo(_) => unreachable!(),
+            other => unreachable!("parsed `run`, got {other:?}"),
         }
     }
 

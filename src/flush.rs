@@ -14,7 +14,8 @@ use crate::config::{FlushConfig, PgConfig, RedisConfig};
 use crate::deadline;
 use crate::fault;
 use crate::journal::{self, Batch};
-use crate::postgres_sink::{self, BatchRejected, PgSink};
+use crate::postgres_sink::{self, BatchRejected, PgSink, Target};
+use crate::progress;
 use crate::redis_source::{check_code, BadKey, Claimed, RedisSource};
 use crate::report::{show_bytes, Report, Status};
 use crate::stop;
@@ -83,8 +84,10 @@ fn flush(cfg: &Config, report: &mut Report) -> Result<()> {
         report.status = Status::Locked;
         return Ok(());
     }
-    sink.check_target(&cfg.flush)?;
-    sink.ensure_ledger(&cfg.flush.ledger_table)?;
+    if !sink.check_target(&cfg.flush)?.indexed {
+        log::warn!("{}", Target::index_advice(&cfg.flush));
+    }
+    sink.ensure_ledger(&cfg.flush)?;
     let source = RedisSource::connect(&cfg.redis, &cfg.flush.journal_prefix)?;
     log::info!(
         "flushing {} from Redis at {} into {}.{} at {}",
@@ -94,31 +97,49 @@ fn flush(cfg: &Config, report: &mut Report) -> Result<()> {
         cfg.flush.count_column.name,
         cfg.pg.display
     );
+    let started = SystemTime::now();
+    let run = run_id();
     let mut f = Flusher {
         cfg: &cfg.flush,
         source,
         sink,
         report,
     };
-    f.recover()?;
-    let claimer = RedisSource::connect(&cfg.redis, &cfg.flush.journal_prefix)?;
-    if f.claim_and_apply(claimer)? == Claiming::Stopped {
-        return Err(stopped("before the end of the SCAN"));
+    if let Err(e) = f.steps(&cfg.redis, &run) {
+        f.report.fail(&e);
     }
-    if f.report.status == Status::Ok {
-        // Only after every journal was recovered: a ledger row must outlive its journal.
-        let pruned = f.sink.prune(&f.cfg.ledger_table, f.cfg.ledger_days)?;
-        if pruned > 0 {
-            log::debug!(
-                "pruned {pruned} ledger rows older than {} days",
-                f.cfg.ledger_days
-            );
-        }
+    // For `status`. A Postgres that just failed may refuse this too; the run's outcome and
+    // its exit code stand either way.
+    if let Err(e) = f
+        .sink
+        .record_run(&f.cfg.runs_table, &run, started, f.report)
+    {
+        log::warn!("{e:#}");
     }
     Ok(())
 }
 
 impl Flusher<'_> {
+    /// What a run does once it holds the lock: recover, claim and apply, prune.
+    fn steps(&mut self, redis: &RedisConfig, run: &str) -> Result<()> {
+        self.recover()?;
+        let claimer = RedisSource::connect(redis, &self.cfg.journal_prefix)?;
+        if self.claim_and_apply(claimer, run)? == Claiming::Stopped {
+            return Err(stopped("before the end of the SCAN"));
+        }
+        if self.report.status == Status::Ok {
+            // Only after every journal was recovered: a ledger row must outlive its journal.
+            let pruned = self.sink.prune(self.cfg)?;
+            if pruned > 0 {
+                log::debug!(
+                    "pruned {pruned} ledger and run rows older than {} days",
+                    self.cfg.ledger_days
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// Finishes the journals that failed or killed runs left: applies each once, or only
     /// deletes it when the ledger shows it was applied (killed after COMMIT).
     fn recover(&mut self) -> Result<()> {
@@ -181,11 +202,11 @@ impl Flusher<'_> {
     /// Postgres work at the same time. At most three batches exist at once: one being claimed,
     /// one waiting in the channel, one being applied. If either side fails, the other stops
     /// soon after; every batch it claimed and did not apply stays in its journal.
-    fn claim_and_apply(&mut self, claimer: RedisSource) -> Result<Claiming> {
+    fn claim_and_apply(&mut self, claimer: RedisSource, run: &str) -> Result<Claiming> {
         let (to_apply, batches) = mpsc::sync_channel::<Batch>(1);
         let cfg = self.cfg;
         std::thread::scope(|s| {
-            let claim = s.spawn(move || claim_batches(claimer, cfg, to_apply));
+            let claim = s.spawn(move || claim_batches(claimer, cfg, run, to_apply));
             let mut failed = None;
             for batch in batches.iter() {
                 if let Err(e) = self.apply(&batch, false) {
@@ -263,6 +284,7 @@ impl Flusher<'_> {
         self.report.rows_updated += applied.rows_updated;
         self.report.add_unknown(&applied.unknown);
         deadline::progress(self.report);
+        progress::applied(batch.keys, batch.total_hits());
         log::debug!(
             "batch {}: {} keys, {} hits, {} rows updated",
             batch.id,
@@ -333,18 +355,18 @@ enum Claiming {
 fn claim_batches(
     mut source: RedisSource,
     cfg: &FlushConfig,
+    run: &str,
     out: SyncSender<Batch>,
 ) -> ClaimOutcome {
     let mut report = Report::new(false, None);
     let mut unsent = 0;
-    let run = run_id();
     let mut batch = Batch::new(format!("{run}-0"));
     let prefix_len = cfg.prefix.len();
     let result = scan_in_batches(
         &mut source,
         cfg,
         &mut report,
-        &run,
+        run,
         &mut batch,
         &mut |source, batch, keys| claim_chunk(source, batch, keys, prefix_len),
         |batch| match out.send(batch) {
@@ -451,6 +473,7 @@ fn claim_chunk(
     if !claimed.entries.is_empty() {
         batch.fields.push(field);
         log::trace!("batch {}: claimed {} keys", batch.id, claimed.entries.len());
+        progress::claimed(claimed.entries.len() as u64);
         batch.add(claimed.entries)?;
         fault::point("after_claim");
     }
@@ -463,10 +486,12 @@ fn dry(cfg: &Config, report: &mut Report) -> Result<()> {
     let f = &cfg.flush;
     let mut sink = PgSink::connect(&cfg.pg)?;
     sink.begin_read_only()?;
-    sink.check_target(f)?;
+    if !sink.check_target(f)?.indexed {
+        log::warn!("{}", Target::index_advice(f));
+    }
     let mut source = RedisSource::connect(&cfg.redis, &f.journal_prefix)?;
 
-    let ledger = sink.ledger_exists(&f.ledger_table)?;
+    let ledger = sink.table_exists(&f.ledger_table)?;
     // Without `repair`: a dry run writes nothing, not even a missing journal index.
     for id in source.journals(false)? {
         let key = source.journal_key(&id);
@@ -507,6 +532,45 @@ fn dry(cfg: &Config, report: &mut Report) -> Result<()> {
     )?;
     report.merge_claims(&scanned);
     Ok(())
+}
+
+/// What a run would find under the pattern now: counters, hits, bad keys (no Postgres).
+pub fn waiting(source: &mut RedisSource, f: &FlushConfig) -> Result<Report> {
+    let mut report = Report::new(true, None);
+    let (mut keys, mut hits) = (0, 0);
+    let mut batch = Batch::new("status-0".into());
+    let prefix_len = f.prefix.len();
+    scan_in_batches(
+        source,
+        f,
+        &mut report,
+        "status",
+        &mut batch,
+        &mut |source, batch, keys| {
+            let Claimed { entries, bad } = source.inspect(keys, prefix_len)?;
+            batch.add(entries)?;
+            Ok(bad)
+        },
+        |batch| {
+            keys += batch.keys;
+            hits += batch.total_hits();
+            Ok(true)
+        },
+    )?;
+    report.keys = keys;
+    report.hits = hits;
+    Ok(report)
+}
+
+/// The keys and hits a pending journal holds.
+pub fn journal_totals(source: &mut RedisSource, id: &str) -> Result<(u64, i128)> {
+    let mut batch = Batch::new(id.to_owned());
+    for (field, packed) in source.read_journal(id)? {
+        let entries = journal::decode(&packed)
+            .with_context(|| format!("journal {} chunk {field}", source.journal_key(id)))?;
+        batch.add(entries)?;
+    }
+    Ok((batch.keys, batch.total_hits()))
 }
 
 fn dry_batch(sink: &mut PgSink, f: &FlushConfig, batch: &Batch, report: &mut Report) -> Result<()> {

@@ -3,6 +3,7 @@
 //! `main.rs` parses and calls [`execute`]; data flows `config` → `redis_source` → `flush` →
 //! `postgres_sink` → `report`, and each module says at its top what it owns.
 
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod deadline;
@@ -10,9 +11,12 @@ pub mod demo;
 pub mod fault;
 pub mod flush;
 pub mod journal;
+pub mod metrics;
 pub mod postgres_sink;
+pub mod progress;
 pub mod redis_source;
 pub mod report;
+pub mod status;
 pub mod stop;
 
 use std::process::ExitCode;
@@ -36,14 +40,67 @@ pub fn execute(cli: Cli) -> Result<ExitCode> {
                 // A dry run changes nothing, so it may as well die at once on a signal.
                 stop::install().context("could not install the SIGTERM/SIGINT handler")?;
             }
-            let (json, dry_run) = (args.json, args.dry_run);
+            let out = Output {
+                json: args.json,
+                dry_run: args.dry_run,
+                metrics_file: args.metrics_file,
+            };
             // A hung Postgres ends the process from the watchdog thread; the report so far is
             // printed as at any other end.
+            let on_hang = out.clone();
             deadline::on_expiry(move |report| {
-                finish(report, json, dry_run);
+                finish(report, &on_hang);
             });
-            let report = flush::run(&cfg, dry_run);
-            Ok(finish(&report, json, dry_run))
+            if !out.dry_run && progress::wanted(out.json, args.no_progress) {
+                progress::start();
+            }
+            let report = flush::run(&cfg, out.dry_run);
+            progress::finish();
+            Ok(finish(&report, &out))
+        }
+        Command::Check(args) => {
+            let findings = check::run(
+                &RedisConfig::from_args(&args.conn)?,
+                &PgConfig::from_args(&args.conn)?,
+                &FlushConfig::from_args(&args.target)?,
+            );
+            if args.json {
+                println!("{}", serde_json::to_string(&findings)?);
+            } else {
+                print!("{}", findings.text());
+            }
+            Ok(if findings.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
+        }
+        Command::Status(args) => {
+            let f = FlushConfig::from_args(&args.target)?;
+            let status = status::gather(
+                &RedisConfig::from_args(&args.conn)?,
+                &PgConfig::from_args(&args.conn)?,
+                &f,
+                args.runs,
+                args.max_age,
+            );
+            let status = match status {
+                Ok(s) => s,
+                Err(e) => {
+                    log::error!("{e:#}");
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            if args.json {
+                println!("{}", serde_json::to_string(&status)?);
+            } else {
+                print!("{}", status.text(&f));
+            }
+            Ok(if status.healthy == Some(false) {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Demo(args) => {
             let target = TargetArgs {
@@ -57,6 +114,7 @@ pub fn execute(cli: Cli) -> Result<ExitCode> {
                 keep_unknown: false,
                 unknown_key: "redis_flusher:demo_unknown".into(),
                 ledger_table: format!("{}_batches", args.table),
+                runs_table: format!("{}_runs", args.table),
                 ledger_days: 30,
                 journal_prefix: "redis_flusher:demo_journal:".into(),
             };
@@ -67,7 +125,7 @@ pub fn execute(cli: Cli) -> Result<ExitCode> {
                 flush_cfg,
             );
             match report {
-                Ok(r) => Ok(finish(&r, false, false)),
+                Ok(r) => Ok(finish(&r, &Output::default())),
                 Err(e) => {
                     log::error!("{e:#}");
                     Ok(ExitCode::from(1))
@@ -77,8 +135,31 @@ pub fn execute(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// Prints the report as asked and maps it to the exit code cron and monitoring see.
-fn finish(report: &Report, json: bool, dry_run: bool) -> ExitCode {
+/// Where and how a run's report goes.
+#[derive(Debug, Clone, Default)]
+struct Output {
+    json: bool,
+    dry_run: bool,
+    metrics_file: Option<std::path::PathBuf>,
+}
+
+/// Prints the report as asked, writes the metrics file, and maps the report to the exit code
+/// cron and monitoring see.
+fn finish(report: &Report, out: &Output) -> ExitCode {
+    let Output {
+        json,
+        dry_run,
+        ref metrics_file,
+    } = *out;
+    if let Some(path) = metrics_file {
+        // A dry run flushed nothing, and a run that found the lock taken did nothing: the
+        // run that holds the lock writes its own figures.
+        if !dry_run && report.status != Status::Locked {
+            if let Err(e) = metrics::write(path, report) {
+                log::warn!("{e:#}");
+            }
+        }
+    }
     if report.status == Status::Failed {
         log::warn!("{}", report.summary());
     } else {

@@ -41,6 +41,46 @@ pub struct Applied {
     pub unknown: Vec<(String, i64)>,
 }
 
+/// One run as the run history records it, for `status`.
+#[derive(Debug, serde::Serialize)]
+pub struct RunRow {
+    pub run_id: String,
+    /// UTC, `YYYY-MM-DDTHH:MM:SSZ`.
+    pub finished_at: String,
+    pub seconds: f64,
+    pub status: String,
+    pub keys: i64,
+    pub hits: i128,
+    pub unknown_codes: i64,
+    pub unknown_hits: i128,
+    pub bad_keys: i64,
+    pub pending_journals: i64,
+    pub error: Option<String>,
+}
+
+/// What `check_target` found out about the table.
+pub struct Target {
+    pub code_type: String,
+    pub count_type: String,
+    /// Whether an index starts with the code column; without one every batch reads the whole
+    /// table.
+    pub indexed: bool,
+}
+
+impl Target {
+    /// The advice for a table without an index on the code column.
+    pub fn index_advice(cfg: &FlushConfig) -> String {
+        format!(
+            "table `{t}` has no index on `{c}`: every batch reads the whole table; create one \
+             with `CREATE UNIQUE INDEX ON {tq} ({cq})`",
+            t = cfg.table.name,
+            c = cfg.code_column.name,
+            tq = cfg.table.quoted,
+            cq = cfg.code_column.quoted
+        )
+    }
+}
+
 /// The ledger row of a batch applied earlier, as recovery needs it.
 pub struct LedgerRow {
     pub unknown: Vec<(String, i64)>,
@@ -83,6 +123,30 @@ pub fn ledger_ddl(ledger: &Ident) -> String {
          );\n\
          CREATE INDEX IF NOT EXISTS {index} ON {l} (applied_at);",
         l = ledger.quoted
+    )
+}
+
+/// The DDL of the run history, for creating it and for a DBA when we may not.
+pub fn runs_ddl(runs: &Ident) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {r} (\n    \
+             run_id            text PRIMARY KEY,\n    \
+             started_at        timestamptz NOT NULL,\n    \
+             finished_at       timestamptz NOT NULL DEFAULT now(),\n    \
+             status            text NOT NULL,\n    \
+             keys              bigint NOT NULL,\n    \
+             hits              numeric NOT NULL,\n    \
+             rows_updated      bigint NOT NULL,\n    \
+             unknown_codes     bigint NOT NULL,\n    \
+             unknown_hits      numeric NOT NULL,\n    \
+             bad_keys          bigint NOT NULL,\n    \
+             batches           bigint NOT NULL,\n    \
+             batches_failed    bigint NOT NULL,\n    \
+             recovered_batches bigint NOT NULL,\n    \
+             pending_journals  bigint NOT NULL,\n    \
+             error             text\n\
+         );",
+        r = runs.quoted
     )
 }
 
@@ -195,8 +259,9 @@ impl PgSink {
         Ok(row.get(0))
     }
 
-    /// Checks that the table and both columns exist, and remembers the count column's type.
-    pub fn check_target(&mut self, cfg: &FlushConfig) -> Result<()> {
+    /// Checks that the table and both columns exist, remembers the count column's type, and
+    /// says whether the code column is indexed.
+    pub fn check_target(&mut self, cfg: &FlushConfig) -> Result<Target> {
         let _watch = self.watch("looking up the table");
         let rows = self
             .client
@@ -240,51 +305,166 @@ impl PgSink {
             )
             .with_context(|| self.ctx(&format!("looking up the indexes of `{}`", cfg.table.name)))?
             .get(0);
-        if !indexed {
-            log::warn!(
-                "table `{t}` has no index on `{c}`: every batch reads the whole table; \
-                 create one with `CREATE UNIQUE INDEX ON {tq} ({cq})`",
-                t = cfg.table.name,
-                c = cfg.code_column.name,
-                tq = cfg.table.quoted,
-                cq = cfg.code_column.quoted
-            );
+        Ok(Target {
+            code_type: columns[&cfg.code_column.name].clone(),
+            count_type: self.count_type.clone(),
+            indexed,
+        })
+    }
+
+    /// The server's version and its `synchronous_commit` (the server's or role's, not the
+    /// value this session raised it to).
+    pub fn server_facts(&mut self) -> Result<(String, String)> {
+        let _watch = self.watch("reading the server settings");
+        let row = self
+            .client
+            .query_one(
+                "SELECT current_setting('server_version'), \
+                 (SELECT reset_val FROM pg_settings WHERE name = 'synchronous_commit')",
+                &[],
+            )
+            .with_context(|| self.ctx("reading the server settings"))?;
+        Ok((row.get(0), row.get(1)))
+    }
+
+    /// Which of `privileges` (`SELECT`, `UPDATE`, …) this role lacks on `table`.
+    pub fn missing_privileges(
+        &mut self,
+        table: &Ident,
+        privileges: &[&str],
+    ) -> Result<Vec<String>> {
+        let _watch = self.watch("reading privileges");
+        let mut missing = Vec::new();
+        for p in privileges {
+            let has: bool = self
+                .client
+                .query_one("SELECT has_table_privilege($1, $2)", &[&table.quoted, p])
+                .with_context(|| self.ctx(&format!("reading privileges on `{}`", table.name)))?
+                .get(0);
+            if !has {
+                missing.push((*p).to_owned());
+            }
+        }
+        Ok(missing)
+    }
+
+    /// Whether this role may create `table` (CREATE on its schema, or on the first schema of
+    /// the search path when the name has none).
+    pub fn may_create(&mut self, table: &Ident) -> Result<bool> {
+        let _watch = self.watch("reading privileges");
+        let schema = table.name.rsplit_once('.').map(|(s, _)| s.to_owned());
+        let row = self
+            .client
+            .query_one(
+                "SELECT coalesce(has_schema_privilege(coalesce($1, current_schema()), 'CREATE'), false)",
+                &[&schema],
+            )
+            .with_context(|| self.ctx("reading schema privileges"))?;
+        Ok(row.get(0))
+    }
+
+    pub fn table_exists(&mut self, table: &Ident) -> Result<bool> {
+        let _watch = self.watch("looking up a table");
+        let row = self
+            .client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table.quoted])
+            .with_context(|| self.ctx(&format!("looking up table `{}`", table.name)))?;
+        Ok(row.get(0))
+    }
+
+    /// Creates the ledger and the run history if they are missing. A role that may not
+    /// create tables gets the DDL of every missing one, to hand to a DBA.
+    pub fn ensure_ledger(&mut self, cfg: &FlushConfig) -> Result<()> {
+        let mut missing = Vec::new();
+        for (table, ddl) in [
+            (&cfg.ledger_table, ledger_ddl(&cfg.ledger_table)),
+            (&cfg.runs_table, runs_ddl(&cfg.runs_table)),
+        ] {
+            if !self.table_exists(table)? {
+                missing.push((table, ddl));
+            }
+        }
+        for (i, (table, ddl)) in missing.iter().enumerate() {
+            let _watch = self.watch("creating a table");
+            let Err(e) = self.client.batch_execute(ddl) else {
+                log::info!("created table `{}`", table.name);
+                continue;
+            };
+            if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) {
+                let rest = &missing[i..];
+                anyhow::bail!(
+                    "{} {} missing and this role may not create {} (PostgreSQL at {}); \
+                     ask a DBA to run:\n\n{}\n\nand to GRANT SELECT, INSERT, DELETE ON {} TO \
+                     this role",
+                    rest.iter()
+                        .map(|(t, _)| format!("table `{}`", t.name))
+                        .collect::<Vec<_>>()
+                        .join(" and "),
+                    if rest.len() == 1 { "is" } else { "are" },
+                    if rest.len() == 1 { "it" } else { "them" },
+                    self.display,
+                    rest.iter()
+                        .map(|(_, d)| d.as_str())
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                    rest.iter()
+                        .map(|(t, _)| t.quoted.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                );
+            }
+            return Err(e).with_context(|| self.ctx(&format!("creating table `{}`", table.name)));
         }
         Ok(())
     }
 
-    pub fn ledger_exists(&mut self, ledger: &Ident) -> Result<bool> {
-        let _watch = self.watch("looking up the ledger table");
-        let row = self
-            .client
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&ledger.quoted])
-            .with_context(|| self.ctx(&format!("looking up ledger table `{}`", ledger.name)))?;
-        Ok(row.get(0))
-    }
-
-    /// Creates the ledger if it is missing. A role that may not create tables gets the DDL
-    /// to hand to a DBA.
-    pub fn ensure_ledger(&mut self, ledger: &Ident) -> Result<()> {
-        let _watch = self.watch("creating the ledger table");
-        if self.ledger_exists(ledger)? {
-            return Ok(());
-        }
-        let ddl = ledger_ddl(ledger);
-        if let Err(e) = self.client.batch_execute(&ddl) {
-            if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) {
-                anyhow::bail!(
-                    "the ledger table `{}` is missing and this role may not create it \
-                     (PostgreSQL at {}); ask a DBA to run:\n\n{ddl}\n\n\
-                     and to GRANT SELECT, INSERT, DELETE ON {} TO this role",
-                    ledger.name,
-                    self.display,
-                    ledger.quoted
-                );
-            }
-            return Err(e)
-                .with_context(|| self.ctx(&format!("creating ledger table `{}`", ledger.name)));
-        }
-        log::info!("created ledger table `{}`", ledger.name);
+    /// Records a run in the run history (`status` reads it).
+    pub fn record_run(
+        &mut self,
+        runs: &Ident,
+        run_id: &str,
+        started: std::time::SystemTime,
+        report: &crate::report::Report,
+    ) -> Result<()> {
+        let _watch = self.watch("recording the run");
+        let started_ms = started
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as f64 / 1000.0)
+            .unwrap_or(0.0);
+        let error = (!report.errors.is_empty()).then(|| report.errors.join("\n"));
+        let status = match report.status {
+            crate::report::Status::Ok => "ok",
+            crate::report::Status::Locked => "locked",
+            crate::report::Status::Failed => "failed",
+        };
+        self.client
+            .execute(
+                &format!(
+                    "INSERT INTO {} (run_id, started_at, status, keys, hits, rows_updated, \
+                     unknown_codes, unknown_hits, bad_keys, batches, batches_failed, \
+                     recovered_batches, pending_journals, error) \
+                     VALUES ($1, to_timestamp($2), $3, $4, $5::text::numeric, $6, $7, \
+                     $8::text::numeric, $9, $10, $11, $12, $13, $14)",
+                    runs.quoted
+                ),
+                &[
+                    &run_id,
+                    &started_ms,
+                    &status,
+                    &(report.keys as i64),
+                    &report.hits.to_string(),
+                    &(report.rows_updated as i64),
+                    &(report.unknown_codes as i64),
+                    &report.unknown_hits.to_string(),
+                    &(report.bad_keys as i64),
+                    &(report.batches as i64),
+                    &(report.batches_failed as i64),
+                    &(report.recovered_batches as i64),
+                    &(report.pending_journals as i64),
+                    &error,
+                ],
+            )
+            .with_context(|| self.ctx(&format!("recording the run in table `{}`", runs.name)))?;
         Ok(())
     }
 
@@ -457,19 +637,81 @@ impl PgSink {
         Ok((rows.iter().map(|r| r.get(0)).collect(), n))
     }
 
-    /// Deletes ledger rows older than `days`. Call only after recovery has finished: a ledger
-    /// row must outlive the journal it guards.
-    pub fn prune(&mut self, ledger: &Ident, days: u32) -> Result<u64> {
-        let _watch = self.watch("pruning the ledger");
-        self.client
-            .execute(
+    /// The last `limit` runs, newest first.
+    pub fn last_runs(&mut self, runs: &Ident, limit: u32) -> Result<Vec<RunRow>> {
+        let _watch = self.watch("reading the run history");
+        let rows = self
+            .client
+            .query(
                 &format!(
-                    "DELETE FROM {} WHERE applied_at < now() - make_interval(days => $1)",
-                    ledger.quoted
+                    "SELECT run_id, to_char(finished_at AT TIME ZONE 'UTC', \
+                     'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+                     extract(epoch FROM finished_at - started_at)::float8, status, keys, \
+                     hits::text, unknown_codes, unknown_hits::text, bad_keys, \
+                     pending_journals, error \
+                     FROM {} ORDER BY finished_at DESC LIMIT $1",
+                    runs.quoted
                 ),
-                &[&(days as i32)],
+                &[&i64::from(limit)],
             )
-            .with_context(|| self.ctx(&format!("pruning ledger table `{}`", ledger.name)))
+            .with_context(|| self.ctx(&format!("reading table `{}`", runs.name)))?;
+        Ok(rows
+            .iter()
+            .map(|r| RunRow {
+                run_id: r.get(0),
+                finished_at: r.get(1),
+                seconds: r.get(2),
+                status: r.get(3),
+                keys: r.get(4),
+                // numeric columns that only ever hold the integers a run wrote
+                hits: r.get::<_, String>(5).parse().unwrap_or_default(),
+                unknown_codes: r.get(6),
+                unknown_hits: r.get::<_, String>(7).parse().unwrap_or_default(),
+                bad_keys: r.get(8),
+                pending_journals: r.get(9),
+                error: r.get(10),
+            })
+            .collect())
+    }
+
+    /// Seconds since the last run that ended ok, if any did.
+    pub fn last_success_age(&mut self, runs: &Ident) -> Result<Option<f64>> {
+        let _watch = self.watch("reading the run history");
+        let row = self
+            .client
+            .query_one(
+                &format!(
+                    "SELECT extract(epoch FROM now() - max(finished_at))::float8 FROM {} \
+                     WHERE status = 'ok'",
+                    runs.quoted
+                ),
+                &[],
+            )
+            .with_context(|| self.ctx(&format!("reading table `{}`", runs.name)))?;
+        Ok(row.get(0))
+    }
+
+    /// Deletes ledger and run rows older than `days`. Call only after recovery has
+    /// finished: a ledger row must outlive the journal it guards.
+    pub fn prune(&mut self, cfg: &FlushConfig) -> Result<u64> {
+        let _watch = self.watch("pruning the ledger");
+        let mut pruned = 0;
+        for (table, column) in [
+            (&cfg.ledger_table, "applied_at"),
+            (&cfg.runs_table, "finished_at"),
+        ] {
+            pruned += self
+                .client
+                .execute(
+                    &format!(
+                        "DELETE FROM {} WHERE {column} < now() - make_interval(days => $1)",
+                        table.quoted
+                    ),
+                    &[&(cfg.ledger_days as i32)],
+                )
+                .with_context(|| self.ctx(&format!("pruning table `{}`", table.name)))?;
+        }
+        Ok(pruned)
     }
 
     /// Runs the read-only part of a dry run inside one READ ONLY transaction.

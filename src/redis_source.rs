@@ -201,6 +201,25 @@ pub fn connect_raw(cfg: &RedisConfig) -> Result<Connection> {
     Ok(con)
 }
 
+/// What `check` reads off a Redis server. `None`: the server would not say (a managed Redis
+/// or an ACL user may not run CONFIG).
+pub struct RedisFacts {
+    pub version: String,
+    pub aof: Option<bool>,
+    /// `CONFIG GET save`: empty when RDB snapshots are off.
+    pub rdb_save: Option<String>,
+    pub maxmemory_policy: Option<String>,
+    /// Whether this user may run Lua scripts (every claim is one); the error otherwise.
+    pub scripting: std::result::Result<(), String>,
+}
+
+/// A field of `INFO` output (`name:value` lines).
+fn info_field(info: &str, name: &str) -> Option<String> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(|v| v.trim().to_owned())
+}
+
 pub struct RedisSource {
     con: Connection,
     display: String,
@@ -245,6 +264,38 @@ impl RedisSource {
             .arg(count)
             .query(&mut self.con)
             .with_context(|| self.ctx("SCAN"))
+    }
+
+    /// The server's version, persistence, eviction policy, and whether we may run scripts.
+    pub fn facts(&mut self) -> Result<RedisFacts> {
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .arg("persistence")
+            .arg("memory")
+            .query(&mut self.con)
+            .or_else(|_| redis::cmd("INFO").query(&mut self.con)) // before Redis 7: one section
+            .with_context(|| self.ctx("INFO"))?;
+        let config = |con: &mut Connection, name: &str| -> Option<String> {
+            let pair: Vec<String> = redis::cmd("CONFIG").arg("GET").arg(name).query(con).ok()?;
+            pair.into_iter().nth(1)
+        };
+        let aof = config(&mut self.con, "appendonly")
+            .map(|v| v == "yes")
+            .or_else(|| info_field(&info, "aof_enabled").map(|v| v == "1"));
+        let rdb_save = config(&mut self.con, "save");
+        let scripting = redis::cmd("EVAL")
+            .arg("return 1")
+            .arg(0)
+            .query::<i64>(&mut self.con)
+            .map(|_| ())
+            .map_err(|e| e.to_string());
+        Ok(RedisFacts {
+            version: info_field(&info, "redis_version").unwrap_or_else(|| "unknown".into()),
+            aof,
+            rdb_save,
+            maxmemory_policy: info_field(&info, "maxmemory_policy"),
+            scripting,
+        })
     }
 
     /// The Redis key of a batch's journal.

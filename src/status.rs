@@ -1,0 +1,173 @@
+//! `redis-flusher status`: what waits in Redis, what failed runs left, what the last runs did,
+//! and a health verdict for monitoring. Reads only; never claims, applies or deletes.
+
+use std::time::Duration;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::config::{FlushConfig, PgConfig, RedisConfig};
+use crate::flush;
+use crate::postgres_sink::{PgSink, RunRow};
+use crate::redis_source::RedisSource;
+
+#[derive(Debug, Default, Serialize)]
+pub struct Waiting {
+    /// Counters under the pattern that a run would flush, and their hits.
+    pub keys: u64,
+    pub hits: i128,
+    /// Keys under the pattern that a run would leave alone (bad values, wrong types).
+    pub bad_keys: u64,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Pending {
+    /// Journals that failed or killed runs left; the next run applies them first.
+    pub batches: u64,
+    pub keys: u64,
+    pub hits: i128,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub waiting: Waiting,
+    pub pending: Pending,
+    /// Newest first.
+    pub last_runs: Vec<RunRow>,
+    /// Seconds since the last run that ended ok; null when none is recorded.
+    pub last_success_age_seconds: Option<f64>,
+    /// `--max-age`, when given.
+    pub max_age_seconds: Option<u64>,
+    /// With `--max-age`: whether the last successful run is recent enough. Null without it.
+    pub healthy: Option<bool>,
+}
+
+/// Gathers the status. `runs` is how many recent runs to list.
+pub fn gather(
+    redis: &RedisConfig,
+    pg: &PgConfig,
+    f: &FlushConfig,
+    runs: u32,
+    max_age: Option<Duration>,
+) -> Result<Status> {
+    let mut source = RedisSource::connect(redis, &f.journal_prefix)?;
+    let mut pending = Pending::default();
+    for id in source.journals(false)? {
+        let (keys, hits) = flush::journal_totals(&mut source, &id)?;
+        pending.batches += 1;
+        pending.keys += keys;
+        pending.hits += hits;
+    }
+    let seen = flush::waiting(&mut source, f)?;
+    let waiting = Waiting {
+        keys: seen.keys,
+        hits: seen.hits,
+        bad_keys: seen.bad_keys,
+    };
+
+    let mut sink = PgSink::connect(pg)?;
+    sink.begin_read_only()?;
+    let (last_runs, last_success_age_seconds) = if sink.table_exists(&f.runs_table)? {
+        (
+            sink.last_runs(&f.runs_table, runs)?,
+            sink.last_success_age(&f.runs_table)?,
+        )
+    } else {
+        log::info!(
+            "no run recorded yet: table `{}` does not exist (the first run creates it)",
+            f.runs_table.name
+        );
+        (Vec::new(), None)
+    };
+    let healthy =
+        max_age.map(|max| last_success_age_seconds.is_some_and(|age| age <= max.as_secs_f64()));
+    Ok(Status {
+        waiting,
+        pending,
+        last_runs,
+        last_success_age_seconds,
+        max_age_seconds: max_age.map(|d| d.as_secs()),
+        healthy,
+    })
+}
+
+impl Status {
+    /// The text an operator reads.
+    pub fn text(&self, f: &FlushConfig) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "waiting in Redis: {} counters ({} hits) under {}{}",
+            self.waiting.keys,
+            self.waiting.hits,
+            String::from_utf8_lossy(&f.scan_match),
+            if self.waiting.bad_keys > 0 {
+                format!(
+                    ", and {} bad keys a run leaves alone (`run --dry-run` names them)",
+                    self.waiting.bad_keys
+                )
+            } else {
+                String::new()
+            }
+        );
+        if self.pending.batches == 0 {
+            let _ = writeln!(out, "pending journals: none");
+        } else {
+            let _ = writeln!(
+                out,
+                "pending journals: {} batches ({} keys, {} hits) left by failed runs; the next \
+                 run applies them first",
+                self.pending.batches, self.pending.keys, self.pending.hits
+            );
+        }
+        if self.last_runs.is_empty() {
+            let _ = writeln!(out, "last runs: none recorded");
+        } else {
+            let _ = writeln!(out, "last runs (newest first):");
+            for r in &self.last_runs {
+                let _ = writeln!(
+                    out,
+                    "  {}  {:<6}  {:>8} keys  {:>10} hits  {:>6} unknown  {:>7.2} s{}",
+                    r.finished_at,
+                    r.status,
+                    r.keys,
+                    r.hits,
+                    r.unknown_codes,
+                    r.seconds,
+                    r.error
+                        .as_deref()
+                        .map(|e| format!("  {}", e.lines().next().unwrap_or_default()))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        match (self.last_success_age_seconds, self.healthy) {
+            (None, Some(_)) => {
+                let _ = writeln!(out, "health: UNHEALTHY: no successful run recorded");
+            }
+            (Some(age), Some(ok)) => {
+                let _ = writeln!(
+                    out,
+                    "health: {}: last successful run {} ago (--max-age {})",
+                    if ok { "ok" } else { "UNHEALTHY" },
+                    humantime::format_duration(Duration::from_secs(age as u64)),
+                    humantime::format_duration(Duration::from_secs(
+                        self.max_age_seconds.unwrap_or(0)
+                    ))
+                );
+            }
+            (Some(age), None) => {
+                let _ = writeln!(
+                    out,
+                    "last successful run: {} ago",
+                    humantime::format_duration(Duration::from_secs(age as u64))
+                );
+            }
+            (None, None) => {
+                let _ = writeln!(out, "last successful run: none recorded");
+            }
+        }
+        out
+    }
+}
