@@ -8,7 +8,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-const ENVIRONMENT: &str = "\
+/// The environment and exit codes, shown after every command's help.
+macro_rules! environment {
+    () => {
+        "\
 Environment (flags win over the environment, which wins over `.env`):
   REDIS_URL / DATABASE_URL     a URL wins over the separate parts
   REDIS_HOST REDIS_PORT REDIS_USERNAME REDIS_PASSWORD REDIS_DB
@@ -17,7 +20,24 @@ Environment (flags win over the environment, which wins over `.env`):
   RUST_LOG                     log level (default info), e.g. RUST_LOG=debug
 
 Exit codes: 0 done (also: nothing to flush, another run holds the lock);
-1 the run failed, nothing lost, the next run finishes the job; 2 usage or configuration error.";
+1 the run failed, nothing lost, the next run finishes the job; 2 usage or configuration error."
+    };
+}
+
+const ENVIRONMENT: &str = environment!();
+
+const TOP_HELP: &str = concat!(
+    "\
+Getting started:
+  redis-flusher demo                    try it on a demo table, with a few hits
+  redis-flusher check                   is everything in place for a flush?
+  redis-flusher run                     flush now (cron or the systemd timer: every 5 minutes)
+  redis-flusher status --max-age 15m    what waits, what the last runs did; exit 1 if stale
+  redis-flusher help <command>          each command's options, examples and environment
+
+",
+    environment!()
+);
 
 /// Moves URL hit counters from Redis into PostgreSQL, exactly once.
 ///
@@ -25,7 +45,7 @@ Exit codes: 0 done (also: nothing to flush, another run holds the lock);
 /// code and removed from Redis. Nothing is lost and nothing is counted twice, whatever fails:
 /// a failed or killed run leaves its claimed hits in a Redis journal that the next run applies.
 #[derive(Debug, Parser)]
-#[command(name = "redis-flusher", version, after_help = ENVIRONMENT)]
+#[command(name = "redis-flusher", version, after_help = TOP_HELP)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -63,9 +83,11 @@ pub enum Command {
     #[command(after_help = ENVIRONMENT, verbatim_doc_comment)]
     Run(RunArgs),
 
-    /// Check that a flush would work, before the first cron run: connections, table, columns,
-    /// privileges, ledger, Redis persistence and eviction.
+    /// Check that a flush would work: connections, table, privileges, ledger, Redis settings.
     ///
+    /// Run it before the first cron run, and after changing the setup. Checks both connections,
+    /// the table and its columns' types, the index on the code column, the role's privileges,
+    /// the ledger and run tables, and Redis persistence, eviction policy and scripting.
     /// Changes nothing. Each finding says what to do; exit 1 when a flush could not work,
     /// 0 when it could (warnings included).
     ///
@@ -87,11 +109,36 @@ pub enum Command {
     #[command(after_help = ENVIRONMENT, verbatim_doc_comment)]
     Status(StatusArgs),
 
+    /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
+    ///
+    /// Examples:
+    ///   redis-flusher completions bash > /etc/bash_completion.d/redis-flusher
+    ///   redis-flusher completions zsh > "${fpath[1]}/_redis-flusher"
+    ///   redis-flusher completions fish > ~/.config/fish/completions/redis-flusher.fish
+    #[command(verbatim_doc_comment)]
+    Completions { shell: clap_complete::Shell },
+
+    /// Print the man page (roff), or write one page per subcommand into a directory.
+    ///
+    /// Examples:
+    ///   redis-flusher man > /usr/local/share/man/man1/redis-flusher.1
+    ///   redis-flusher man --dir /usr/local/share/man/man1   # also redis-flusher-run.1, …
+    #[command(verbatim_doc_comment)]
+    Man {
+        /// Write redis-flusher.1 and redis-flusher-<subcommand>.1 here instead
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+
     /// Try it out: create a demo table and a few hits, then flush them and show the result.
     ///
     /// Uses its own table (`redis_flusher_demo`) and keys (`redis_flusher_demo:*`) unless
     /// `--table`/`--pattern` say otherwise, so it never touches real data.
-    #[command(after_help = ENVIRONMENT)]
+    ///
+    /// Examples:
+    ///   redis-flusher demo                       # local Redis and PostgreSQL, default ports
+    ///   DATABASE_URL=postgres://me@db/app redis-flusher demo
+    #[command(after_help = ENVIRONMENT, verbatim_doc_comment)]
     Demo(DemoArgs),
 }
 

@@ -102,6 +102,26 @@ pub fn execute(cli: Cli) -> Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
+        Command::Completions { shell } => {
+            // Into a buffer first: the generator panics on a failed write (a closed pipe).
+            let mut script = Vec::new();
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "redis-flusher", &mut script);
+            write_stdout(&script)
+        }
+        Command::Man { dir } => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            if let Some(dir) = dir {
+                clap_mangen::generate_to(cmd, &dir)
+                    .with_context(|| format!("could not write man pages into {}", dir.display()))?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut page = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut page)
+                .context("could not render the man page")?;
+            write_stdout(&page)
+        }
         Command::Demo(args) => {
             let target = TargetArgs {
                 pattern: args.pattern,
@@ -132,6 +152,17 @@ pub fn execute(cli: Cli) -> Result<ExitCode> {
                 }
             }
         }
+    }
+}
+
+/// Writes generated text to stdout; a reader that went away (`| head`) is not an error.
+fn write_stdout(bytes: &[u8]) -> Result<ExitCode> {
+    use std::io::Write;
+    match std::io::stdout().write_all(bytes) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("could not write to stdout")
+        }
+        _ => Ok(ExitCode::SUCCESS),
     }
 }
 
