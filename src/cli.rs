@@ -16,6 +16,7 @@ Environment (flags win over the environment, which wins over `.env`):
   REDIS_URL / DATABASE_URL     a URL wins over the separate parts
   REDIS_HOST REDIS_PORT REDIS_USERNAME REDIS_PASSWORD REDIS_DB
   DB_HOST DB_PORT DB_NAME DB_USER DB_PASSWORD
+  REDIS_PASSWORD_FILE DB_PASSWORD_FILE   read the password from this file instead
   REDIS_FLUSHER_*              the flags above, as named on each
   RUST_LOG                     log level (default info), e.g. RUST_LOG=debug
 

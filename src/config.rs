@@ -2,8 +2,9 @@
 //! the pattern rule, and redacted names for the servers that are safe to log.
 //!
 //! Every problem found here is a [`UsageError`] (exit code 2); nothing here connects.
-//! Passwords are read from the environment (`REDIS_PASSWORD`, `DB_PASSWORD`), never from flags,
-//! and never appear in a `Display` of anything in this module.
+//! Passwords are read from the environment (`REDIS_PASSWORD`, `DB_PASSWORD`, or the files
+//! `REDIS_PASSWORD_FILE`, `DB_PASSWORD_FILE` name), never from flags, and never appear in a
+//! `Display` of anything in this module.
 
 use std::fmt;
 use std::str::FromStr;
@@ -180,15 +181,47 @@ impl FlushConfig {
     }
 }
 
-/// Reads a variable that must not be given as a flag (a secret). Empty counts as unset,
-/// as the Python flusher treated it.
-fn secret_env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
+/// Reads a secret that must not be given as a flag: the variable `name`, or the file that
+/// `<name>_FILE` names (the container convention: Docker and Kubernetes secrets, systemd
+/// credentials), less one trailing newline. Empty counts as unset, as the Python flusher
+/// treated it. Both set is a usage error; so is a file that cannot be read. Messages name
+/// the variable and the path, never the content.
+fn secret_env(name: &str) -> anyhow::Result<Option<String>> {
+    let direct = std::env::var(name).ok().filter(|v| !v.is_empty());
+    let file_var = format!("{name}_FILE");
+    let Some(path) = std::env::var_os(&file_var).filter(|p| !p.is_empty()) else {
+        return Ok(direct);
+    };
+    if direct.is_some() {
+        return Err(usage(format!(
+            "both `{name}` and `{file_var}` are set: keep one"
+        )));
+    }
+    let path = std::path::PathBuf::from(path);
+    let bytes = std::fs::read(&path).map_err(|e| {
+        usage(format!(
+            "`{file_var}` names {}, which cannot be read: {e}",
+            path.display()
+        ))
+    })?;
+    let mut text = String::from_utf8(bytes).map_err(|_| {
+        usage(format!(
+            "`{file_var}` names {}, which is not UTF-8 text",
+            path.display()
+        ))
+    })?;
+    if text.ends_with('\n') {
+        text.pop();
+        if text.ends_with('\r') {
+            text.pop();
+        }
+    }
+    Ok(Some(text).filter(|t| !t.is_empty()))
 }
 
 impl RedisConfig {
     pub fn from_args(c: &ConnArgs) -> anyhow::Result<RedisConfig> {
-        let password = secret_env("REDIS_PASSWORD");
+        let password = secret_env("REDIS_PASSWORD")?;
         let info = match c.redis_url.as_deref().filter(|u| !u.is_empty()) {
             Some(url) => {
                 // The parser's own message may quote the URL, password and all: say it in
@@ -238,7 +271,7 @@ impl RedisConfig {
 
 impl PgConfig {
     pub fn from_args(c: &ConnArgs) -> anyhow::Result<PgConfig> {
-        let password = secret_env("DB_PASSWORD");
+        let password = secret_env("DB_PASSWORD")?;
         let mut config = match c.database_url.as_deref().filter(|u| !u.is_empty()) {
             // The parser's messages name the option, never its value, so they are safe.
             Some(url) => postgres::Config::from_str(url).map_err(|e| {

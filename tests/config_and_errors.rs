@@ -487,3 +487,194 @@ fn conn_args(env: &TestEnv) -> redis_flusher::cli::ConnArgs {
         _ => unreachable!(),
     }
 }
+
+#[test]
+fn passwords_can_come_from_files_and_never_show_in_any_output() {
+    let redis_secret = "r3dis-Secret-xyz";
+    let db_secret = "pg-Secret-abc";
+    let server = start_redis(&["--requirepass", redis_secret]);
+    let env = TestEnv::on(server.port, common::servers().pg_port, 3);
+    env.set_with_password("c1", "3", redis_secret);
+    let role = format!("flusher_pw_{}", env.n);
+    env.pg()
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN PASSWORD '{db_secret}' IN ROLE password_users; \
+             GRANT SELECT, UPDATE ON urls TO {role}; GRANT CREATE ON SCHEMA public TO {role}"
+        ))
+        .unwrap();
+    let dir = env.workdir.path();
+    let file = |name: &str, content: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, content).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    // As secrets are mounted: with a trailing newline.
+    let redis_file = file("redis_pw", &format!("{redis_secret}\n"));
+    let db_file = file("db_pw", &format!("{db_secret}\n"));
+    let wrong_redis = file("wrong_redis", "not-it\n");
+    let wrong_db = file("wrong_db", "not-it\n");
+    let missing = dir.join("nope").to_str().unwrap().to_owned();
+
+    // (environment, exit code, what the output must say)
+    let failing: Vec<(Vec<(&str, &str)>, i32, &str)> = vec![
+        (
+            vec![
+                ("REDIS_PASSWORD_FILE", &wrong_redis),
+                ("DB_PASSWORD_FILE", &db_file),
+            ],
+            1,
+            "could not connect to Redis",
+        ),
+        (
+            vec![
+                ("REDIS_PASSWORD_FILE", &redis_file),
+                ("DB_PASSWORD_FILE", &wrong_db),
+            ],
+            1,
+            "could not connect to PostgreSQL",
+        ),
+        (
+            vec![
+                ("REDIS_PASSWORD_FILE", &redis_file),
+                ("REDIS_PASSWORD", redis_secret),
+            ],
+            2,
+            "both `REDIS_PASSWORD` and `REDIS_PASSWORD_FILE` are set",
+        ),
+        (
+            vec![
+                ("REDIS_PASSWORD_FILE", &redis_file),
+                ("DB_PASSWORD_FILE", &missing),
+            ],
+            2,
+            "`DB_PASSWORD_FILE` names",
+        ),
+    ];
+    for (vars, code, says) in failing {
+        let vars: Vec<(&str, &str)> = vars
+            .into_iter()
+            .chain([("DB_USER", role.as_str())])
+            .collect();
+        for args in [&["run", "--json"][..], &["check"], &["status"]] {
+            let out = env.run_with(args, &vars);
+            assert_eq!(out.code, Some(code), "{args:?} {vars:?}: {}", out.stderr);
+            let all = format!("{}{}", out.stdout, out.stderr);
+            assert!(
+                all.contains(says),
+                "{args:?} {vars:?} should say {says:?}: {all}"
+            );
+            for secret in [redis_secret, db_secret] {
+                assert!(
+                    !all.contains(secret),
+                    "{args:?} {vars:?} leaked a password: {all}"
+                );
+            }
+        }
+    }
+    assert_eq!(env.total(), 0, "nothing applied by a failing configuration");
+
+    let out = env.run_with(
+        &["run"],
+        &[
+            ("REDIS_PASSWORD_FILE", &redis_file),
+            ("DB_PASSWORD_FILE", &db_file),
+            ("DB_USER", &role),
+        ],
+    );
+    out.expect(0);
+    assert_eq!(env.count("c1"), 3);
+    env.pg()
+        .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
+        .unwrap();
+}
+
+/// The README's ACL line, for a test namespace: only the commands and keys a flusher needs.
+fn least_acl(env: &TestEnv, user: &str, password: &str) -> Vec<String> {
+    [
+        user,
+        "on",
+        &format!(">{password}"),
+        "resetkeys",
+        &format!("~{}*", env.prefix),
+        &format!("~{}*", env.journal_prefix),
+        &format!("~{}", env.unknown_key),
+        "resetchannels",
+        "-@all",
+        "+ping",
+        "+info",
+        "+scan",
+        "+evalsha",
+        "+eval",
+        "+script|load",
+        "+mget",
+        "+del",
+        "+exists",
+        "+hset",
+        "+hdel",
+        "+hexists",
+        "+hgetall",
+        "+hincrby",
+        "+sadd",
+        "+srem",
+        "+smembers",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+#[test]
+fn an_acl_user_with_only_the_readme_rights_flushes_exactly() {
+    let env = TestEnv::new(50);
+    let user = format!("flusher_{}", env.n);
+    redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(least_acl(&env, &user, "acl-pw"))
+        .query::<()>(&mut env.redis())
+        .unwrap();
+    let expected = env.set_many(50, |i| i64::from(i % 4 + 1));
+    env.set("ghost", "6");
+    env.set("bad", "x");
+    let creds = [
+        ("REDIS_USERNAME", user.as_str()),
+        ("REDIS_PASSWORD", "acl-pw"),
+    ];
+    // A kill after a claim, so that the next run also recovers (seal, ledger, ack).
+    let mut killing = creds.to_vec();
+    killing.push(("REDIS_FLUSHER_FAULT", "after_claim"));
+    env.run_with(&["run", "--keep-unknown", "--batch-size", "20"], &killing)
+        .expect_killed();
+    env.run_with(&["check"], &creds).expect(0);
+    let status = env.run_with(&["status", "--json"], &creds);
+    status.expect(0);
+    assert_eq!(status.json()["pending"]["batches"], 1);
+    let out = env.run_with(
+        &["run", "--keep-unknown", "--batch-size", "20", "--json"],
+        &creds,
+    );
+    out.expect(0);
+    assert_eq!(out.json()["recovered_batches"], 1);
+    assert_eq!(env.total(), expected);
+    let parked: Option<i64> = redis::cmd("HGET")
+        .arg(&env.unknown_key)
+        .arg("ghost")
+        .query(&mut env.redis())
+        .unwrap();
+    assert_eq!(parked, Some(6));
+    assert_eq!(env.keys(&env.prefix), [env.key("bad")]);
+    assert!(env.journals().is_empty());
+    // The user really is that narrow: another key, or a command it was not given, is refused.
+    let mut narrow = redis::Client::open(format!(
+        "redis://{user}:acl-pw@127.0.0.1:{}/",
+        env.redis_port
+    ))
+    .unwrap()
+    .get_connection()
+    .unwrap();
+    let other: redis::RedisResult<Option<String>> = redis::cmd("MGET")
+        .arg("someone_else:key")
+        .query(&mut narrow);
+    assert!(other.is_err(), "a key outside the patterns was readable");
+    let flushall: redis::RedisResult<()> = redis::cmd("FLUSHALL").query(&mut narrow);
+    assert!(flushall.is_err());
+}

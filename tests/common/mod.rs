@@ -294,6 +294,15 @@ pub fn start_postgres() -> PgServer {
         "initdb failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Trust for everyone but members of `password_users`, who must give their password
+    // (for the tests of passwords and their files).
+    let hba = data.join("pg_hba.conf");
+    let rules = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+    std::fs::write(
+        &hba,
+        format!("host all +password_users 127.0.0.1/32 scram-sha-256\n{rules}"),
+    )
+    .expect("write pg_hba.conf");
     let mut server = PgServer {
         port: 0,
         pid: 0,
@@ -305,6 +314,9 @@ pub fn start_postgres() -> PgServer {
         server.port = free_port();
         if let Some(pid) = server.spawn() {
             server.pid = pid;
+            pg_connect(server.port, "postgres")
+                .and_then(|mut c| c.batch_execute("CREATE ROLE password_users NOLOGIN"))
+                .expect("create the password_users role");
             return server;
         }
     }
@@ -473,6 +485,8 @@ impl TestEnv {
             "DATABASE_URL",
             "REDIS_PASSWORD",
             "DB_PASSWORD",
+            "REDIS_PASSWORD_FILE",
+            "DB_PASSWORD_FILE",
             "REDIS_USERNAME",
             "REDIS_DB",
             "REDIS_FLUSHER_FAULT",
