@@ -516,7 +516,8 @@ fn passwords_can_come_from_files_and_never_show_in_any_output() {
     let missing = dir.join("nope").to_str().unwrap().to_owned();
 
     // (environment, exit code, what the output must say)
-    let failing: Vec<(Vec<(&str, &str)>, i32, &str)> = vec![
+    type Case<'a> = (Vec<(&'a str, &'a str)>, i32, &'a str);
+    let failing: Vec<Case> = vec![
         (
             vec![
                 ("REDIS_PASSWORD_FILE", &wrong_redis),
