@@ -247,6 +247,23 @@ pub struct ConnArgs {
     #[arg(long, env = "REDIS_DB", default_value_t = 0)]
     pub redis_db: i64,
 
+    /// Connect to Redis over TLS (a `rediss://` URL says so by itself)
+    #[arg(long, env = "REDIS_TLS")]
+    pub redis_tls: bool,
+
+    /// CA certificate (PEM) that signed the Redis server's certificate, for a private CA;
+    /// without it, the system's trusted CAs
+    #[arg(long, env = "REDIS_CA_FILE", value_name = "PATH")]
+    pub redis_ca_file: Option<PathBuf>,
+
+    /// Client certificate (PEM) for Redis servers that ask for one (`tls-auth-clients yes`)
+    #[arg(long, env = "REDIS_CLIENT_CERT_FILE", value_name = "PATH")]
+    pub redis_client_cert_file: Option<PathBuf>,
+
+    /// The client certificate's private key (PEM)
+    #[arg(long, env = "REDIS_CLIENT_KEY_FILE", value_name = "PATH")]
+    pub redis_client_key_file: Option<PathBuf>,
+
     /// PostgreSQL URL, e.g. postgres://user:pass@host:5432/app; wins over the DB_HOST.. parts
     #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
     pub database_url: Option<String>,
@@ -266,6 +283,18 @@ pub struct ConnArgs {
     /// PostgreSQL user
     #[arg(long, env = "DB_USER", default_value = "postgres")]
     pub db_user: String,
+
+    /// TLS to PostgreSQL, as libpq spells it: disable, prefer (TLS if the server offers it,
+    /// unverified), require (TLS, unverified unless --db-sslrootcert), verify-ca (the
+    /// certificate is signed by the CA), verify-full (and names the host). `sslmode=` in
+    /// `DATABASE_URL` wins
+    #[arg(long, env = "DB_SSLMODE", value_name = "MODE")]
+    pub db_sslmode: Option<String>,
+
+    /// CA certificate (PEM) for verify-ca and verify-full; without it, the system's trusted
+    /// CAs. `sslrootcert=` in `DATABASE_URL` wins
+    #[arg(long, env = "DB_SSLROOTCERT", value_name = "PATH")]
+    pub db_sslrootcert: Option<PathBuf>,
 
     /// Seconds to wait for a connection to Redis or Postgres
     #[arg(

@@ -34,6 +34,8 @@ fn usage(msg: impl Into<String>) -> anyhow::Error {
 #[derive(Clone)]
 pub struct RedisConfig {
     pub info: redis::ConnectionInfo,
+    /// Certificates for a TLS connection (`rediss://` or `REDIS_TLS`); None for plain TCP.
+    pub tls: Option<redis::TlsCertificates>,
     /// `host:port db N`, without credentials: safe for logs and errors.
     pub display: String,
     pub connect_timeout: Duration,
@@ -45,6 +47,8 @@ pub struct RedisConfig {
 #[derive(Clone)]
 pub struct PgConfig {
     pub config: postgres::Config,
+    /// The TLS connector, checking what `sslmode` asks for (`tls.rs`).
+    pub tls: tokio_postgres_rustls::MakeRustlsConnect,
     /// `user@host:port/dbname`, without the password: safe for logs and errors.
     pub display: String,
     pub statement_timeout: Duration,
@@ -253,15 +257,54 @@ impl RedisConfig {
                 if let Some(p) = password {
                     settings = settings.set_password(p);
                 }
-                redis::ConnectionAddr::Tcp(c.redis_host.clone(), c.redis_port)
-                    .into_connection_info()
-                    .map_err(|e| usage(format!("invalid Redis address: {e}")))?
+                let addr = if c.redis_tls {
+                    // A URL, since the TLS address's parameters cannot be built by hand.
+                    let host = if c.redis_host.contains(':') {
+                        format!("[{}]", c.redis_host)
+                    } else {
+                        c.redis_host.clone()
+                    };
+                    format!("rediss://{host}:{}", c.redis_port).into_connection_info()
+                } else {
+                    redis::ConnectionAddr::Tcp(c.redis_host.clone(), c.redis_port)
+                        .into_connection_info()
+                };
+                addr.map_err(|e| usage(format!("invalid Redis address: {e}")))?
                     .set_redis_settings(settings)
             }
         };
-        let display = format!("{} db {}", info.addr(), info.redis_settings().db());
+        let is_tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
+        let files = [
+            ("REDIS_CA_FILE", &c.redis_ca_file),
+            ("REDIS_CLIENT_CERT_FILE", &c.redis_client_cert_file),
+            ("REDIS_CLIENT_KEY_FILE", &c.redis_client_key_file),
+        ];
+        let tls = if is_tls {
+            Some(
+                crate::tls::redis_certs(
+                    c.redis_ca_file.as_deref(),
+                    c.redis_client_cert_file.as_deref(),
+                    c.redis_client_key_file.as_deref(),
+                )
+                .map_err(|e| usage(format!("{e:#}")))?,
+            )
+        } else if let Some((var, _)) = files.iter().find(|(_, f)| f.is_some()) {
+            return Err(usage(format!(
+                "`{var}` is set but the Redis connection is not TLS: use a `rediss://` URL or \
+                 `REDIS_TLS=true`"
+            )));
+        } else {
+            None
+        };
+        let display = format!(
+            "{} db {}{}",
+            info.addr(),
+            info.redis_settings().db(),
+            if is_tls { " (TLS)" } else { "" }
+        );
         Ok(RedisConfig {
             info,
+            tls,
             display,
             connect_timeout: Duration::from_secs(c.connect_timeout.max(1)),
             command_timeout: Duration::from_secs(c.command_timeout.max(1)),
@@ -272,14 +315,36 @@ impl RedisConfig {
 impl PgConfig {
     pub fn from_args(c: &ConnArgs) -> anyhow::Result<PgConfig> {
         let password = secret_env("DB_PASSWORD")?;
+        let mut tls = crate::tls::PgTls {
+            mode: c
+                .db_sslmode
+                .as_deref()
+                .filter(|m| !m.is_empty())
+                .map(|m| {
+                    m.parse()
+                        .map_err(|e: String| usage(format!("`DB_SSLMODE`: {e}")))
+                })
+                .transpose()?,
+            rootcert: c.db_sslrootcert.clone(),
+            cert: None,
+            key: None,
+        };
         let mut config = match c.database_url.as_deref().filter(|u| !u.is_empty()) {
             // The parser's messages name the option, never its value, so they are safe.
-            Some(url) => postgres::Config::from_str(url).map_err(|e| {
-                usage(format!(
-                    "`DATABASE_URL` is not a valid PostgreSQL URL \
+            Some(url) => {
+                let (url, in_url) = crate::tls::split_url(url)
+                    .map_err(|e| usage(format!("`DATABASE_URL`: {e}")))?;
+                tls.mode = in_url.mode.or(tls.mode);
+                tls.rootcert = in_url.rootcert.or(tls.rootcert);
+                tls.cert = in_url.cert;
+                tls.key = in_url.key;
+                postgres::Config::from_str(&url).map_err(|e| {
+                    usage(format!(
+                        "`DATABASE_URL` is not a valid PostgreSQL URL \
                      (expected postgres://user[:password]@host[:port]/dbname): {e}"
-                ))
-            })?,
+                    ))
+                })?
+            }
             None => {
                 if c.db_host.is_empty() {
                     return Err(usage("`DB_HOST` is empty: set it or `DATABASE_URL`"));
@@ -301,6 +366,9 @@ impl PgConfig {
         if config.get_user().is_none() {
             config.user(&c.db_user);
         }
+        let mode = tls.mode.unwrap_or(crate::tls::SslMode::Prefer);
+        config.ssl_mode(mode.for_crate());
+        let connector = crate::tls::pg_connector(&tls).map_err(|e| usage(format!("{e:#}")))?;
         config
             .connect_timeout(Duration::from_secs(c.connect_timeout.max(1)))
             .application_name("redis-flusher")
@@ -314,11 +382,16 @@ impl PgConfig {
         let port = config.get_ports().first().copied().unwrap_or(5432);
         let user = config.get_user().unwrap_or_default();
         let display = format!(
-            "{user}@{host}:{port}/{}",
-            config.get_dbname().unwrap_or(user)
+            "{user}@{host}:{port}/{}{}",
+            config.get_dbname().unwrap_or(user),
+            match mode {
+                crate::tls::SslMode::Disable | crate::tls::SslMode::Prefer => String::new(),
+                m => format!(" (sslmode={})", m.as_str()),
+            }
         );
         Ok(PgConfig {
             config,
+            tls: connector,
             display,
             statement_timeout: Duration::from_secs(c.statement_timeout.max(1)),
             lock_timeout: Duration::from_secs(c.lock_timeout.max(1)),

@@ -18,6 +18,7 @@ pub mod redis_source;
 pub mod report;
 pub mod status;
 pub mod stop;
+pub mod tls;
 
 use std::process::ExitCode;
 

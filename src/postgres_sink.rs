@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use postgres::error::SqlState;
 use postgres::types::ToSql;
-use postgres::{Client, NoTls, Statement};
+use postgres::{Client, Statement};
 
 use crate::cli;
 use crate::config::{FlushConfig, Ident, PgConfig};
@@ -179,10 +179,11 @@ pub fn connect_client(cfg: &PgConfig) -> Result<Client> {
         format!("connecting to PostgreSQL at {}", cfg.display),
         connect_timeout + GRACE,
     );
-    cfg.config.connect(NoTls).with_context(|| {
+    cfg.config.connect(cfg.tls.clone()).with_context(|| {
         format!(
             "could not connect to PostgreSQL at {}: check `DATABASE_URL` or \
-             `DB_HOST`/`DB_PORT`/`DB_NAME`/`DB_USER`/`DB_PASSWORD`",
+             `DB_HOST`/`DB_PORT`/`DB_NAME`/`DB_USER`/`DB_PASSWORD`, and for TLS `sslmode` and \
+             `sslrootcert` (the CA that signed the server's certificate)",
             cfg.display
         )
     })

@@ -183,11 +183,22 @@ pub fn connect_raw(cfg: &RedisConfig) -> Result<Connection> {
     let fail = || {
         format!(
             "could not connect to Redis at {}: check `REDIS_URL` or `REDIS_HOST`/`REDIS_PORT` \
-             (and `REDIS_USERNAME`/`REDIS_PASSWORD` if it asks for them)",
-            cfg.display
+             (and `REDIS_USERNAME`/`REDIS_PASSWORD` if it asks for them{})",
+            cfg.display,
+            if cfg.tls.is_some() {
+                "; for TLS, `REDIS_CA_FILE` names the CA that signed the server's certificate, \
+                 and `REDIS_CLIENT_CERT_FILE`/`REDIS_CLIENT_KEY_FILE` a client certificate if \
+                 the server asks for one"
+            } else {
+                ""
+            }
         )
     };
-    let client = redis::Client::open(cfg.info.clone()).with_context(fail)?;
+    let client = match &cfg.tls {
+        Some(certs) => redis::Client::build_with_tls(cfg.info.clone(), certs.clone()),
+        None => redis::Client::open(cfg.info.clone()),
+    }
+    .with_context(fail)?;
     let mut con = client
         .get_connection_with_timeout(cfg.connect_timeout)
         .with_context(fail)?;

@@ -259,10 +259,39 @@ pub struct PgServer {
     data: PathBuf,
     /// The `postgres` user's uid and gid when we are root.
     ids: Option<(u32, u32)>,
+    extra: Vec<String>,
 }
 
 /// `initdb` in a temp dir and a `postgres` on a free port, tuned for tests (no fsync).
 pub fn start_postgres() -> PgServer {
+    start_postgres_with(&[])
+}
+
+/// A PostgreSQL with `ssl=on`, serving `pki`'s server certificate.
+pub fn start_postgres_tls(pki: &Pki) -> PgServer {
+    // The server wants its key private to its own user.
+    let key = pki.dir.join("pg_server.key");
+    std::fs::copy(&pki.server_key, &key).expect("copy the server key");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod key");
+    std::fs::set_permissions(&pki.dir, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
+    std::fs::set_permissions(&pki.server_cert, std::fs::Permissions::from_mode(0o644))
+        .expect("chmod cert");
+    if is_root() {
+        let (uid, gid) = (id_of("-u", "postgres"), id_of("-g", "postgres"));
+        std::os::unix::fs::chown(&key, Some(uid), Some(gid)).expect("chown the server key");
+    }
+    start_postgres_with(&[
+        "-c",
+        "ssl=on",
+        "-c",
+        &format!("ssl_cert_file={}", pki.server_cert.display()),
+        "-c",
+        &format!("ssl_key_file={}", key.display()),
+    ])
+}
+
+fn start_postgres_with(extra: &[&str]) -> PgServer {
     let root = is_root();
     let ids = root.then(|| (id_of("-u", "postgres"), id_of("-g", "postgres")));
     let dir = tempfile::Builder::new()
@@ -294,13 +323,16 @@ pub fn start_postgres() -> PgServer {
         "initdb failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // Trust for everyone but members of `password_users`, who must give their password
-    // (for the tests of passwords and their files).
+    // Trust for everyone but members of `password_users`, who must give their password, and
+    // of `tls_users`, who must come over TLS (for the tests of passwords and of TLS).
     let hba = data.join("pg_hba.conf");
     let rules = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
     std::fs::write(
         &hba,
-        format!("host all +password_users 127.0.0.1/32 scram-sha-256\n{rules}"),
+        format!(
+            "host all +password_users 127.0.0.1/32 scram-sha-256\n\
+             hostnossl all +tls_users 127.0.0.1/32 reject\n{rules}"
+        ),
     )
     .expect("write pg_hba.conf");
     let mut server = PgServer {
@@ -309,14 +341,19 @@ pub fn start_postgres() -> PgServer {
         dir,
         data,
         ids,
+        extra: extra.iter().map(|s| s.to_string()).collect(),
     };
     for _ in 0..5 {
         server.port = free_port();
         if let Some(pid) = server.spawn() {
             server.pid = pid;
             pg_connect(server.port, "postgres")
-                .and_then(|mut c| c.batch_execute("CREATE ROLE password_users NOLOGIN"))
-                .expect("create the password_users role");
+                .and_then(|mut c| {
+                    c.batch_execute(
+                        "CREATE ROLE password_users NOLOGIN; CREATE ROLE tls_users NOLOGIN",
+                    )
+                })
+                .expect("create the password_users and tls_users roles");
             return server;
         }
     }
@@ -343,6 +380,7 @@ impl PgServer {
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
             .args(["-c", "synchronous_commit=off", "-c", "full_page_writes=off"])
             .args(["-c", "max_connections=300", "-c", "shared_buffers=128MB"])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -791,5 +829,116 @@ impl Outcome {
             self.stdout, self.stderr
         );
         self
+    }
+}
+
+/// A private certificate authority and what it signed, made with the openssl CLI: a server
+/// certificate for `localhost` (not for 127.0.0.1, so that verify-ca and verify-full differ),
+/// a client certificate, and a second CA that signed nothing of ours.
+pub struct Pki {
+    pub dir: PathBuf,
+    pub ca: PathBuf,
+    pub other_ca: PathBuf,
+    pub server_cert: PathBuf,
+    pub server_key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+pub fn make_pki() -> Pki {
+    let dir = tempfile::Builder::new()
+        .prefix("flusher-pki-")
+        .tempdir()
+        .expect("temp dir")
+        .keep();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("could not run openssl ({e}): install it (apt-get install openssl)")
+            });
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    for ca in ["ca", "other_ca"] {
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    &format!("{ca}.key"),
+                    "-out",
+                    &format!("{ca}.crt"),
+                    "-days",
+                    "2",
+                    "-subj",
+                    &format!("/CN=redis-flusher test {ca}"),
+                ],
+            ]
+            .concat(),
+        );
+    }
+    for (name, ext) in [
+        (
+            "server",
+            "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        ),
+        ("client", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        openssl(
+            &[
+                &["req"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    &format!("{name}.key"),
+                    "-out",
+                    &format!("{name}.csr"),
+                    "-subj",
+                    &format!("/CN={name}"),
+                ],
+            ]
+            .concat(),
+        );
+        std::fs::write(dir.join(format!("{name}.ext")), ext).expect("write the extensions");
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            &format!("{name}.crt"),
+            "-extfile",
+            &format!("{name}.ext"),
+        ]);
+    }
+    Pki {
+        ca: dir.join("ca.crt"),
+        other_ca: dir.join("other_ca.crt"),
+        server_cert: dir.join("server.crt"),
+        server_key: dir.join("server.key"),
+        client_cert: dir.join("client.crt"),
+        client_key: dir.join("client.key"),
+        dir,
     }
 }
