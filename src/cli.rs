@@ -227,9 +227,15 @@ pub struct ConnArgs {
     #[arg(long, value_name = "PATH")]
     pub env_file: Option<PathBuf>,
 
-    /// Redis URL, e.g. redis://user:pass@host:6379/0; wins over the REDIS_HOST.. parts
+    /// Redis URL, e.g. redis://user:pass@host:6379/0; wins over the REDIS_HOST.. parts. With
+    /// --redis-cluster, one or more seed nodes, comma-separated
     #[arg(long, env = "REDIS_URL", hide_env_values = true, value_name = "URL")]
     pub redis_url: Option<String>,
+
+    /// Redis is a Redis Cluster: SCAN every master, claim slot by slot. `REDIS_URL` (or the
+    /// host and port) names seed nodes; the masters are read from `CLUSTER SLOTS`
+    #[arg(long, env = "REDIS_CLUSTER")]
+    pub redis_cluster: bool,
 
     /// Redis host
     #[arg(long, env = "REDIS_HOST", default_value = "localhost")]

@@ -36,6 +36,9 @@ pub struct RedisConfig {
     pub info: redis::ConnectionInfo,
     /// Certificates for a TLS connection (`rediss://` or `REDIS_TLS`); None for plain TCP.
     pub tls: Option<redis::TlsCertificates>,
+    /// A Redis Cluster (`--redis-cluster`); `seeds` are the nodes to ask for its topology.
+    pub cluster: bool,
+    pub seeds: Vec<redis::ConnectionInfo>,
     /// `host:port db N`, without credentials: safe for logs and errors.
     pub display: String,
     pub connect_timeout: Duration,
@@ -226,7 +229,28 @@ fn secret_env(name: &str) -> anyhow::Result<Option<String>> {
 impl RedisConfig {
     pub fn from_args(c: &ConnArgs) -> anyhow::Result<RedisConfig> {
         let password = secret_env("REDIS_PASSWORD")?;
-        let info = match c.redis_url.as_deref().filter(|u| !u.is_empty()) {
+        let urls: Vec<&str> = c
+            .redis_url
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .collect();
+        if urls.len() > 1 && !c.redis_cluster {
+            return Err(usage(
+                "`REDIS_URL` names several servers: that is for a Redis Cluster's seed nodes \
+                 (`--redis-cluster` / `REDIS_CLUSTER=true`)",
+            ));
+        }
+        let mut seeds = Vec::new();
+        for url in urls.iter().skip(1) {
+            let seed = url.into_connection_info().map_err(|_| {
+                usage("a seed in `REDIS_URL` is not a valid Redis URL (expected redis://host:port)")
+            })?;
+            seeds.push(seed);
+        }
+        let info = match urls.first().copied() {
             Some(url) => {
                 // The parser's own message may quote the URL, password and all: say it in
                 // our words instead.
@@ -274,6 +298,26 @@ impl RedisConfig {
             }
         };
         let is_tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
+        if c.redis_cluster && is_tls {
+            return Err(usage(
+                "TLS to a Redis Cluster is not supported yet: use it with one Redis, or reach \
+                 the cluster over a private network",
+            ));
+        }
+        if c.redis_cluster && info.redis_settings().db() != 0 {
+            return Err(usage(
+                "a Redis Cluster has only database 0: unset `REDIS_DB`",
+            ));
+        }
+        // Every seed logs in as the first does.
+        let settings = info.redis_settings().clone();
+        let seeds: Vec<redis::ConnectionInfo> = std::iter::once(info.clone())
+            .chain(
+                seeds
+                    .into_iter()
+                    .map(|s| s.set_redis_settings(settings.clone())),
+            )
+            .collect();
         let files = [
             ("REDIS_CA_FILE", &c.redis_ca_file),
             ("REDIS_CLIENT_CERT_FILE", &c.redis_client_cert_file),
@@ -296,15 +340,28 @@ impl RedisConfig {
         } else {
             None
         };
-        let display = format!(
-            "{} db {}{}",
-            info.addr(),
-            info.redis_settings().db(),
-            if is_tls { " (TLS)" } else { "" }
-        );
+        let display = if c.redis_cluster {
+            format!(
+                "cluster {}",
+                seeds
+                    .iter()
+                    .map(|s| s.addr().to_string())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            )
+        } else {
+            format!(
+                "{} db {}{}",
+                info.addr(),
+                info.redis_settings().db(),
+                if is_tls { " (TLS)" } else { "" }
+            )
+        };
         Ok(RedisConfig {
             info,
             tls,
+            cluster: c.redis_cluster,
+            seeds,
             display,
             connect_timeout: Duration::from_secs(c.connect_timeout.max(1)),
             command_timeout: Duration::from_secs(c.command_timeout.max(1)),

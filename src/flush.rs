@@ -88,7 +88,13 @@ fn flush(cfg: &Config, report: &mut Report) -> Result<()> {
         log::warn!("{}", Target::index_advice(&cfg.flush));
     }
     sink.ensure_ledger(&cfg.flush)?;
-    let source = RedisSource::connect(&cfg.redis, &cfg.flush.journal_prefix)?;
+    let mut source = RedisSource::connect(&cfg.redis, &cfg.flush.journal_prefix)?;
+    // On a cluster, before recovery looks: no older run may claim from here on.
+    let token = sink.fence_token()?;
+    source.raise_fences(token)?;
+    if let Some(masters) = source.masters() {
+        log::info!("Redis Cluster masters: {}", masters.join(", "));
+    }
     log::info!(
         "flushing {} from Redis at {} into {}.{} at {}",
         String::from_utf8_lossy(&cfg.flush.scan_match),
@@ -105,7 +111,7 @@ fn flush(cfg: &Config, report: &mut Report) -> Result<()> {
         sink,
         report,
     };
-    if let Err(e) = f.steps(&cfg.redis, &run) {
+    if let Err(e) = f.steps(&cfg.redis, &run, token) {
         f.report.fail(&e);
     }
     // For `status`. A Postgres that just failed may refuse this too; the run's outcome and
@@ -121,9 +127,10 @@ fn flush(cfg: &Config, report: &mut Report) -> Result<()> {
 
 impl Flusher<'_> {
     /// What a run does once it holds the lock: recover, claim and apply, prune.
-    fn steps(&mut self, redis: &RedisConfig, run: &str) -> Result<()> {
+    fn steps(&mut self, redis: &RedisConfig, run: &str, token: i64) -> Result<()> {
         self.recover()?;
-        let claimer = RedisSource::connect(redis, &self.cfg.journal_prefix)?;
+        let mut claimer = RedisSource::connect(redis, &self.cfg.journal_prefix)?;
+        claimer.set_token(token);
         if self.claim_and_apply(claimer, run)? == Claiming::Stopped {
             return Err(stopped("before the end of the SCAN"));
         }
@@ -468,16 +475,29 @@ fn claim_chunk(
     keys: &[Vec<u8>],
     prefix_len: usize,
 ) -> Result<Vec<BadKey>> {
-    let field = format!("c{}", batch.fields.len());
+    let field = format!("c{}", batch.chunks);
     let claimed = source.claim(&batch.id, &field, batch.fields.is_empty(), keys, prefix_len)?;
     if !claimed.entries.is_empty() {
-        batch.fields.push(field);
+        batch.chunks += 1;
+        batch.fields.extend(claimed.fields);
         log::trace!("batch {}: claimed {} keys", batch.id, claimed.entries.len());
         progress::claimed(claimed.entries.len() as u64);
         batch.add(claimed.entries)?;
         fault::point("after_claim");
     }
     Ok(claimed.bad)
+}
+
+/// Reads a chunk into the batch without taking it (a dry run's and `status`'s [`TakeChunk`]).
+fn inspect_chunk(
+    source: &mut RedisSource,
+    batch: &mut Batch,
+    keys: &[Vec<u8>],
+    prefix_len: usize,
+) -> Result<Vec<BadKey>> {
+    let Claimed { entries, bad, .. } = source.inspect(keys, prefix_len)?;
+    batch.add(entries)?;
+    Ok(bad)
 }
 
 /// `--dry-run`: the same SCAN and checks as a run, a read-only look at Postgres, and no write
@@ -523,11 +543,7 @@ fn dry(cfg: &Config, report: &mut Report) -> Result<()> {
         &mut scanned,
         "dry-run",
         &mut batch,
-        &mut |source, batch, keys| {
-            let Claimed { entries, bad } = source.inspect(keys, prefix_len)?;
-            batch.add(entries)?;
-            Ok(bad)
-        },
+        &mut |source, batch, keys| inspect_chunk(source, batch, keys, prefix_len),
         |batch| dry_batch(&mut sink, f, &batch, report).map(|()| true),
     )?;
     report.merge_claims(&scanned);
@@ -546,11 +562,7 @@ pub fn waiting(source: &mut RedisSource, f: &FlushConfig) -> Result<Report> {
         &mut report,
         "status",
         &mut batch,
-        &mut |source, batch, keys| {
-            let Claimed { entries, bad } = source.inspect(keys, prefix_len)?;
-            batch.add(entries)?;
-            Ok(bad)
-        },
+        &mut |source, batch, keys| inspect_chunk(source, batch, keys, prefix_len),
         |batch| {
             keys += batch.keys;
             hits += batch.total_hits();

@@ -74,8 +74,11 @@ pub fn decode(packed: &[u8]) -> Result<Vec<Entry>> {
 pub struct Batch {
     /// Unique across runs; the journal key's suffix and the ledger's primary key.
     pub id: String,
-    /// Hash fields of the journal that hold this batch's chunks, in claim order.
+    /// Hash fields of the journal that hold this batch's chunks, in claim order (on Redis
+    /// Cluster, `<slot>/<field>`: one per slot the chunk touched).
     pub fields: Vec<String>,
+    /// Chunks claimed into this batch so far; names the next one (`c<n>`).
+    pub chunks: u32,
     /// Hits per code, summed: Postgres applies only one of two `VALUES` rows with the same
     /// code, so duplicates must never reach the UPDATE. Sorted, so every batch locks rows in
     /// the same order as every other (no deadlocks between overlapping writers).

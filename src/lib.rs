@@ -14,6 +14,7 @@ pub mod journal;
 pub mod metrics;
 pub mod postgres_sink;
 pub mod progress;
+pub mod redis_cluster;
 pub mod redis_source;
 pub mod report;
 pub mod status;
@@ -37,6 +38,15 @@ pub fn execute(cli: Cli) -> Result<ExitCode> {
                 pg: PgConfig::from_args(&args.conn)?,
                 flush: FlushConfig::from_args(&args.target)?,
             };
+            if cfg.redis.cluster && cfg.flush.keep_unknown {
+                return Err(config::UsageError(
+                    "`--keep-unknown` is not supported on a Redis Cluster yet (the hash would \
+                     be in a slot of its own, and parking must be atomic with the journal's \
+                     delete); unknown codes are recorded in the ledger either way"
+                        .into(),
+                )
+                .into());
+            }
             if !args.dry_run {
                 // A dry run changes nothing, so it may as well die at once on a signal.
                 stop::install().context("could not install the SIGTERM/SIGINT handler")?;

@@ -260,6 +260,17 @@ impl PgSink {
         Ok(row.get(0))
     }
 
+    /// A token that only grows from run to run (a new transaction id), for Redis Cluster's
+    /// fences.
+    pub fn fence_token(&mut self) -> Result<i64> {
+        let _watch = self.watch("taking a transaction id");
+        let row = self
+            .client
+            .query_one("SELECT txid_current()::int8", &[])
+            .with_context(|| self.ctx("taking a transaction id"))?;
+        Ok(row.get(0))
+    }
+
     /// Checks that the table and both columns exist, remembers the count column's type, and
     /// says whether the code column is indexed.
     pub fn check_target(&mut self, cfg: &FlushConfig) -> Result<Target> {

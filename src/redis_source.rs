@@ -13,6 +13,7 @@ use redis::{Connection, Script, ScriptInvocation};
 
 use crate::config::RedisConfig;
 use crate::journal::{self, Entry};
+use crate::redis_cluster::Cluster;
 
 /// Field that marks a journal as still open for more chunks. Recovery removes it first
 /// ("seals" the journal), so a run that lost its lock can no longer add to a journal that
@@ -76,6 +77,30 @@ if ARGV[3] ~= '1' and redis.call('HEXISTS', journal, 'open') == 0 then
   return redis.error_reply('SEALED journal ' .. journal .. ' was sealed or removed by another run')
 end
 local packed, bad, n = collect(3, tonumber(ARGV[1]), true)
+if n > 0 then
+  if ARGV[3] == '1' then
+    redis.call('HSET', journal, 'open', '1', ARGV[2], packed)
+    redis.call('SADD', KEYS[2], ARGV[4])
+  else
+    redis.call('HSET', journal, ARGV[2], packed)
+  end
+end
+return {packed, bad}
+"#;
+
+/// The claim on Redis Cluster (`redis_cluster.rs`): as `LUA_CLAIM_BODY`, with KEYS[3] the
+/// slot's fence and the counters from KEYS[4], ARGV[5] this run's token. A run whose token is
+/// below the fence (a newer run has started) claims nothing.
+const LUA_CLUSTER_CLAIM_BODY: &str = r#"
+local journal = KEYS[1]
+local fence = redis.call('GET', KEYS[3])
+if fence and tonumber(fence) > tonumber(ARGV[5]) then
+  return redis.error_reply('FENCED a newer run (token ' .. fence .. ') has started since this one (token ' .. ARGV[5] .. ')')
+end
+if ARGV[3] ~= '1' and redis.call('HEXISTS', journal, 'open') == 0 then
+  return redis.error_reply('SEALED journal ' .. journal .. ' was sealed or removed by another run')
+end
+local packed, bad, n = collect(4, tonumber(ARGV[1]), true)
 if n > 0 then
   if ARGV[3] == '1' then
     redis.call('HSET', journal, 'open', '1', ARGV[2], packed)
@@ -159,6 +184,9 @@ pub struct Claimed {
     /// same packed bytes the claim wrote to the journal.
     pub entries: Vec<Entry>,
     pub bad: Vec<BadKey>,
+    /// The journal fields the claim wrote (none if it took nothing; on a cluster, one per
+    /// slot, named `<slot>/<field>`).
+    pub fields: Vec<String>,
 }
 
 /// Checks the code part of a key before it is ever claimed: a key with a code that cannot
@@ -180,11 +208,21 @@ pub fn check_code(key: &[u8], prefix_len: usize) -> Option<BadReason> {
 /// or a server that is not Redis is reported as a connection problem, naming the server and
 /// the variables to check, rather than half-way through the flush.
 pub fn connect_raw(cfg: &RedisConfig) -> Result<Connection> {
+    connect_to(cfg, &cfg.info)
+}
+
+/// As [`connect_raw`], to `info` (a cluster node) with `cfg`'s timeouts and TLS.
+pub fn connect_to(cfg: &RedisConfig, info: &redis::ConnectionInfo) -> Result<Connection> {
+    let name = if cfg.cluster {
+        format!("{} (a node of {})", info.addr(), cfg.display)
+    } else {
+        cfg.display.clone()
+    };
     let fail = || {
         format!(
             "could not connect to Redis at {}: check `REDIS_URL` or `REDIS_HOST`/`REDIS_PORT` \
              (and `REDIS_USERNAME`/`REDIS_PASSWORD` if it asks for them{})",
-            cfg.display,
+            name,
             if cfg.tls.is_some() {
                 "; for TLS, `REDIS_CA_FILE` names the CA that signed the server's certificate, \
                  and `REDIS_CLIENT_CERT_FILE`/`REDIS_CLIENT_KEY_FILE` a client certificate if \
@@ -195,8 +233,8 @@ pub fn connect_raw(cfg: &RedisConfig) -> Result<Connection> {
         )
     };
     let client = match &cfg.tls {
-        Some(certs) => redis::Client::build_with_tls(cfg.info.clone(), certs.clone()),
-        None => redis::Client::open(cfg.info.clone()),
+        Some(certs) => redis::Client::build_with_tls(info.clone(), certs.clone()),
+        None => redis::Client::open(info.clone()),
     }
     .with_context(fail)?;
     let mut con = client
@@ -233,6 +271,9 @@ fn info_field(info: &str, name: &str) -> Option<String> {
 
 pub struct RedisSource {
     con: Connection,
+    /// On Redis Cluster: the masters, and the per-slot journals (`redis_cluster.rs`).
+    cluster: Option<Cluster>,
+    claim_cluster: Script,
     display: String,
     journal_prefix: String,
     claim: Script,
@@ -244,15 +285,51 @@ pub struct RedisSource {
 impl RedisSource {
     /// Connects; `journal_prefix` names this flusher's journals (`--journal-prefix`).
     pub fn connect(cfg: &RedisConfig, journal_prefix: &str) -> Result<RedisSource> {
+        let claim_cluster = Script::new(&format!("{LUA_COMMON}{LUA_CLUSTER_CLAIM_BODY}"));
+        let inspect = Script::new(&format!("{LUA_COMMON}{LUA_INSPECT_BODY}"));
+        let (seal, ack) = (Script::new(LUA_SEAL), Script::new(LUA_ACK));
+        let cluster = if cfg.cluster {
+            Some(Cluster::connect(
+                cfg,
+                journal_prefix,
+                &[&claim_cluster, &inspect, &seal, &ack],
+            )?)
+        } else {
+            None
+        };
         Ok(RedisSource {
             con: connect_raw(cfg)?,
+            cluster,
+            claim_cluster,
             display: cfg.display.clone(),
             journal_prefix: journal_prefix.to_owned(),
             claim: Script::new(&format!("{LUA_COMMON}{LUA_CLAIM_BODY}")),
-            inspect: Script::new(&format!("{LUA_COMMON}{LUA_INSPECT_BODY}")),
-            seal: Script::new(LUA_SEAL),
-            ack: Script::new(LUA_ACK),
+            inspect,
+            seal,
+            ack,
         })
+    }
+
+    /// On Redis Cluster: the masters' addresses.
+    pub fn masters(&self) -> Option<Vec<String>> {
+        self.cluster.as_ref().map(Cluster::masters)
+    }
+
+    /// On Redis Cluster, raises every slot's fence to `token` so that an older run can claim
+    /// nothing more; must come before recovery lists the journals. Nothing to do on one
+    /// Redis, where sealing suffices.
+    pub fn raise_fences(&mut self, token: i64) -> Result<()> {
+        match self.cluster.as_mut() {
+            Some(c) => c.raise_fences(token),
+            None => Ok(()),
+        }
+    }
+
+    /// This run's token, for a claim connection that did not raise the fences itself.
+    pub fn set_token(&mut self, token: i64) {
+        if let Some(c) = self.cluster.as_mut() {
+            c.token = token;
+        }
     }
 
     fn ctx(&self, what: &str) -> String {
@@ -267,6 +344,9 @@ impl RedisSource {
         pattern: &[u8],
         count: usize,
     ) -> Result<(u64, Vec<Vec<u8>>)> {
+        if let Some(c) = self.cluster.as_mut() {
+            return c.scan(cursor, pattern, count);
+        }
         redis::cmd("SCAN")
             .arg(cursor)
             .arg("MATCH")
@@ -311,6 +391,9 @@ impl RedisSource {
 
     /// The Redis key of a batch's journal.
     pub fn journal_key(&self, batch_id: &str) -> String {
+        if self.cluster.is_some() {
+            return format!("{}{{…}}{batch_id}", self.journal_prefix);
+        }
         format!("{}{batch_id}", self.journal_prefix)
     }
 
@@ -329,6 +412,9 @@ impl RedisSource {
         keys: &[Vec<u8>],
         prefix_len: usize,
     ) -> Result<Claimed> {
+        if let Some(c) = self.cluster.as_mut() {
+            return c.claim(&self.claim_cluster, batch_id, field, keys, prefix_len);
+        }
         let mut inv = self.claim.prepare_invoke();
         inv.key(self.journal_key(batch_id)).key(self.index_key());
         for k in keys {
@@ -339,11 +425,18 @@ impl RedisSource {
             .arg(if create { "1" } else { "0" })
             .arg(batch_id);
         let ctx = self.ctx("the claim script");
-        collect(&mut self.con, &inv, ctx)
+        let mut claimed = collect(&mut self.con, &inv, ctx)?;
+        if !claimed.entries.is_empty() {
+            claimed.fields.push(field.to_owned());
+        }
+        Ok(claimed)
     }
 
     /// Reads what `claim` would take, changing nothing (for `--dry-run`).
     pub fn inspect(&mut self, keys: &[Vec<u8>], prefix_len: usize) -> Result<Claimed> {
+        if let Some(c) = self.cluster.as_mut() {
+            return c.inspect(&self.inspect, keys, prefix_len);
+        }
         let mut inv = self.inspect.prepare_invoke();
         for k in keys {
             inv.key(k.as_slice());
@@ -357,6 +450,9 @@ impl RedisSource {
     /// index. When the index is missing (never made, or lost), SCANs for journal keys instead
     /// and, with `repair`, rebuilds the index from what it found.
     pub fn journals(&mut self, repair: bool) -> Result<Vec<String>> {
+        if let Some(c) = self.cluster.as_mut() {
+            return c.journals();
+        }
         let index = self.index_key();
         let members: Vec<String> = redis::cmd("SMEMBERS")
             .arg(&index)
@@ -402,6 +498,9 @@ impl RedisSource {
     /// Seals a batch's journal (no more chunks can join it) and returns its chunks as
     /// (field, packed).
     pub fn seal(&mut self, batch_id: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        if let Some(c) = self.cluster.as_mut() {
+            return c.seal(&self.seal, batch_id);
+        }
         let journal = self.journal_key(batch_id);
         let flat: Vec<Vec<u8>> = self
             .seal
@@ -415,6 +514,9 @@ impl RedisSource {
 
     /// Reads a batch's journal without sealing it (for `--dry-run`).
     pub fn read_journal(&mut self, batch_id: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        if let Some(c) = self.cluster.as_mut() {
+            return c.read_journal(batch_id);
+        }
         let journal = self.journal_key(batch_id);
         let flat: Vec<Vec<u8>> = redis::cmd("HGETALL")
             .arg(&journal)
@@ -439,6 +541,13 @@ impl RedisSource {
     ) -> Result<(bool, Vec<String>)> {
         if fields.is_empty() {
             return Ok((true, Vec::new()));
+        }
+        if let Some(c) = self.cluster.as_mut() {
+            // Config refuses --keep-unknown on a cluster: the hash is in a slot of its own.
+            if !unknown.is_empty() {
+                bail!("BUG: parking unknown codes on Redis Cluster");
+            }
+            return Ok((c.ack(&self.ack, batch_id, fields)?, Vec::new()));
         }
         let journal = self.journal_key(batch_id);
         let mut inv = self.ack.prepare_invoke();
@@ -479,10 +588,11 @@ fn collect(con: &mut Connection, inv: &ScriptInvocation, ctx: String) -> Result<
         entries: journal::decode(&packed)
             .context("BUG: a claim script packed a chunk we cannot read")?,
         bad: bad_pairs(bad)?,
+        fields: Vec::new(),
     })
 }
 
-fn bad_pairs(flat: Vec<Vec<u8>>) -> Result<Vec<BadKey>> {
+pub(crate) fn bad_pairs(flat: Vec<Vec<u8>>) -> Result<Vec<BadKey>> {
     if !flat.len().is_multiple_of(2) {
         bail!("BUG: the claim script returned an odd list of bad keys");
     }
@@ -502,7 +612,7 @@ fn bad_pairs(flat: Vec<Vec<u8>>) -> Result<Vec<BadKey>> {
     Ok(out)
 }
 
-fn pairs(flat: Vec<Vec<u8>>) -> Result<Vec<(String, Vec<u8>)>> {
+pub(crate) fn pairs(flat: Vec<Vec<u8>>) -> Result<Vec<(String, Vec<u8>)>> {
     let mut out = Vec::with_capacity(flat.len() / 2);
     let mut it = flat.into_iter();
     while let (Some(f), Some(v)) = (it.next(), it.next()) {

@@ -942,3 +942,176 @@ pub fn make_pki() -> Pki {
         dir,
     }
 }
+
+/// A private Redis Cluster: `masters` masters with `replicas` replicas each, made with
+/// `redis-cli --cluster create`, with AOF on.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+pub fn start_cluster(masters: usize, replicas: usize) -> RedisCluster {
+    let nodes: Vec<RedisServer> = (0..masters * (1 + replicas))
+        .map(|_| {
+            start_redis(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+                "--appendonly",
+                "yes",
+            ])
+        })
+        .collect();
+    let addrs: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+        .output()
+        .unwrap_or_else(|e| panic!("could not run redis-cli ({e}): install redis-tools"));
+    assert!(
+        out.status.success(),
+        "redis-cli --cluster create: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cluster = RedisCluster { nodes };
+    cluster.wait_until_ok(masters * (1 + replicas));
+    cluster
+}
+
+impl RedisCluster {
+    /// `REDIS_URL` with every node as a seed.
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| format!("redis://127.0.0.1:{}", n.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn con(&self, port: u16) -> redis::Connection {
+        redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
+            .expect("connect to a cluster node")
+    }
+
+    /// Waits until every node says cluster_state:ok and knows `nodes` nodes, and the masters
+    /// cover every slot.
+    pub fn wait_until_ok(&self, nodes: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ok = self.nodes.iter().all(|n| {
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query(&mut self.con(n.port))
+                    .unwrap_or_default();
+                info.contains("cluster_state:ok")
+                    && info.contains(&format!("cluster_known_nodes:{nodes}"))
+            });
+            if ok && self.masters().values().map(|r| r.len()).sum::<usize>() == 16384 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the cluster did not become ok in 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Master port → the slots it owns (from `CLUSTER SLOTS` on the first node that answers).
+    pub fn masters(&self) -> std::collections::BTreeMap<u16, Vec<u16>> {
+        let mut out: std::collections::BTreeMap<u16, Vec<u16>> = Default::default();
+        use redis::Value;
+        for n in &self.nodes {
+            let Ok(Value::Array(ranges)) = redis::cmd("CLUSTER")
+                .arg("SLOTS")
+                .query::<Value>(&mut self.con(n.port))
+            else {
+                continue;
+            };
+            // [start, end, [ip, port, id, …], replicas…]
+            for range in ranges {
+                if let Value::Array(r) = range {
+                    if let (Some(Value::Int(start)), Some(Value::Int(end)), Some(Value::Array(m))) =
+                        (r.first(), r.get(1), r.get(2))
+                    {
+                        if let Some(Value::Int(port)) = m.get(1) {
+                            out.entry(*port as u16)
+                                .or_default()
+                                .extend(*start as u16..=*end as u16);
+                        }
+                    }
+                }
+            }
+            return out;
+        }
+        out
+    }
+
+    /// Sets `<prefix>c1..c<n>` to `f(i)` on the masters that own them; returns the sum.
+    pub fn set_many(&self, prefix: &str, n: u32, f: impl Fn(u32) -> i64) -> i64 {
+        let mut owner = vec![0u16; 16384];
+        for (port, slots) in self.masters() {
+            for s in slots {
+                owner[s as usize] = port;
+            }
+        }
+        let mut pipes: std::collections::BTreeMap<u16, redis::Pipeline> = Default::default();
+        let mut sum = 0;
+        for i in 1..=n {
+            let key = format!("{prefix}c{i}");
+            let port = owner[redis_flusher::redis_cluster::slot(key.as_bytes()) as usize];
+            pipes
+                .entry(port)
+                .or_insert_with(redis::pipe)
+                .cmd("SET")
+                .arg(&key)
+                .arg(f(i))
+                .ignore();
+            sum += f(i);
+        }
+        for (port, pipe) in pipes {
+            pipe.query::<()>(&mut self.con(port))
+                .expect("SET on a master");
+        }
+        sum
+    }
+
+    /// Keys under `prefix` on every master, sorted.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for port in self.masters().keys() {
+            let mut con = self.con(*port);
+            let keys: Vec<String> = redis::cmd("SCAN")
+                .cursor_arg(0)
+                .arg("MATCH")
+                .arg(format!("{prefix}*"))
+                .arg("COUNT")
+                .arg(1000)
+                .clone()
+                .iter::<String>(&mut con)
+                .expect("SCAN")
+                .map(|k| k.expect("a key"))
+                .collect();
+            out.extend(keys);
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Journal keys under `journal_prefix` on every master (the fences are not journals).
+    pub fn journals(&self, journal_prefix: &str) -> Vec<String> {
+        self.keys(journal_prefix)
+            .into_iter()
+            .filter(|k| !k.ends_with("}fence") && !k.ends_with("}index"))
+            .collect()
+    }
+}

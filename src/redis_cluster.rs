@@ -1,0 +1,514 @@
+//! Redis Cluster: the same claims and journals as on one Redis, split by hash slot.
+//!
+//! A Lua script may touch keys of one slot only, so a chunk of keys is claimed slot by slot:
+//! for each slot, one script on the master that owns it moves that slot's keys into the
+//! batch's *sub-journal* for that slot, `<journal prefix>{<tag>}<batch id>`, where `<tag>` is
+//! a short string that hashes to that slot (so the sub-journal lives beside the keys). A
+//! batch is still applied in one Postgres transaction with one ledger row; its chunks are
+//! named `<slot>/<field>` so that each can be deleted from its own sub-journal.
+//!
+//! Sealing guards one journal, but a run that lost its lock could still create a new
+//! sub-journal for its batch in a slot that recovery never saw, and recovery would find the
+//! batch in the ledger and delete those hits unapplied. So every run first raises a *fence*
+//! in every slot (`<journal prefix>{<tag>}fence`) to its token, a Postgres transaction id
+//! (`txid_current()`, which only grows), and every claim checks it: a run whose token is
+//! lower than a slot's fence claims nothing there.
+//!
+//! Only masters are read (`CLUSTER SLOTS`); a topology change during a run (a failover)
+//! fails the run's next command (`MOVED`, `READONLY`), nothing is lost, and the next run
+//! reads the new topology and recovers.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::OnceLock;
+
+use anyhow::{bail, Context, Result};
+use redis::{Connection, IntoConnectionInfo, Script, Value};
+
+use crate::config::RedisConfig;
+use crate::redis_source::{bad_pairs, connect_to, glob_escape, pairs, Claimed};
+
+pub const SLOTS: usize = 16384;
+
+/// The hash slot of a key, with Redis Cluster's hash-tag rule: the part between the first
+/// `{` and the next `}`, if that part is not empty.
+pub fn slot(key: &[u8]) -> u16 {
+    let hashed = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            rest.iter()
+                .position(|&b| b == b'}')
+                .filter(|&close| close > 0)
+                .map(|close| &rest[..close])
+        })
+        .unwrap_or(key);
+    crc16::State::<crc16::XMODEM>::calculate(hashed) % SLOTS as u16
+}
+
+/// A short hash tag for each slot: `tags()[s]` hashes to slot `s`.
+pub fn tags() -> &'static [String] {
+    static TAGS: OnceLock<Vec<String>> = OnceLock::new();
+    TAGS.get_or_init(|| {
+        let mut tags = vec![String::new(); SLOTS];
+        let mut left = SLOTS;
+        let mut i: u64 = 0;
+        while left > 0 {
+            let t = i.to_string();
+            let s = slot(t.as_bytes()) as usize;
+            if tags[s].is_empty() {
+                tags[s] = t;
+                left -= 1;
+            }
+            i += 1;
+        }
+        tags
+    })
+}
+
+/// Raises a slot's fence to ARGV[1] unless it is already higher.
+const LUA_FENCE: &str = r#"
+local f = redis.call('GET', KEYS[1])
+if not f or tonumber(f) < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
+return 1
+"#;
+
+struct Node {
+    addr: String,
+    con: Connection,
+}
+
+pub struct Cluster {
+    nodes: Vec<Node>,
+    /// slot → index in `nodes` of its master.
+    owner: Vec<usize>,
+    journal_prefix: String,
+    /// Where SCAN is: (node, that node's cursor).
+    scan_at: (usize, u64),
+    /// The batch being claimed and the slots that already have its sub-journal.
+    created: (String, HashSet<u16>),
+    /// Recovery's view: batch id → slots holding one of its sub-journals.
+    located: HashMap<String, Vec<u16>>,
+    fence: Script,
+    /// This run's token; claims carry it.
+    pub token: i64,
+}
+
+impl Cluster {
+    /// Reads the topology from the first seed that answers and connects to every master.
+    pub fn connect(
+        cfg: &RedisConfig,
+        journal_prefix: &str,
+        scripts: &[&Script],
+    ) -> Result<Cluster> {
+        let mut last = None;
+        let mut topology = None;
+        for seed in &cfg.seeds {
+            match connect_to(cfg, seed).and_then(|mut con| {
+                redis::cmd("CLUSTER")
+                    .arg("SLOTS")
+                    .query::<Value>(&mut con)
+                    .with_context(|| {
+                        format!(
+                            "CLUSTER SLOTS at {} failed (is it a cluster node?)",
+                            seed.addr()
+                        )
+                    })
+            }) {
+                Ok(v) => {
+                    topology = Some(v);
+                    break;
+                }
+                Err(e) => last = Some(e),
+            }
+        }
+        let Some(topology) = topology else {
+            return Err(last.unwrap_or_else(|| anyhow::anyhow!("no Redis Cluster seed given")));
+        };
+        let mut owner = vec![usize::MAX; SLOTS];
+        let mut masters: BTreeMap<(String, u16), usize> = BTreeMap::new();
+        let Value::Array(ranges) = topology else {
+            bail!("CLUSTER SLOTS: unexpected reply {topology:?}");
+        };
+        for range in ranges {
+            let Value::Array(parts) = range else {
+                bail!("CLUSTER SLOTS: unexpected range")
+            };
+            let (Some(Value::Int(start)), Some(Value::Int(end)), Some(Value::Array(master))) =
+                (parts.first(), parts.get(1), parts.get(2))
+            else {
+                bail!("CLUSTER SLOTS: unexpected range {parts:?}");
+            };
+            let host = match master.first() {
+                Some(Value::BulkString(h)) => String::from_utf8_lossy(h).into_owned(),
+                Some(Value::SimpleString(h)) => h.clone(),
+                other => bail!("CLUSTER SLOTS: unexpected host {other:?}"),
+            };
+            let Some(Value::Int(port)) = master.get(1) else {
+                bail!("CLUSTER SLOTS: unexpected port");
+            };
+            let n = masters.len();
+            let idx = *masters.entry((host, *port as u16)).or_insert(n);
+            for s in *start..=*end {
+                owner[s as usize] = idx;
+            }
+        }
+        if let Some(s) = owner.iter().position(|&o| o == usize::MAX) {
+            bail!(
+                "Redis Cluster at {}: slot {s} has no master (the cluster is not fully set \
+                 up, or is failing over); try again once `CLUSTER INFO` says cluster_state:ok",
+                cfg.display
+            );
+        }
+        let mut nodes: Vec<Option<Node>> = (0..masters.len()).map(|_| None).collect();
+        let seed = cfg.seeds.first().context("no Redis Cluster seed given")?;
+        for ((host, port), idx) in masters {
+            let info = redis::ConnectionAddr::Tcp(host.clone(), port)
+                .into_connection_info()?
+                .set_redis_settings(seed.redis_settings().clone());
+            let mut con = connect_to(cfg, &info)?;
+            for s in scripts {
+                s.prepare_invoke()
+                    .load(&mut con)
+                    .with_context(|| format!("loading a script into Redis at {host}:{port}"))?;
+            }
+            nodes[idx] = Some(Node {
+                addr: format!("{host}:{port}"),
+                con,
+            });
+        }
+        Ok(Cluster {
+            nodes: nodes.into_iter().flatten().collect(),
+            owner,
+            journal_prefix: journal_prefix.to_owned(),
+            scan_at: (0, 0),
+            created: (String::new(), HashSet::new()),
+            located: HashMap::new(),
+            fence: Script::new(LUA_FENCE),
+            token: 0,
+        })
+    }
+
+    /// A connection to the first master (for INFO and the like).
+    pub fn first(&mut self) -> &mut Connection {
+        &mut self.nodes[0].con
+    }
+
+    pub fn masters(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| n.addr.clone()).collect()
+    }
+
+    /// `<journal prefix>{<tag of slot>}<name>`.
+    pub fn key(&self, slot: u16, name: &str) -> String {
+        format!("{}{{{}}}{name}", self.journal_prefix, tags()[slot as usize])
+    }
+
+    /// One SCAN step over the masters in turn: `cursor` 0 starts, and the returned cursor is
+    /// 0 once every master's SCAN has ended.
+    pub fn scan(
+        &mut self,
+        cursor: u64,
+        pattern: &[u8],
+        count: usize,
+    ) -> Result<(u64, Vec<Vec<u8>>)> {
+        if cursor == 0 {
+            self.scan_at = (0, 0);
+        }
+        let (node, at) = self.scan_at;
+        let n = &mut self.nodes[node];
+        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+            .arg(at)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(count)
+            .query(&mut n.con)
+            .with_context(|| format!("Redis at {}: SCAN failed", n.addr))?;
+        self.scan_at = if next != 0 {
+            (node, next)
+        } else {
+            (node + 1, 0)
+        };
+        let more = self.scan_at.0 < self.nodes.len();
+        Ok((u64::from(more), keys))
+    }
+
+    /// Raises every slot's fence to `token` (pipelined, per master), so that no run with a
+    /// lower token can claim anything any more.
+    pub fn raise_fences(&mut self, token: i64) -> Result<()> {
+        self.token = token;
+        let hash = self.fence.get_hash().to_owned();
+        for (idx, node) in self.nodes.iter_mut().enumerate() {
+            self.fence
+                .prepare_invoke()
+                .load(&mut node.con)
+                .with_context(|| {
+                    format!("Redis at {}: loading the fence script failed", node.addr)
+                })?;
+            let mut pipe = redis::pipe();
+            for s in 0..SLOTS {
+                if self.owner[s] == idx {
+                    let key = format!("{}{{{}}}fence", self.journal_prefix, tags()[s]);
+                    pipe.cmd("EVALSHA")
+                        .arg(&hash)
+                        .arg(1)
+                        .arg(key)
+                        .arg(token)
+                        .ignore();
+                }
+            }
+            pipe.query::<()>(&mut node.con)
+                .with_context(|| format!("Redis at {}: raising the fences failed", node.addr))?;
+        }
+        Ok(())
+    }
+
+    /// Groups keys by slot, and slots by master.
+    fn by_node(&self, keys: &[Vec<u8>]) -> BTreeMap<usize, BTreeMap<u16, Vec<Vec<u8>>>> {
+        let mut out: BTreeMap<usize, BTreeMap<u16, Vec<Vec<u8>>>> = BTreeMap::new();
+        for k in keys {
+            let s = slot(k);
+            out.entry(self.owner[s as usize])
+                .or_default()
+                .entry(s)
+                .or_default()
+                .push(k.clone());
+        }
+        out
+    }
+
+    /// Claims `keys` into batch `batch_id`'s sub-journals, field `field` in each; one script
+    /// per slot, pipelined per master. Returns what was taken and the `<slot>/<field>` chunks
+    /// written.
+    pub fn claim(
+        &mut self,
+        script: &Script,
+        batch_id: &str,
+        field: &str,
+        keys: &[Vec<u8>],
+        prefix_len: usize,
+    ) -> Result<Claimed> {
+        if self.created.0 != batch_id {
+            self.created = (batch_id.to_owned(), HashSet::new());
+        }
+        let groups = self.by_node(keys);
+        let mut out = Claimed::default();
+        for (idx, slots) in groups {
+            let mut pipe = redis::pipe();
+            let order: Vec<u16> = slots.keys().copied().collect();
+            for (&s, ks) in &slots {
+                let create = !self.created.1.contains(&s);
+                pipe.cmd("EVALSHA")
+                    .arg(script.get_hash())
+                    .arg(3 + ks.len())
+                    .arg(self.key(s, batch_id))
+                    .arg(self.key(s, "index"))
+                    .arg(self.key(s, "fence"))
+                    .arg(ks)
+                    .arg(prefix_len)
+                    .arg(field)
+                    .arg(if create { "1" } else { "0" })
+                    .arg(batch_id)
+                    .arg(self.token);
+            }
+            let node = &mut self.nodes[idx];
+            let replies: Vec<(Vec<u8>, Vec<Vec<u8>>)> = pipe
+                .query(&mut node.con)
+                .with_context(|| format!("Redis at {}: the claim script failed", node.addr))?;
+            for (s, (packed, bad)) in order.into_iter().zip(replies) {
+                if !packed.is_empty() {
+                    self.created.1.insert(s);
+                    out.fields.push(format!("{s}/{field}"));
+                }
+                out.entries.extend(
+                    crate::journal::decode(&packed)
+                        .context("BUG: a claim script packed a chunk we cannot read")?,
+                );
+                out.bad.extend(bad_pairs(bad)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads what a claim would take, per slot, changing nothing.
+    pub fn inspect(
+        &mut self,
+        script: &Script,
+        keys: &[Vec<u8>],
+        prefix_len: usize,
+    ) -> Result<Claimed> {
+        let mut out = Claimed::default();
+        for (idx, slots) in self.by_node(keys) {
+            let mut pipe = redis::pipe();
+            for ks in slots.values() {
+                pipe.cmd("EVALSHA")
+                    .arg(script.get_hash())
+                    .arg(ks.len())
+                    .arg(ks)
+                    .arg(prefix_len);
+            }
+            let node = &mut self.nodes[idx];
+            let replies: Vec<(Vec<u8>, Vec<Vec<u8>>)> = pipe
+                .query(&mut node.con)
+                .with_context(|| format!("Redis at {}: the inspection script failed", node.addr))?;
+            for (packed, bad) in replies {
+                out.entries.extend(
+                    crate::journal::decode(&packed)
+                        .context("BUG: an inspection script packed a chunk we cannot read")?,
+                );
+                out.bad.extend(bad_pairs(bad)?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The ids of every batch with a sub-journal on any master (a SCAN of each master for the
+    /// journal prefix); remembers where each one's sub-journals are.
+    pub fn journals(&mut self) -> Result<Vec<String>> {
+        let pattern = format!("{}*", glob_escape(&self.journal_prefix));
+        let mut located: HashMap<String, Vec<u16>> = HashMap::new();
+        for node in &mut self.nodes {
+            let mut cursor = 0u64;
+            loop {
+                let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query(&mut node.con)
+                    .with_context(|| format!("Redis at {}: SCAN for journals failed", node.addr))?;
+                for k in keys {
+                    let Some(rest) = k.strip_prefix(self.journal_prefix.as_bytes()) else {
+                        continue;
+                    };
+                    let Some(close) = rest.iter().position(|&b| b == b'}') else {
+                        continue;
+                    };
+                    let name = String::from_utf8(rest[close + 1..].to_vec()).context(
+                        "a journal key is not UTF-8; it was not written by redis-flusher",
+                    )?;
+                    if name == "index" || name == "fence" || name.is_empty() {
+                        continue;
+                    }
+                    located.entry(name).or_default().push(slot(&k));
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        let mut ids: Vec<String> = located.keys().cloned().collect();
+        ids.sort();
+        for slots in located.values_mut() {
+            slots.sort_unstable();
+            slots.dedup();
+        }
+        self.located = located;
+        Ok(ids)
+    }
+
+    /// Seals each sub-journal of `batch_id` and returns its chunks as (`<slot>/<field>`, packed).
+    pub fn seal(&mut self, script: &Script, batch_id: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let slots = self.located.get(batch_id).cloned().unwrap_or_default();
+        let mut out = Vec::new();
+        for s in slots {
+            let (journal, index) = (self.key(s, batch_id), self.key(s, "index"));
+            let node = &mut self.nodes[self.owner[s as usize]];
+            let flat: Vec<Vec<u8>> = script
+                .key(&journal)
+                .key(index)
+                .arg(batch_id)
+                .invoke(&mut node.con)
+                .with_context(|| {
+                    format!("Redis at {}: sealing journal {journal} failed", node.addr)
+                })?;
+            out.extend(
+                pairs(flat)?
+                    .into_iter()
+                    .map(|(f, v)| (format!("{s}/{f}"), v)),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Reads each sub-journal of `batch_id`, changing nothing.
+    pub fn read_journal(&mut self, batch_id: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let slots = self.located.get(batch_id).cloned().unwrap_or_default();
+        let mut out = Vec::new();
+        for s in slots {
+            let journal = self.key(s, batch_id);
+            let node = &mut self.nodes[self.owner[s as usize]];
+            let flat: Vec<Vec<u8>> = redis::cmd("HGETALL")
+                .arg(&journal)
+                .query(&mut node.con)
+                .with_context(|| {
+                    format!("Redis at {}: reading journal {journal} failed", node.addr)
+                })?;
+            out.extend(
+                pairs(flat)?
+                    .into_iter()
+                    .filter(|(f, _)| f != "open")
+                    .map(|(f, v)| (format!("{s}/{f}"), v)),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Deletes a committed batch's chunks, sub-journal by sub-journal. True if every one was
+    /// still there.
+    pub fn ack(&mut self, script: &Script, batch_id: &str, fields: &[String]) -> Result<bool> {
+        let mut by_slot: BTreeMap<u16, Vec<&str>> = BTreeMap::new();
+        for f in fields {
+            let (s, field) = f
+                .split_once('/')
+                .and_then(|(s, field)| Some((s.parse::<u16>().ok()?, field)))
+                .with_context(|| format!("BUG: chunk {f:?} names no slot"))?;
+            by_slot.entry(s).or_default().push(field);
+        }
+        let mut all = true;
+        for (s, fs) in by_slot {
+            let journal = self.key(s, batch_id);
+            let (unknown, index) = (self.key(s, "unknown"), self.key(s, "index"));
+            let node = &mut self.nodes[self.owner[s as usize]];
+            let mut inv = script.prepare_invoke();
+            inv.key(&journal)
+                .key(unknown)
+                .key(index)
+                .arg(batch_id)
+                .arg(fs.len());
+            for f in fs {
+                inv.arg(f);
+            }
+            let (done, _): (i64, Vec<String>) = inv.invoke(&mut node.con).with_context(|| {
+                format!("Redis at {}: deleting journal {journal} failed", node.addr)
+            })?;
+            all &= done == 1;
+        }
+        Ok(all)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_follow_the_cluster_spec() {
+        // Examples from the Redis Cluster specification and redis-cli CLUSTER KEYSLOT.
+        assert_eq!(slot(b"123456789"), 12739);
+        assert_eq!(slot(b"foo"), 12182);
+        assert_eq!(slot(b"{user1000}.following"), slot(b"user1000"));
+        assert_eq!(slot(b"foo{}{bar}"), slot(b"foo{}{bar}")); // empty tag: the whole key
+        assert_ne!(slot(b"foo{}{bar}"), slot(b"bar"));
+        assert_eq!(slot(b"foo{{bar}}zap"), slot(b"{bar"));
+    }
+
+    #[test]
+    fn every_slot_has_a_tag_that_hashes_to_it() {
+        for (s, tag) in tags().iter().enumerate() {
+            assert_eq!(slot(format!("x{{{tag}}}y").as_bytes()) as usize, s);
+        }
+    }
+}

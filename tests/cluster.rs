@@ -1,0 +1,199 @@
+//! Redis Cluster: private clusters made by `redis-cli --cluster create`, the same exact totals
+//! as on one Redis, through a kill and a failover.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{servers, start_cluster, TestEnv};
+
+fn cluster_env(url: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("REDIS_CLUSTER", "true".into()),
+        ("REDIS_URL", url.to_owned()),
+    ]
+}
+
+fn run(env: &TestEnv, url: &str, args: &[&str]) -> common::Outcome {
+    let vars = cluster_env(url);
+    let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    env.run_with(args, &pairs)
+}
+
+#[test]
+fn three_masters_and_100k_keys_over_every_slot_are_flushed_exactly() {
+    let cluster = start_cluster(3, 0);
+    let env = TestEnv::on(cluster.nodes[0].port, servers().pg_port, 100_000);
+    let expected = cluster.set_many(&env.prefix, 100_000, |i| i64::from(i % 7 + 1));
+    let started = Instant::now();
+    let out = run(&env, &cluster.url(), &["run", "--json"]);
+    out.expect(0);
+    eprintln!("100,000 keys over 3 masters in {:?}", started.elapsed());
+    let j = out.json();
+    assert_eq!(j["keys"], 100_000);
+    assert_eq!(env.total(), expected);
+    assert!(cluster.keys(&env.prefix).is_empty(), "counters left");
+    assert!(
+        cluster.journals(&env.journal_prefix).is_empty(),
+        "journals left"
+    );
+    // Every master was scanned: each owned some of the keys.
+    let log = out.stderr;
+    assert!(log.contains("Redis Cluster masters: "), "{log}");
+    // status and a dry run see the cluster too.
+    cluster.set_many(&env.prefix, 1000, |_| 2);
+    let status = run(&env, &cluster.url(), &["status", "--json"]);
+    status.expect(0);
+    assert_eq!(status.json()["waiting"]["keys"], 1000);
+    assert_eq!(status.json()["waiting"]["hits"], 2000);
+    let dry = run(&env, &cluster.url(), &["run", "--dry-run", "--json"]);
+    dry.expect(0);
+    assert_eq!(dry.json()["hits"], 2000);
+    run(&env, &cluster.url(), &["run"]).expect(0);
+    assert_eq!(env.total(), expected + 2000);
+}
+
+#[test]
+fn a_kill_after_a_claim_on_a_cluster_is_recovered_exactly() {
+    let cluster = start_cluster(3, 0);
+    let env = TestEnv::on(cluster.nodes[0].port, servers().pg_port, 5000);
+    let expected = cluster.set_many(&env.prefix, 5000, |i| i64::from(i % 3 + 1));
+    let vars = cluster_env(&cluster.url());
+    let mut pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    pairs.push(("REDIS_FLUSHER_FAULT", "after_claim:3"));
+    env.run_with(
+        &["run", "--batch-size", "1000", "--claim-size", "100"],
+        &pairs,
+    )
+    .expect_killed();
+    assert!(!cluster.journals(&env.journal_prefix).is_empty());
+    let out = run(&env, &cluster.url(), &["run", "--json"]);
+    out.expect(0);
+    assert_eq!(out.json()["recovered_batches"], 1);
+    assert_eq!(env.total(), expected);
+    assert!(cluster.keys(&env.prefix).is_empty());
+    assert!(cluster.journals(&env.journal_prefix).is_empty());
+}
+
+#[test]
+fn a_failover_during_a_flush_loses_nothing_after_a_rerun() {
+    let cluster = start_cluster(3, 1);
+    let env = TestEnv::on(cluster.nodes[0].port, servers().pg_port, 60_000);
+    let expected = cluster.set_many(&env.prefix, 60_000, |i| i64::from(i % 5 + 1));
+    let mut cmd = env.cmd();
+    cmd.args(["run", "--batch-size", "500", "--claim-size", "100"])
+        .env("REDIS_CLUSTER", "true")
+        .env("REDIS_URL", cluster.url())
+        .env("REDIS_FLUSHER_COMMAND_TIMEOUT", "5")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().expect("start redis-flusher");
+    env.wait_for_ledger_rows(1);
+    // A replica takes over from its master, mid-flush.
+    let masters = cluster.masters();
+    let replica = cluster
+        .nodes
+        .iter()
+        .find(|n| !masters.contains_key(&n.port))
+        .expect("a replica");
+    let answer: String = redis::cmd("CLUSTER")
+        .arg("FAILOVER")
+        .query(&mut cluster.con(replica.port))
+        .expect("CLUSTER FAILOVER");
+    assert_eq!(answer, "OK");
+    let out = child.wait_with_output().expect("wait");
+    eprintln!(
+        "the run during the failover exited {:?}: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .last()
+            .unwrap_or_default()
+    );
+    // The replica is a master now, and the cluster is whole again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cluster.masters().contains_key(&replica.port) {
+        assert!(Instant::now() < deadline, "the failover did not happen");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cluster.wait_until_ok(6);
+    env.wait_for_unlock();
+    let out = run(&env, &cluster.url(), &["run"]);
+    out.expect(0);
+    assert_eq!(env.total(), expected);
+    assert!(cluster.keys(&env.prefix).is_empty());
+    assert!(cluster.journals(&env.journal_prefix).is_empty());
+}
+
+#[test]
+fn cluster_settings_that_cannot_work_are_refused() {
+    let env = TestEnv::new(1);
+    let out = env.run_with(&["run", "--keep-unknown"], &[("REDIS_CLUSTER", "true")]);
+    out.expect(2);
+    assert!(out
+        .stderr
+        .contains("`--keep-unknown` is not supported on a Redis Cluster"));
+    let out = env.run_with(&["run"], &[("REDIS_URL", "redis://a:1,redis://b:2")]);
+    out.expect(2);
+    assert!(out.stderr.contains("seed nodes"), "{}", out.stderr);
+    // A plain Redis is not a cluster: said at connect.
+    let out = env.run_with(&["run"], &[("REDIS_CLUSTER", "true")]);
+    out.expect(1);
+    assert!(out.stderr.contains("CLUSTER SLOTS"), "{}", out.stderr);
+}
+
+#[test]
+fn a_run_older_than_the_fences_can_claim_nothing() {
+    use clap::Parser;
+    use redis_flusher::cli::{Cli, Command};
+    use redis_flusher::config::RedisConfig;
+    use redis_flusher::redis_source::RedisSource;
+
+    let cluster = start_cluster(3, 0);
+    let env = TestEnv::on(cluster.nodes[0].port, servers().pg_port, 10);
+    cluster.set_many(&env.prefix, 10, |_| 1);
+    let cli = Cli::try_parse_from([
+        "redis-flusher",
+        "run",
+        "--redis-cluster",
+        "--redis-url",
+        &cluster.url(),
+    ])
+    .expect("parse");
+    let Command::Run(args) = cli.command else {
+        panic!("parsed run")
+    };
+    let cfg = RedisConfig::from_args(&args.conn).expect("config");
+    let keys: Vec<Vec<u8>> = (1..=10)
+        .map(|i| format!("{}c{i}", env.prefix).into_bytes())
+        .collect();
+    let plen = env.prefix.len();
+
+    // An old run (token 100) claims half; a newer run (token 200) raises the fences.
+    let mut old = RedisSource::connect(&cfg, &env.journal_prefix).expect("connect");
+    old.raise_fences(100).expect("fences");
+    let taken = old
+        .claim("old-0", "c0", true, &keys[..5], plen)
+        .expect("claim before the fence");
+    assert_eq!(taken.entries.len(), 5);
+    let mut new = RedisSource::connect(&cfg, &env.journal_prefix).expect("connect");
+    new.raise_fences(200).expect("fences");
+    // The old run can take nothing more, in any slot, not even into a new sub-journal.
+    let refused = old.claim("old-0", "c1", false, &keys[5..], plen);
+    let err = format!(
+        "{:#}",
+        refused.expect_err("an older run claimed past the fence")
+    );
+    assert!(err.contains("FENCED"), "{err}");
+    assert_eq!(
+        cluster.keys(&env.prefix).len(),
+        5,
+        "the refused keys stay in Redis"
+    );
+    // The newer run recovers what the old one took, and finds all of it.
+    let ids = new.journals(true).expect("journals");
+    assert_eq!(ids, ["old-0"]);
+    let chunks = new.seal("old-0").expect("seal");
+    assert_eq!(chunks.len(), taken.fields.len());
+}
