@@ -262,13 +262,19 @@ impl RedisConfig {
                 })?;
                 // A URL wins over the parts, but a URL without a password may still be
                 // given one from `REDIS_PASSWORD` (as managed platforms hand them out).
-                match (info.redis_settings().password(), password) {
-                    (None, Some(p)) => {
-                        let settings = info.redis_settings().clone().set_password(p);
-                        info.set_redis_settings(settings)
+                let mut settings = info.redis_settings().clone();
+                if settings.password().is_none() {
+                    if let Some(p) = password {
+                        settings = settings.set_password(p);
                     }
-                    _ => info,
                 }
+                // Likewise the ACL user, if the URL names none.
+                if settings.username().is_none() {
+                    if let Some(u) = c.redis_username.as_deref().filter(|u| !u.is_empty()) {
+                        settings = settings.set_username(u);
+                    }
+                }
+                info.set_redis_settings(settings)
             }
             None => {
                 if c.redis_host.is_empty() {

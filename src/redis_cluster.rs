@@ -73,6 +73,26 @@ if not f or tonumber(f) < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV
 return 1
 "#;
 
+/// Runs a pipeline whose replies are all `T`. A failure is reported once, with how many
+/// commands failed, not as the list of thousands that a fence pipeline can produce.
+fn run_pipe<T: redis::FromRedisValue>(
+    pipe: &mut redis::Pipeline,
+    con: &mut Connection,
+    addr: &str,
+    what: &str,
+) -> Result<Vec<T>> {
+    let results: Vec<redis::RedisResult<T>> = pipe
+        .ignore_errors()
+        .query(con)
+        .with_context(|| format!("Redis at {addr}: {what} failed"))?;
+    let n = results.len();
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    results
+        .into_iter()
+        .collect::<redis::RedisResult<Vec<T>>>()
+        .with_context(|| format!("Redis at {addr}: {what} failed ({failed} of {n} commands)"))
+}
+
 struct Node {
     addr: String,
     con: Connection,
@@ -249,16 +269,10 @@ impl Cluster {
             for s in 0..SLOTS {
                 if self.owner[s] == idx {
                     let key = format!("{}{{{}}}fence", self.journal_prefix, tags()[s]);
-                    pipe.cmd("EVALSHA")
-                        .arg(&hash)
-                        .arg(1)
-                        .arg(key)
-                        .arg(token)
-                        .ignore();
+                    pipe.cmd("EVALSHA").arg(&hash).arg(1).arg(key).arg(token);
                 }
             }
-            pipe.query::<()>(&mut node.con)
-                .with_context(|| format!("Redis at {}: raising the fences failed", node.addr))?;
+            run_pipe::<i64>(&mut pipe, &mut node.con, &node.addr, "raising the fences")?;
         }
         Ok(())
     }
@@ -312,9 +326,8 @@ impl Cluster {
                     .arg(self.token);
             }
             let node = &mut self.nodes[idx];
-            let replies: Vec<(Vec<u8>, Vec<Vec<u8>>)> = pipe
-                .query(&mut node.con)
-                .with_context(|| format!("Redis at {}: the claim script failed", node.addr))?;
+            let replies: Vec<(Vec<u8>, Vec<Vec<u8>>)> =
+                run_pipe(&mut pipe, &mut node.con, &node.addr, "the claim script")?;
             for (s, (packed, bad)) in order.into_iter().zip(replies) {
                 if !packed.is_empty() {
                     self.created.1.insert(s);
@@ -348,9 +361,12 @@ impl Cluster {
                     .arg(prefix_len);
             }
             let node = &mut self.nodes[idx];
-            let replies: Vec<(Vec<u8>, Vec<Vec<u8>>)> = pipe
-                .query(&mut node.con)
-                .with_context(|| format!("Redis at {}: the inspection script failed", node.addr))?;
+            let replies: Vec<(Vec<u8>, Vec<Vec<u8>>)> = run_pipe(
+                &mut pipe,
+                &mut node.con,
+                &node.addr,
+                "the inspection script",
+            )?;
             for (packed, bad) in replies {
                 out.entries.extend(
                     crate::journal::decode(&packed)

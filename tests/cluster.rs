@@ -197,3 +197,58 @@ fn a_run_older_than_the_fences_can_claim_nothing() {
     let chunks = new.seal("old-0").expect("seal");
     assert_eq!(chunks.len(), taken.fields.len());
 }
+
+#[test]
+fn the_readme_acl_with_its_cluster_additions_is_enough() {
+    let cluster = start_cluster(3, 0);
+    let env = TestEnv::on(cluster.nodes[0].port, servers().pg_port, 2000);
+    let expected = cluster.set_many(&env.prefix, 2000, |i| i64::from(i % 4 + 1));
+    let user = format!("flusher_{}", env.n);
+    // ACLs are per node in a cluster: set on each.
+    for n in &cluster.nodes {
+        redis::cmd("ACL")
+            .arg("SETUSER")
+            .arg(&user)
+            .arg(&["on", ">acl-pw", "resetkeys"])
+            .arg(format!("~{}*", env.prefix))
+            .arg(format!("~{}*", env.journal_prefix))
+            .arg(&[
+                "resetchannels",
+                "-@all",
+                "+ping",
+                "+info",
+                "+scan",
+                "+evalsha",
+                "+eval",
+            ])
+            .arg(&[
+                "+script|load",
+                "+mget",
+                "+del",
+                "+exists",
+                "+hset",
+                "+hdel",
+                "+hexists",
+            ])
+            .arg(&["+hgetall", "+hincrby", "+sadd", "+srem", "+smembers"])
+            .arg(&["+cluster|slots", "+set", "+get"])
+            .query::<()>(&mut cluster.con(n.port))
+            .expect("ACL SETUSER");
+    }
+    let url = cluster.url();
+    let creds = [
+        ("REDIS_CLUSTER", "true"),
+        ("REDIS_URL", url.as_str()),
+        ("REDIS_USERNAME", user.as_str()),
+        ("REDIS_PASSWORD", "acl-pw"),
+    ];
+    let mut killing = creds.to_vec();
+    killing.push(("REDIS_FLUSHER_FAULT", "after_claim:2"));
+    env.run_with(&["run", "--batch-size", "500"], &killing)
+        .expect_killed();
+    env.run_with(&["run", "--batch-size", "500"], &creds)
+        .expect(0);
+    assert_eq!(env.total(), expected);
+    assert!(cluster.keys(&env.prefix).is_empty());
+    assert!(cluster.journals(&env.journal_prefix).is_empty());
+}
