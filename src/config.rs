@@ -304,12 +304,6 @@ impl RedisConfig {
             }
         };
         let is_tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
-        if c.redis_cluster && is_tls {
-            return Err(usage(
-                "TLS to a Redis Cluster is not supported yet: use it with one Redis, or reach \
-                 the cluster over a private network",
-            ));
-        }
         if c.redis_cluster && info.redis_settings().db() != 0 {
             return Err(usage(
                 "a Redis Cluster has only database 0: unset `REDIS_DB`",

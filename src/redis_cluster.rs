@@ -183,8 +183,23 @@ impl Cluster {
         let mut nodes: Vec<Option<Node>> = (0..masters.len()).map(|_| None).collect();
         let seed = cfg.seeds.first().context("no Redis Cluster seed given")?;
         for ((host, port), idx) in masters {
-            let info = redis::ConnectionAddr::Tcp(host.clone(), port)
-                .into_connection_info()?
+            // Over TLS when the seeds are (`rediss://`), checked against the name the cluster
+            // announces (set `cluster-preferred-endpoint-type hostname` for certificates that
+            // name hosts).
+            let addr = if cfg.tls.is_some() {
+                let h = if host.contains(':') {
+                    format!("[{host}]")
+                } else {
+                    host.clone()
+                };
+                format!("rediss://{h}:{port}").into_connection_info()
+            } else {
+                redis::ConnectionAddr::Tcp(host.clone(), port).into_connection_info()
+            };
+            let info = addr
+                .with_context(|| {
+                    format!("CLUSTER SLOTS named a master {host}:{port} we cannot address")
+                })?
                 .set_redis_settings(seed.redis_settings().clone());
             let mut con = connect_to(cfg, &info)?;
             for s in scripts {

@@ -252,3 +252,36 @@ fn the_readme_acl_with_its_cluster_additions_is_enough() {
     assert!(cluster.keys(&env.prefix).is_empty());
     assert!(cluster.journals(&env.journal_prefix).is_empty());
 }
+
+#[test]
+fn a_cluster_over_tls_with_a_private_ca() {
+    let pki = common::make_pki();
+    let cluster = common::start_cluster_with(3, 0, Some(&pki));
+    let env = TestEnv::on(cluster.nodes[0].port, servers().pg_port, 3000);
+    let expected = cluster.set_many(&env.prefix, 3000, |i| i64::from(i % 4 + 1));
+    let url = format!("rediss://localhost:{}", cluster.tls_ports[0]);
+    let ca = pki.ca.to_str().expect("UTF-8 path");
+    let other = pki.other_ca.to_str().expect("UTF-8 path");
+    let vars = |ca: &str| {
+        vec![
+            ("REDIS_CLUSTER", "true".to_owned()),
+            ("REDIS_URL", url.clone()),
+            ("REDIS_CA_FILE", ca.to_owned()),
+        ]
+    };
+    let pairs = |v: &[(&'static str, String)]| -> Vec<(&'static str, String)> { v.to_vec() };
+    let wrong = pairs(&vars(other));
+    let wrong: Vec<(&str, &str)> = wrong.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = env.run_with(&["run"], &wrong);
+    out.expect(1);
+    assert!(out.stderr.contains("UnknownIssuer"), "{}", out.stderr);
+    assert_eq!(cluster.keys(&env.prefix).len(), 3000);
+    let right = vars(ca);
+    let right: Vec<(&str, &str)> = right.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let out = env.run_with(&["run", "--json"], &right);
+    out.expect(0);
+    assert_eq!(out.json()["keys"], 3000);
+    assert_eq!(env.total(), expected);
+    assert!(cluster.keys(&env.prefix).is_empty());
+    assert!(cluster.journals(&env.journal_prefix).is_empty());
+}

@@ -892,9 +892,10 @@ pub fn make_pki() -> Pki {
         );
     }
     for (name, ext) in [
+        // Client use too: Redis Cluster nodes present it to each other on the bus.
         (
             "server",
-            "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n",
+            "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n",
         ),
         ("client", "extendedKeyUsage=clientAuth\n"),
     ] {
@@ -947,12 +948,33 @@ pub fn make_pki() -> Pki {
 /// `redis-cli --cluster create`, with AOF on.
 pub struct RedisCluster {
     pub nodes: Vec<RedisServer>,
+    /// With TLS: each node's TLS port, in `nodes`' order.
+    pub tls_ports: Vec<u16>,
 }
 
 pub fn start_cluster(masters: usize, replicas: usize) -> RedisCluster {
+    start_cluster_with(masters, replicas, None)
+}
+
+/// As [`start_cluster`], with TLS for clients and the cluster bus (`pki`'s certificate, which
+/// names `localhost`: the nodes announce that name). The plain ports stay open for the
+/// harness; `tls_ports` are for the flusher.
+pub fn start_cluster_with(masters: usize, replicas: usize, pki: Option<&Pki>) -> RedisCluster {
+    let mut tls_ports = Vec::new();
     let nodes: Vec<RedisServer> = (0..masters * (1 + replicas))
         .map(|_| {
-            start_redis(&[
+            // The bus port defaults to the port + 10000 (the TLS port's with --tls-cluster),
+            // past 65535 for a free port above 55535. A plain node is given its bus port; a
+            // TLS node a TLS port whose +10000 is free, as `redis-cli --cluster create` meets
+            // TLS nodes there.
+            let bus = free_port().to_string();
+            let mut args: Vec<String> = [
+                if pki.is_none() {
+                    "--cluster-port"
+                } else {
+                    "--cluster-enabled"
+                },
+                if pki.is_none() { bus.as_str() } else { "yes" },
                 "--cluster-enabled",
                 "yes",
                 "--cluster-config-file",
@@ -961,16 +983,60 @@ pub fn start_cluster(masters: usize, replicas: usize) -> RedisCluster {
                 "2000",
                 "--appendonly",
                 "yes",
-            ])
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+            if let Some(pki) = pki {
+                let port = loop {
+                    let p = free_port();
+                    if p <= 55535 && TcpListener::bind(("127.0.0.1", p + 10000)).is_ok() {
+                        break p;
+                    }
+                };
+                tls_ports.push(port);
+                for a in [
+                    "--tls-port".to_owned(),
+                    port.to_string(),
+                    "--tls-cert-file".into(),
+                    pki.server_cert.display().to_string(),
+                    "--tls-key-file".into(),
+                    pki.server_key.display().to_string(),
+                    "--tls-ca-cert-file".into(),
+                    pki.ca.display().to_string(),
+                    "--tls-auth-clients".into(),
+                    "no".into(),
+                    "--tls-cluster".into(),
+                    "yes".into(),
+                    "--tls-replication".into(),
+                    "yes".into(),
+                    "--cluster-announce-hostname".into(),
+                    "localhost".into(),
+                    "--cluster-preferred-endpoint-type".into(),
+                    "hostname".into(),
+                ] {
+                    args.push(a);
+                }
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            start_redis(&args)
         })
         .collect();
-    let addrs: Vec<String> = nodes
-        .iter()
-        .map(|n| format!("127.0.0.1:{}", n.port))
-        .collect();
-    let out = Command::new("redis-cli")
-        .args(["--cluster", "create"])
-        .args(&addrs)
+    let mut create = Command::new("redis-cli");
+    match pki {
+        Some(pki) => {
+            create.arg("--tls").arg("--cacert").arg(&pki.ca);
+            create
+                .args(["--cluster", "create"])
+                .args(tls_ports.iter().map(|p| format!("127.0.0.1:{p}")));
+        }
+        None => {
+            create
+                .args(["--cluster", "create"])
+                .args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
+        }
+    }
+    let out = create
         .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
         .output()
         .unwrap_or_else(|e| panic!("could not run redis-cli ({e}): install redis-tools"));
@@ -980,7 +1046,7 @@ pub fn start_cluster(masters: usize, replicas: usize) -> RedisCluster {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let cluster = RedisCluster { nodes };
+    let cluster = RedisCluster { nodes, tls_ports };
     cluster.wait_until_ok(masters * (1 + replicas));
     cluster
 }
