@@ -229,20 +229,20 @@ fn secret_env(name: &str) -> anyhow::Result<Option<String>> {
 impl RedisConfig {
     pub fn from_args(c: &ConnArgs) -> anyhow::Result<RedisConfig> {
         let password = secret_env("REDIS_PASSWORD")?;
-        let urls: Vec<&str> = c
-            .redis_url
-            .as_deref()
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|u| !u.is_empty())
-            .collect();
-        if urls.len() > 1 && !c.redis_cluster {
-            return Err(usage(
-                "`REDIS_URL` names several servers: that is for a Redis Cluster's seed nodes \
-                 (`--redis-cluster` / `REDIS_CLUSTER=true`)",
-            ));
-        }
+        // Several seeds, comma-separated, only for a cluster: a single URL's password may
+        // hold a comma.
+        let url = c.redis_url.as_deref().unwrap_or_default();
+        let urls: Vec<&str> = if c.redis_cluster {
+            url.split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .collect()
+        } else {
+            Some(url.trim())
+                .filter(|u| !u.is_empty())
+                .into_iter()
+                .collect()
+        };
         let mut seeds = Vec::new();
         for url in urls.iter().skip(1) {
             let seed = url.into_connection_info().map_err(|_| {
