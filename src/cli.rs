@@ -220,7 +220,8 @@ pub struct DemoArgs {
     pub pattern: String,
 }
 
-/// Where Redis and Postgres are. Passwords: `REDIS_PASSWORD`, `DB_PASSWORD` (environment only).
+/// Where Redis and Postgres are. Passwords: `REDIS_PASSWORD`, `DB_PASSWORD` (environment only),
+/// or the files `REDIS_PASSWORD_FILE`, `DB_PASSWORD_FILE` name.
 #[derive(Debug, Args, Clone)]
 pub struct ConnArgs {
     /// Read variables from this file instead of `./.env` (real environment variables win)
