@@ -25,7 +25,7 @@ use anyhow::{bail, Context, Result};
 use redis::{Connection, IntoConnectionInfo, Script, Value};
 
 use crate::config::RedisConfig;
-use crate::redis_source::{bad_pairs, connect_to, glob_escape, pairs, Claimed};
+use crate::redis_source::{bad_pairs, connect_to, glob_escape, pairs, scan_step, Claimed};
 
 pub const SLOTS: usize = 16384;
 
@@ -251,13 +251,7 @@ impl Cluster {
         }
         let (node, at) = self.scan_at;
         let n = &mut self.nodes[node];
-        let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-            .arg(at)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(count)
-            .query(&mut n.con)
+        let (next, keys) = scan_step(&mut n.con, at, pattern, count)
             .with_context(|| format!("Redis at {}: SCAN failed", n.addr))?;
         self.scan_at = if next != 0 {
             (node, next)
@@ -401,13 +395,7 @@ impl Cluster {
         for node in &mut self.nodes {
             let mut cursor = 0u64;
             loop {
-                let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query(&mut node.con)
+                let (next, keys) = scan_step(&mut node.con, cursor, pattern.as_bytes(), 1000)
                     .with_context(|| format!("Redis at {}: SCAN for journals failed", node.addr))?;
                 for k in keys {
                     let Some(rest) = k.strip_prefix(self.journal_prefix.as_bytes()) else {

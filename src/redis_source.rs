@@ -70,13 +70,14 @@ end
 
 /// KEYS[1] the journal, KEYS[2] the journal index, KEYS[3..] the counters. ARGV[1] prefix
 /// length, ARGV[2] the chunk's field, ARGV[3] '1' when this chunk creates the journal,
-/// ARGV[4] the batch id. Returns {packed, bad}.
+/// ARGV[4] the batch id. Returns {packed, bad}. Preceded by `LUA_CLAIM_SINGLE` or
+/// `LUA_CLAIM_FENCED`, which set `first`, the index in KEYS of the first counter.
 const LUA_CLAIM_BODY: &str = r#"
 local journal = KEYS[1]
 if ARGV[3] ~= '1' and redis.call('HEXISTS', journal, 'open') == 0 then
   return redis.error_reply('SEALED journal ' .. journal .. ' was sealed or removed by another run')
 end
-local packed, bad, n = collect(3, tonumber(ARGV[1]), true)
+local packed, bad, n = collect(first, tonumber(ARGV[1]), true)
 if n > 0 then
   if ARGV[3] == '1' then
     redis.call('HSET', journal, 'open', '1', ARGV[2], packed)
@@ -88,28 +89,18 @@ end
 return {packed, bad}
 "#;
 
-/// The claim on Redis Cluster (`redis_cluster.rs`): as `LUA_CLAIM_BODY`, with KEYS[3] the
-/// slot's fence and the counters from KEYS[4], ARGV[5] this run's token. A run whose token is
-/// below the fence (a newer run has started) claims nothing.
-const LUA_CLUSTER_CLAIM_BODY: &str = r#"
-local journal = KEYS[1]
+/// The claim on one Redis: the counters start at KEYS[3].
+const LUA_CLAIM_SINGLE: &str = "local first = 3\n";
+
+/// The claim on Redis Cluster (`redis_cluster.rs`): KEYS[3] is the slot's fence and the
+/// counters start at KEYS[4]; ARGV[5] is this run's token. A run whose token is below the
+/// fence (a newer run has started) claims nothing.
+const LUA_CLAIM_FENCED: &str = r#"
+local first = 4
 local fence = redis.call('GET', KEYS[3])
 if fence and tonumber(fence) > tonumber(ARGV[5]) then
   return redis.error_reply('FENCED a newer run (token ' .. fence .. ') has started since this one (token ' .. ARGV[5] .. ')')
 end
-if ARGV[3] ~= '1' and redis.call('HEXISTS', journal, 'open') == 0 then
-  return redis.error_reply('SEALED journal ' .. journal .. ' was sealed or removed by another run')
-end
-local packed, bad, n = collect(4, tonumber(ARGV[1]), true)
-if n > 0 then
-  if ARGV[3] == '1' then
-    redis.call('HSET', journal, 'open', '1', ARGV[2], packed)
-    redis.call('SADD', KEYS[2], ARGV[4])
-  else
-    redis.call('HSET', journal, ARGV[2], packed)
-  end
-end
-return {packed, bad}
 "#;
 
 /// Read-only twin of the claim for `--dry-run`: KEYS the counters, ARGV[1] prefix length.
@@ -285,7 +276,7 @@ pub struct RedisSource {
 impl RedisSource {
     /// Connects; `journal_prefix` names this flusher's journals (`--journal-prefix`).
     pub fn connect(cfg: &RedisConfig, journal_prefix: &str) -> Result<RedisSource> {
-        let claim_cluster = Script::new(&format!("{LUA_COMMON}{LUA_CLUSTER_CLAIM_BODY}"));
+        let claim_cluster = Script::new(&format!("{LUA_COMMON}{LUA_CLAIM_FENCED}{LUA_CLAIM_BODY}"));
         let inspect = Script::new(&format!("{LUA_COMMON}{LUA_INSPECT_BODY}"));
         let (seal, ack) = (Script::new(LUA_SEAL), Script::new(LUA_ACK));
         let cluster = if cfg.cluster {
@@ -303,7 +294,7 @@ impl RedisSource {
             claim_cluster,
             display: cfg.display.clone(),
             journal_prefix: journal_prefix.to_owned(),
-            claim: Script::new(&format!("{LUA_COMMON}{LUA_CLAIM_BODY}")),
+            claim: Script::new(&format!("{LUA_COMMON}{LUA_CLAIM_SINGLE}{LUA_CLAIM_BODY}")),
             inspect,
             seal,
             ack,
@@ -347,14 +338,7 @@ impl RedisSource {
         if let Some(c) = self.cluster.as_mut() {
             return c.scan(cursor, pattern, count);
         }
-        redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(pattern)
-            .arg("COUNT")
-            .arg(count)
-            .query(&mut self.con)
-            .with_context(|| self.ctx("SCAN"))
+        scan_step(&mut self.con, cursor, pattern, count).with_context(|| self.ctx("SCAN"))
     }
 
     /// The server's version, persistence, eviction policy, and whether we may run scripts.
@@ -567,6 +551,22 @@ impl RedisSource {
             .with_context(|| self.ctx(&format!("deleting journal {journal}")))?;
         Ok((done == 1, failed))
     }
+}
+
+/// One `SCAN cursor MATCH pattern COUNT count` on `con`: the next cursor and the keys.
+pub(crate) fn scan_step(
+    con: &mut Connection,
+    cursor: u64,
+    pattern: &[u8],
+    count: usize,
+) -> redis::RedisResult<(u64, Vec<Vec<u8>>)> {
+    redis::cmd("SCAN")
+        .arg(cursor)
+        .arg("MATCH")
+        .arg(pattern)
+        .arg("COUNT")
+        .arg(count)
+        .query(con)
 }
 
 /// Escapes glob characters so that a literal prefix matches only itself in `SCAN MATCH`.
