@@ -213,29 +213,7 @@ fn the_readme_acl_with_its_cluster_additions_is_enough() {
     for n in &cluster.nodes {
         redis::cmd("ACL")
             .arg("SETUSER")
-            .arg(&user)
-            .arg(&["on", ">acl-pw", "resetkeys"])
-            .arg(format!("~{}*", env.prefix))
-            .arg(format!("~{}*", env.journal_prefix))
-            .arg(&[
-                "resetchannels",
-                "-@all",
-                "+ping",
-                "+info",
-                "+scan",
-                "+evalsha",
-                "+eval",
-            ])
-            .arg(&[
-                "+script|load",
-                "+mget",
-                "+del",
-                "+exists",
-                "+hset",
-                "+hdel",
-                "+hexists",
-            ])
-            .arg(&["+hgetall", "+hincrby", "+sadd", "+srem", "+smembers"])
+            .arg(env.least_acl(&user, "acl-pw"))
             .arg(&["+cluster|slots", "+set", "+get"])
             .query::<()>(&mut cluster.con(n.port))
             .expect("ACL SETUSER");

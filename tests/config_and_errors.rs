@@ -589,48 +589,13 @@ fn passwords_can_come_from_files_and_never_show_in_any_output() {
         .unwrap();
 }
 
-/// The README's ACL line, for a test namespace: only the commands and keys a flusher needs.
-fn least_acl(env: &TestEnv, user: &str, password: &str) -> Vec<String> {
-    [
-        user,
-        "on",
-        &format!(">{password}"),
-        "resetkeys",
-        &format!("~{}*", env.prefix),
-        &format!("~{}*", env.journal_prefix),
-        &format!("~{}", env.unknown_key),
-        "resetchannels",
-        "-@all",
-        "+ping",
-        "+info",
-        "+scan",
-        "+evalsha",
-        "+eval",
-        "+script|load",
-        "+mget",
-        "+del",
-        "+exists",
-        "+hset",
-        "+hdel",
-        "+hexists",
-        "+hgetall",
-        "+hincrby",
-        "+sadd",
-        "+srem",
-        "+smembers",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
 #[test]
 fn an_acl_user_with_only_the_readme_rights_flushes_exactly() {
     let env = TestEnv::new(50);
     let user = format!("flusher_{}", env.n);
     redis::cmd("ACL")
         .arg("SETUSER")
-        .arg(least_acl(&env, &user, "acl-pw"))
+        .arg(env.least_acl(&user, "acl-pw"))
         .query::<()>(&mut env.redis())
         .unwrap();
     let expected = env.set_many(50, |i| i64::from(i % 4 + 1));

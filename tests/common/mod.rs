@@ -608,6 +608,41 @@ impl TestEnv {
         }
     }
 
+    /// The README's ACL line, for a test namespace: only the commands and keys a flusher needs.
+    pub fn least_acl(&self, user: &str, password: &str) -> Vec<String> {
+        [
+            user,
+            "on",
+            &format!(">{password}"),
+            "resetkeys",
+            &format!("~{}*", self.prefix),
+            &format!("~{}*", self.journal_prefix),
+            &format!("~{}", self.unknown_key),
+            "resetchannels",
+            "-@all",
+            "+ping",
+            "+info",
+            "+scan",
+            "+evalsha",
+            "+eval",
+            "+script|load",
+            "+mget",
+            "+del",
+            "+exists",
+            "+hset",
+            "+hdel",
+            "+hexists",
+            "+hgetall",
+            "+hincrby",
+            "+sadd",
+            "+srem",
+            "+smembers",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
     /// Waits until the ledger holds at least `rows` rows (a run is that far along).
     pub fn wait_for_ledger_rows(&self, rows: i64) {
         let mut pg = self.pg();
@@ -677,19 +712,7 @@ impl TestEnv {
 
     /// Every key under a prefix (SCAN).
     pub fn keys(&self, prefix: &str) -> Vec<String> {
-        let mut con = self.redis();
-        let mut out: Vec<String> = redis::cmd("SCAN")
-            .cursor_arg(0)
-            .arg("MATCH")
-            .arg(format!("{prefix}*"))
-            .arg("COUNT")
-            .arg(1000)
-            .clone()
-            .iter::<Vec<u8>>(&mut con)
-            .expect("SCAN")
-            .map(|k| k.expect("SCAN key"))
-            .map(|k| String::from_utf8_lossy(&k).into_owned())
-            .collect();
+        let mut out = scan_keys(&mut self.redis(), prefix);
         out.sort();
         out.dedup();
         out
@@ -791,6 +814,22 @@ impl Drop for TestEnv {
             }
         }
     }
+}
+
+/// Every key under `prefix` on one server (SCAN; a key may come twice), bytes that are not
+/// UTF-8 shown lossily.
+pub fn scan_keys(con: &mut redis::Connection, prefix: &str) -> Vec<String> {
+    redis::cmd("SCAN")
+        .cursor_arg(0)
+        .arg("MATCH")
+        .arg(format!("{prefix}*"))
+        .arg("COUNT")
+        .arg(1000)
+        .clone()
+        .iter::<Vec<u8>>(con)
+        .expect("SCAN")
+        .map(|k| String::from_utf8_lossy(&k.expect("SCAN key")).into_owned())
+        .collect()
 }
 
 pub struct Outcome {
@@ -1154,19 +1193,7 @@ impl RedisCluster {
     pub fn keys(&self, prefix: &str) -> Vec<String> {
         let mut out = Vec::new();
         for port in self.masters().keys() {
-            let mut con = self.con(*port);
-            let keys: Vec<String> = redis::cmd("SCAN")
-                .cursor_arg(0)
-                .arg("MATCH")
-                .arg(format!("{prefix}*"))
-                .arg("COUNT")
-                .arg(1000)
-                .clone()
-                .iter::<String>(&mut con)
-                .expect("SCAN")
-                .map(|k| k.expect("a key"))
-                .collect();
-            out.extend(keys);
+            out.extend(scan_keys(&mut self.con(*port), prefix));
         }
         out.sort();
         out.dedup();
