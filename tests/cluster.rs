@@ -268,3 +268,50 @@ fn a_cluster_over_tls_with_a_private_ca() {
     assert!(cluster.keys(&env.prefix).is_empty());
     assert!(cluster.journals(&env.journal_prefix).is_empty());
 }
+
+#[test]
+fn kills_around_the_commit_on_a_cluster_count_nothing_twice() {
+    let cluster = start_cluster(3, 0);
+    let env = TestEnv::on(cluster.nodes[0].port, servers().pg_port, 3000);
+    let vars = cluster_env(&cluster.url());
+    let mut expected = 0;
+    // (where the first run dies, batches it committed, the fewest batches the rerun must
+    // apply: at most two more were claimed meanwhile, one waiting, one being claimed)
+    for (round, (point, committed, recovered)) in [
+        ("before_commit", 0, 1),
+        ("after_commit", 1, 0),
+        ("after_commit:2", 2, 0),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        expected += cluster.set_many(&env.prefix, 3000, |i| i64::from(i % 3 + 1));
+        let mut pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        pairs.push(("REDIS_FLUSHER_FAULT", point));
+        // The first run creates the ledger.
+        let before = if round == 0 { 0 } else { env.ledger_rows() };
+        env.run_with(&["run", "--batch-size", "1000"], &pairs)
+            .expect_killed();
+        assert_eq!(
+            env.ledger_rows() - before,
+            committed,
+            "batches committed before {point}"
+        );
+        // The dead run's sub-journals are spread over the masters.
+        assert!(!cluster.journals(&env.journal_prefix).is_empty(), "{point}");
+        let out = run(
+            &env,
+            &cluster.url(),
+            &["run", "--json", "--batch-size", "1000"],
+        );
+        out.expect(0);
+        let applied = out.json()["recovered_batches"].as_i64().expect("a count");
+        assert!(
+            (recovered..=recovered + 2).contains(&applied),
+            "{point}: {applied} batches recovered"
+        );
+        assert_eq!(env.total(), expected, "after a kill at {point}");
+        assert!(cluster.keys(&env.prefix).is_empty(), "{point}");
+        assert!(cluster.journals(&env.journal_prefix).is_empty(), "{point}");
+    }
+}
