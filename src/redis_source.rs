@@ -431,8 +431,9 @@ impl RedisSource {
     }
 
     /// The ids of every journal (left by failed runs, or by a crash of this run), from the
-    /// index. When the index is missing (never made, or lost), SCANs for journal keys instead
-    /// and, with `repair`, rebuilds the index from what it found.
+    /// index. When the index is missing or lacks its sentinel (never made, or lost; a claim
+    /// of a run that lost its lock may have made it anew, with only its own journal), SCANs
+    /// for journal keys instead and, with `repair`, rebuilds the index from what it found.
     pub fn journals(&mut self, repair: bool) -> Result<Vec<String>> {
         if let Some(c) = self.cluster.as_mut() {
             return c.journals();
@@ -442,7 +443,7 @@ impl RedisSource {
             .arg(&index)
             .query(&mut self.con)
             .with_context(|| self.ctx("reading the journal index"))?;
-        if !members.is_empty() {
+        if members.iter().any(|m| m == INDEX_SENTINEL) {
             return Ok(members
                 .into_iter()
                 .filter(|m| m != INDEX_SENTINEL)

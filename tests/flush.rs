@@ -85,6 +85,37 @@ fn a_lost_journal_index_is_rebuilt_by_a_full_scan() {
 }
 
 #[test]
+fn an_index_without_its_sentinel_is_not_trusted() {
+    // A run that lost its lock can still claim: if the index had been lost, that claim makes
+    // a new index holding only its own journal. Recovery must not take it for complete.
+    let env = TestEnv::new(50);
+    let expected = env.set_many(50, i64::from);
+    env.run_with(&["run"], &[("REDIS_FLUSHER_FAULT", "after_claim")])
+        .expect_killed();
+    assert_eq!(env.journals().len(), 1);
+    let mut redis = env.redis();
+    redis::cmd("DEL")
+        .arg(env.index_key())
+        .query::<()>(&mut redis)
+        .unwrap();
+    // The zombie's journal: 5 hits of c1, claimed (`journal.rs` packing), and its index.
+    redis::cmd("HSET")
+        .arg(format!("{}zombie-0", env.journal_prefix))
+        .arg(&["open", "1", "c0", "2:c15\n"])
+        .query::<()>(&mut redis)
+        .unwrap();
+    redis::cmd("SADD")
+        .arg(env.index_key())
+        .arg("zombie-0")
+        .query::<()>(&mut redis)
+        .unwrap();
+    env.run(&["run"]).expect(0);
+    assert_eq!(env.total(), expected + 5);
+    assert!(env.journals().is_empty());
+    assert_eq!(env.index(), vec!["-"]);
+}
+
+#[test]
 fn the_values_form_applies_exactly_as_unnest_does() {
     let env = TestEnv::new(300);
     let mut expected = 0;
