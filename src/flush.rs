@@ -208,11 +208,13 @@ impl Flusher<'_> {
     }
 
     /// Claims batches on a second thread while this one applies them, so that Redis and
-    /// Postgres work at the same time. At most three batches exist at once: one being claimed,
-    /// one waiting in the channel, one being applied. If either side fails, the other stops
-    /// soon after; every batch it claimed and did not apply stays in its journal.
+    /// Postgres work at the same time. At most two batches exist at once: the channel holds
+    /// none, so a claimed batch waits in the claim thread until this one takes it. (Claiming
+    /// a batch takes about half as long as applying it, so a deeper queue would not be
+    /// emptied any sooner.) If either side fails, the other stops soon after; every batch it
+    /// claimed and did not apply stays in its journal.
     fn claim_and_apply(&mut self, claimer: RedisSource, run: &str) -> Result<Claiming> {
-        let (to_apply, batches) = mpsc::sync_channel::<Batch>(1);
+        let (to_apply, batches) = mpsc::sync_channel::<Batch>(0);
         let cfg = self.cfg;
         std::thread::scope(|s| {
             let claim = s.spawn(move || claim_batches(claimer, cfg, run, to_apply));

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use postgres::error::SqlState;
+use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::ToSql;
 use postgres::{Client, Statement};
 
@@ -165,6 +166,9 @@ pub fn lock_key(cfg: &FlushConfig) -> i64 {
     }
     h as i64
 }
+
+/// Rows per `VALUES` statement: Postgres binds at most 65,535 parameters, two per row.
+const VALUES_ROWS: usize = 30_000;
 
 /// How much longer than its own timeout a Postgres call may take before the watchdog gives
 /// up on the server: time for the server's error to travel back.
@@ -502,6 +506,30 @@ impl PgSink {
         }))
     }
 
+    /// The prepared UPDATE for `rows` rows, prepared once: unnest has one shape for every
+    /// size, VALUES one per row count.
+    fn update(&mut self, cfg: &FlushConfig, rows: usize) -> Result<Statement> {
+        let shape = match cfg.statement {
+            cli::Statement::Unnest => 0,
+            cli::Statement::Values => rows,
+        };
+        if let Some(stmt) = self.updates.get(&shape) {
+            return Ok(stmt.clone());
+        }
+        let _watch = self.watch("preparing the UPDATE");
+        let stmt = self
+            .client
+            .prepare(&update_sql(cfg, rows))
+            .with_context(|| {
+                self.ctx(&format!(
+                    "preparing the UPDATE of table `{}`",
+                    cfg.table.name
+                ))
+            })?;
+        self.updates.insert(shape, stmt.clone());
+        Ok(stmt)
+    }
+
     /// Applies one batch in one transaction: the UPDATE and the ledger row commit together
     /// or not at all. `hits` is sorted by code, so that every writer locks rows in one order.
     pub fn apply(
@@ -512,46 +540,30 @@ impl PgSink {
         keys: u64,
         recovered: bool,
     ) -> Result<Applied> {
-        // Four statements (five with the first PREPARE), each bounded by statement_timeout
-        // but the COMMIT: the UPDATE's worst case, and as long again for the rest.
-        let _watch = deadline::arm(
-            format!("PostgreSQL at {}: applying batch {batch_id}", self.display),
-            self.call_limit + self.call_limit,
-        );
-        let n = hits.len();
-        // unnest takes any number of rows in one statement; VALUES needs one per row count.
-        let shape = match cfg.statement {
-            cli::Statement::Unnest => 0,
-            cli::Statement::Values => n,
-        };
-        if !self.updates.contains_key(&shape) {
-            let stmt = self.client.prepare(&update_sql(cfg, n)).with_context(|| {
-                self.ctx(&format!(
-                    "preparing the UPDATE of table `{}`",
-                    cfg.table.name
-                ))
-            })?;
-            self.updates.insert(shape, stmt);
-        }
-        let stmt = &self.updates[&shape];
         let codes: Vec<&str> = hits.keys().map(String::as_str).collect();
         let counts: Vec<i64> = hits.values().copied().collect();
-        let params: Vec<&(dyn ToSql + Sync)> = match cfg.statement {
-            cli::Statement::Unnest => vec![&codes, &counts],
-            cli::Statement::Values => hits
-                .iter()
-                .flat_map(|(code, count)| [code as &(dyn ToSql + Sync), count])
-                .collect(),
+        // unnest takes the whole batch in one statement. VALUES binds two parameters a row
+        // and Postgres takes at most 65,535, so a large batch is several statements.
+        let part = match cfg.statement {
+            cli::Statement::Unnest => codes.len().max(1),
+            cli::Statement::Values => VALUES_ROWS,
         };
+        let mut statements = Vec::new();
+        for rows in codes.chunks(part).map(<[&str]>::len) {
+            statements.push(self.update(cfg, rows)?);
+        }
+        // Each statement is bounded by statement_timeout but the COMMIT: their worst case,
+        // and as long again for the rest.
+        let _watch = deadline::arm(
+            format!("PostgreSQL at {}: applying batch {batch_id}", self.display),
+            self.call_limit * (statements.len() as u32 + 1),
+        );
         // A field of its own, so it can be borrowed while the transaction holds the client.
         let display = &self.display;
         let ctx = |what: &str| failed(display, what);
-
-        let mut tx = self.client.transaction().with_context(|| ctx("BEGIN"))?;
-        let matched = match tx.query(stmt, &params) {
-            Ok(rows) => rows,
-            Err(e) if e.code() == Some(&SqlState::NUMERIC_VALUE_OUT_OF_RANGE) => {
-                return Err(BatchRejected(format!(
+        let rejected = |e: postgres::Error| -> anyhow::Error {
+            if e.code() == Some(&SqlState::NUMERIC_VALUE_OUT_OF_RANGE) {
+                return BatchRejected(format!(
                     "batch {batch_id} would overflow column `{}.{}` ({}): widen it with \
                      `ALTER TABLE {} ALTER COLUMN {} TYPE bigint`; the batch stays in its \
                      journal and the next run applies it",
@@ -561,29 +573,53 @@ impl PgSink {
                     cfg.table.quoted,
                     cfg.count_column.quoted
                 ))
-                .into());
+                .into();
             }
-            Err(e) if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) => {
-                return Err(BatchRejected(format!(
+            if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
+                return BatchRejected(format!(
                     "batch {batch_id} waited more than {} s for a row of `{}` that another \
                      session holds locked (the app, or a long transaction); the batch stays in \
                      its journal and the next run applies it (`--lock-timeout` sets the wait)",
                     self.lock_timeout.as_secs(),
                     cfg.table.name
                 ))
-                .into());
+                .into();
             }
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| ctx(&format!("the UPDATE of table `{}`", cfg.table.name)));
-            }
+            anyhow::Error::new(e).context(ctx(&format!("the UPDATE of table `{}`", cfg.table.name)))
         };
-        let rows_updated = matched.len() as u64;
-        let found: HashSet<String> = matched.iter().map(|r| r.get(0)).collect();
+
+        let mut tx = self.client.transaction().with_context(|| ctx("BEGIN"))?;
+        // The UPDATE returns the code of every row it changed. Rows are read as they arrive,
+        // not collected: the batch's codes are its memory, whatever the batch size.
+        let mut found = vec![false; codes.len()];
+        let mut rows_updated = 0u64;
+        for ((part_codes, part_counts), stmt) in
+            codes.chunks(part).zip(counts.chunks(part)).zip(&statements)
+        {
+            let params: Vec<&(dyn ToSql + Sync)> = match cfg.statement {
+                cli::Statement::Unnest => vec![&part_codes, &part_counts],
+                cli::Statement::Values => part_codes
+                    .iter()
+                    .zip(part_counts)
+                    .flat_map(|(code, count)| [code as &(dyn ToSql + Sync), count])
+                    .collect(),
+            };
+            let mut rows = tx.query_raw(stmt, params).map_err(rejected)?;
+            while let Some(row) = rows.next().map_err(rejected)? {
+                let code: &str = row.get(0);
+                // `codes` is sorted (a BTreeMap's keys); a returned code is one of them.
+                let i = codes.binary_search(&code).map_err(|_| {
+                    anyhow::anyhow!("BUG: the UPDATE returned code {code:?}, not in the batch")
+                })?;
+                found[i] = true;
+                rows_updated += 1;
+            }
+        }
         let unknown: Vec<(String, i64)> = hits
             .iter()
-            .filter(|(code, _)| !found.contains(*code))
-            .map(|(c, h)| (c.clone(), *h))
+            .zip(&found)
+            .filter(|(_, &found)| !found)
+            .map(|((c, h), _)| (c.clone(), *h))
             .collect();
         let total: i128 = hits.values().map(|&h| i128::from(h)).sum();
         let unknown_total: i128 = unknown.iter().map(|(_, h)| i128::from(*h)).sum();
