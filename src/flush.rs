@@ -403,9 +403,23 @@ fn claim_batches(
 type TakeChunk<'a> =
     dyn FnMut(&mut RedisSource, &mut Batch, &[Vec<u8>]) -> Result<Vec<BadKey>> + 'a;
 
+/// The first batch of a run holds at most this many keys, and each next one twice as many,
+/// up to `--batch-size`: Postgres starts on the first batch while the claim of a full one
+/// would still be under way. Claiming takes about half as long as applying, so each doubled
+/// batch is claimed while the one before it is applied.
+const FIRST_BATCH: usize = 10_000;
+
+/// How many keys batch number `seq` (from 0) of a run may hold.
+fn batch_limit(batch_size: usize, seq: u64) -> usize {
+    let doublings = seq.min(u64::from(usize::BITS)) as u32;
+    let factor = 1usize.checked_shl(doublings).unwrap_or(usize::MAX);
+    FIRST_BATCH.saturating_mul(factor).min(batch_size)
+}
+
 /// The SCAN both a run and a dry run walk: checks each key's code, takes the good keys in
-/// chunks of `--claim-size` with `take`, and hands each batch of at most `--batch-size` keys
-/// to `send` (false: nobody receives any more). Bad keys and Redis time go into `report`.
+/// chunks of `--claim-size` with `take`, and hands each batch (at most `--batch-size` keys;
+/// the first few fewer, [`batch_limit`]) to `send` (false: nobody receives any more). Bad
+/// keys and Redis time go into `report`.
 fn scan_in_batches(
     source: &mut RedisSource,
     cfg: &FlushConfig,
@@ -447,7 +461,9 @@ fn scan_in_batches(
         while pending.len() >= chunk || (done && !pending.is_empty()) {
             let keys: Vec<Vec<u8>> = pending.drain(..pending.len().min(chunk)).collect();
             // A batch never holds more keys than --batch-size, so never more codes.
-            if batch.keys as usize + keys.len() > cfg.batch_size && !batch.is_empty() {
+            if batch.keys as usize + keys.len() > batch_limit(cfg.batch_size, seq)
+                && !batch.is_empty()
+            {
                 seq += 1;
                 let full = std::mem::replace(batch, Batch::new(format!("{run}-{seq}")));
                 if !send(full)? {
@@ -604,4 +620,21 @@ fn dry_batch(sink: &mut PgSink, f: &FlushConfig, batch: &Batch, report: &mut Rep
     report.rows_updated += rows;
     report.add_unknown(&unknown);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_start_small_and_double_up_to_the_batch_size() {
+        let limits: Vec<usize> = (0..5).map(|seq| batch_limit(50_000, seq)).collect();
+        assert_eq!(limits, [10_000, 20_000, 40_000, 50_000, 50_000]);
+        assert_eq!(batch_limit(50_000, 64), 50_000);
+        assert_eq!(batch_limit(50_000, u64::MAX), 50_000);
+        assert_eq!(batch_limit(usize::MAX, 70), usize::MAX);
+        // Up to the first batch's size, every batch is full size.
+        assert_eq!(batch_limit(500, 0), 500);
+        assert_eq!(batch_limit(10_000, 0), 10_000);
+    }
 }

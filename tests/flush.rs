@@ -116,6 +116,40 @@ fn an_index_without_its_sentinel_is_not_trusted() {
 }
 
 #[test]
+fn a_values_batch_past_the_parameter_limit_is_several_statements_in_one_transaction() {
+    // Postgres binds at most 65,535 parameters, so a VALUES statement holds at most 30,000
+    // rows. 70,000 keys in batches of 10,000, 20,000 and 40,000 (a run starts small): the
+    // last is two statements. Every tenth code has no row, so both statements return some
+    // codes and not others, and the unknown ones must be told apart exactly.
+    let env = TestEnv::new(70_000);
+    env.pg()
+        .batch_execute("DELETE FROM urls WHERE id % 10 = 0")
+        .unwrap();
+    let hits = |i: u32| i64::from(i % 7 + 1);
+    env.set_many(70_000, hits);
+    let known: i64 = (1..=70_000).filter(|i| i % 10 != 0).map(hits).sum();
+    let unknown: i64 = (1..=70_000).filter(|i| i % 10 == 0).map(hits).sum();
+    let out = env.run(&[
+        "run",
+        "--json",
+        "--statement",
+        "values",
+        "--batch-size",
+        "40000",
+    ]);
+    out.expect(0);
+    let j = out.json();
+    assert_eq!(j["batches"], 3);
+    assert_eq!(j["rows_updated"], 63_000);
+    assert_eq!(j["unknown_codes"], 7_000);
+    assert_eq!(j["unknown_hits"], unknown);
+    assert_eq!(env.total(), known);
+    assert_eq!(env.count("c69999"), 69_999 % 7 + 1);
+    assert_eq!(env.ledger_unknown_hits(), unknown);
+    assert!(env.keys(&env.key("")).is_empty());
+}
+
+#[test]
 fn the_values_form_applies_exactly_as_unnest_does() {
     let env = TestEnv::new(300);
     let mut expected = 0;
