@@ -8,6 +8,23 @@ use redis_flusher::cli::{Cli, LogFormat};
 use redis_flusher::config::{load_env_file, UsageError};
 use redis_flusher::progress::LogWriter;
 
+/// `RUST_LOG` as env_logger reads it, but a bare level (`RUST_LOG=debug`) is redis-flusher's
+/// own level: the libraries stay at info or below, since tokio-postgres at debug logs every
+/// statement's parameters, every code of every batch. Filters naming a module
+/// (`RUST_LOG=tokio_postgres=debug`) are taken as written.
+fn log_filter(rust_log: Option<&str>) -> String {
+    let Some(filter) = rust_log.map(str::trim).filter(|f| !f.is_empty()) else {
+        return "info".to_owned();
+    };
+    match filter.parse::<log::LevelFilter>() {
+        Ok(level) => format!(
+            "{},redis_flusher={level}",
+            level.min(log::LevelFilter::Info)
+        ),
+        Err(_) => filter.to_owned(),
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args_os()
         .map(|a| a.to_string_lossy().into_owned())
@@ -16,7 +33,8 @@ fn main() -> ExitCode {
     let env_loaded = load_env_file(&args);
     let cli = Cli::parse_from(std::env::args_os());
     let json = cli.log_format == LogFormat::Json;
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+    env_logger::Builder::new()
+        .parse_filters(&log_filter(std::env::var("RUST_LOG").ok().as_deref()))
         .format(move |buf, record| {
             if json {
                 let line = serde_json::json!({
@@ -53,5 +71,24 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn a_bare_level_is_our_own_and_module_filters_are_kept() {
+        assert_eq!(log_filter(None), "info");
+        assert_eq!(log_filter(Some(" ")), "info");
+        assert_eq!(log_filter(Some("debug")), "INFO,redis_flusher=DEBUG");
+        assert_eq!(log_filter(Some("TRACE")), "INFO,redis_flusher=TRACE");
+        assert_eq!(log_filter(Some("warn")), "WARN,redis_flusher=WARN");
+        assert_eq!(log_filter(Some("off")), "OFF,redis_flusher=OFF");
+        assert_eq!(
+            log_filter(Some("info,tokio_postgres=debug")),
+            "info,tokio_postgres=debug"
+        );
     }
 }

@@ -390,6 +390,27 @@ fn json_logs_are_one_object_per_line() {
     assert!(out.stderr.starts_with('{'), "{}", out.stderr);
 }
 
+#[test]
+fn rust_log_debug_shows_our_decisions_and_not_every_code_sent_to_postgres() {
+    let env = TestEnv::new(3);
+    env.set_many(3, |_| 1);
+    let out = env.run_with(&["run"], &[("RUST_LOG", "debug")]);
+    out.expect(0);
+    assert!(out.stderr.contains("DEBUG batch "), "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("executing statement"),
+        "{}",
+        out.stderr
+    );
+    // Naming the library asks for its lines, parameters and all.
+    env.set_many(3, |_| 1);
+    let out = env.run_with(&["run"], &[("RUST_LOG", "info,tokio_postgres=debug")]);
+    out.expect(0);
+    assert!(out.stderr.contains("executing statement"), "{}", out.stderr);
+    assert!(!out.stderr.contains("DEBUG batch "), "{}", out.stderr);
+    assert_eq!(env.total(), 6);
+}
+
 /// Runs `redis-flusher <args>` on a pseudo-terminal (`script`), returning what it drew.
 fn on_a_terminal(env: &TestEnv, args: &str) -> String {
     let bin = assert_cmd::cargo::cargo_bin("redis-flusher");
