@@ -7,9 +7,11 @@
 #                      BENCH_NO_REFERENCE=1); medians, ratios
 #   small [RUNS]       1,000 keys, the whole process (start, connect, flush, exit), RUNS times
 #                      (default 30, hyperfine); prints the median
-#   slowlog N          the slowest Redis commands during a flush of N keys (SLOWLOG, > 5000 µs)
-#   explain ROWS       EXPLAIN of one 10k-row batch's UPDATE against a ROWS-row urls, as the
-#                      flusher runs it and as the planner would choose on its own
+#   slowlog N          Redis commands over 1 ms and over 5 ms during a flush of N keys, and
+#                      the three slowest (SLOWLOG); claim-script and SCAN time per call
+#   explain ROWS [B]   EXPLAIN of one B-row batch's UPDATE (default 50000, the default batch)
+#                      against a ROWS-row urls, as the flusher runs it and as the planner
+#                      would choose on its own
 #
 # Data comes from ../shared/bench (populate.py, verify.sh, pgfloor.sh, reference_flusher.py;
 # BENCH_SHARED overrides the path). Redis: a private redis-server on a free port, because
@@ -88,6 +90,7 @@ PY
   ;;
 small)
   runs=${1:-30}
+  command -v hyperfine >/dev/null || { echo "bench: small needs hyperfine: apt-get install hyperfine" >&2; exit 2; }
   "$shared/populate.py" 1000 0 >/dev/null
   prep="python3 -c \"import sys; sys.stdout.write(''.join('SET url_hits:c%d %d\\r\\n' % (i, i % 100 + 1) for i in range(1, 1001)))\" | redis-cli -h $REDIS_HOST -p $REDIS_PORT --pipe >/dev/null"
   hyperfine --shell=bash --runs "$runs" --warmup 3 --prepare "$prep" --export-json /tmp/bench-small.json "$bin run" >&2
@@ -96,15 +99,18 @@ small)
 slowlog)
   n=${1:?N}
   "$shared/populate.py" "$n" >/dev/null
-  rcli config set slowlog-log-slower-than 5000 >/dev/null; rcli config set slowlog-max-len 1024 >/dev/null
+  # Logged from 1 ms, so that the slowest command is known even when none passes 5 ms.
+  rcli config set slowlog-log-slower-than 1000 >/dev/null; rcli config set slowlog-max-len 100000 >/dev/null
   rcli slowlog reset >/dev/null; rcli config resetstat >/dev/null
   "$bin" run 2>/dev/null
-  echo "keys=$n commands_over_5ms=$(rcli slowlog len)"
-  rcli slowlog get 1024 | awk 'prev ~ /^[0-9]+$/ && length(prev) >= 9 { print $1 } { prev = $0 }' | sort -g | tail -3 | tr '\n' ' ' | sed 's/^/slowest_us: /'; echo
+  # In each entry, the line after the Unix timestamp is the duration in microseconds.
+  rcli slowlog get 100000 | awk 'prev ~ /^[0-9]+$/ && length(prev) >= 9 { print $1 } { prev = $0 }' | sort -g |
+    awk -v n="$n" '{ d[NR] = $1; if ($1 > 5000) over++ }
+      END { printf "keys=%d commands_over_1ms=%d commands_over_5ms=%d slowest_us: %s %s %s\n", n, NR, over, d[NR-2], d[NR-1], d[NR] }'
   rcli info commandstats | grep -E 'cmdstat_(evalsha|scan):' | sed 's/,rejected_calls.*//'
   ;;
 explain)
-  rows=${1:?ROWS}
+  rows=${1:?ROWS}; b=${2:-50000}
   psql_ -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$DB_NAME'" | grep -q 1 || psql_ -d postgres -c "CREATE DATABASE \"$DB_NAME\""
   psql_ -d "$DB_NAME" -c "DROP TABLE IF EXISTS urls;
     CREATE TABLE urls (id serial PRIMARY KEY, short_code varchar(255) UNIQUE NOT NULL,
@@ -112,15 +118,15 @@ explain)
     INSERT INTO urls (short_code, original_url) SELECT 'c'||g, 'https://example.com/'||g FROM generate_series(1, $rows) g;"
   psql_ -d "$DB_NAME" -c "VACUUM ANALYZE urls"
   # The statement src/postgres_sink.rs prepares (update_sql, unnest form), with one batch of
-  # 10000 random codes as its parameters, so that the plan is the custom plan a run gets.
-  codes=$(python3 -c "import sys; r=int(sys.argv[1]); print(','.join(sorted('c%d' % (1 + i * 7919 % r) for i in range(1, 10001))))" "$rows")
-  ones=$(python3 -c "print(','.join(['1'] * 10000))")
+  # B random codes as its parameters, so that the plan is the custom plan a run gets.
+  codes=$(python3 -c "import sys; r, b = map(int, sys.argv[1:]); print(','.join(sorted('c%d' % (1 + i * 7919 % r) for i in range(1, b + 1))))" "$rows" "$b")
+  ones=$(python3 -c "import sys; print(','.join(['1'] * int(sys.argv[1])))" "$b")
   q="PREPARE u(text[], int8[]) AS UPDATE urls AS u SET access_count = u.access_count + d.count
        FROM unnest(\$1, \$2) AS d(code, count) WHERE u.short_code = d.code RETURNING d.code;
      EXPLAIN EXECUTE u('{$codes}', '{$ones}');"
-  echo "== $rows rows, as redis-flusher runs it (hash and merge joins off for its session)"
+  echo "== $b-row batch, $rows rows, as redis-flusher runs it (hash and merge joins off for its session)"
   printf 'SET enable_hashjoin = off; SET enable_mergejoin = off;\n%s\n' "$q" | psql_ -d "$DB_NAME" -f -
-  echo "== $rows rows, the planner's own choice"
+  echo "== $b-row batch, $rows rows, the planner's own choice"
   printf '%s\n' "$q" | psql_ -d "$DB_NAME" -f -
   ;;
 *)
