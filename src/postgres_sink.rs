@@ -207,6 +207,8 @@ pub struct PgSink {
     count_type: String,
     /// For the advice when a batch waited too long for a locked row.
     lock_timeout: Duration,
+    /// For the advice when a batch's UPDATE took too long.
+    statement_timeout: Duration,
     /// How long one call may wait before the watchdog gives up on the server.
     call_limit: Duration,
 }
@@ -235,6 +237,7 @@ impl PgSink {
             client,
             display: cfg.display.clone(),
             lock_timeout: cfg.lock_timeout,
+            statement_timeout: cfg.statement_timeout,
             call_limit,
             updates: HashMap::new(),
             count_type: String::new(),
@@ -584,6 +587,18 @@ impl PgSink {
                     cfg.table.name
                 ))
                 .into();
+            }
+            if e.code() == Some(&SqlState::QUERY_CANCELED) {
+                // Not a rejection: the next batch would most likely time out as well, and
+                // this one comes back whole from its journal, however --batch-size is set.
+                return anyhow::Error::new(e).context(format!(
+                    "PostgreSQL at {display}: the UPDATE of batch {batch_id} ({} codes) was \
+                     canceled: it took longer than --statement-timeout ({} s), or an operator \
+                     canceled it. The batch stays in its journal and the next run applies it \
+                     whole: raise --statement-timeout if Postgres is just slow",
+                    codes.len(),
+                    self.statement_timeout.as_secs(),
+                ));
             }
             anyhow::Error::new(e).context(ctx(&format!("the UPDATE of table `{}`", cfg.table.name)))
         };

@@ -516,6 +516,38 @@ fn a_row_the_app_keeps_locked_delays_only_its_batch() {
 }
 
 #[test]
+fn a_batch_past_the_statement_timeout_fails_the_run_and_is_applied_later() {
+    let env = TestEnv::new(5);
+    env.set_many(5, i64::from);
+    // A slow server, as a trigger that sleeps 2 s in every UPDATE of the table.
+    env.pg()
+        .batch_execute(
+            "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN PERFORM pg_sleep(2); RETURN NULL; END $$;
+             CREATE TRIGGER slow BEFORE UPDATE ON urls FOR EACH STATEMENT EXECUTE FUNCTION slow();",
+        )
+        .unwrap();
+    let out = env.run(&["run", "--json", "--statement-timeout", "1"]);
+    out.expect(1);
+    for advice in [
+        "was canceled",
+        "--statement-timeout (1 s)",
+        "applies it whole",
+    ] {
+        assert!(out.stderr.contains(advice), "{advice}: {}", out.stderr);
+    }
+    assert_eq!(out.json()["pending_journals"], 1);
+    assert_eq!(env.total(), 0);
+    assert_eq!(env.journals().len(), 1);
+
+    let out = env.run(&["run", "--json", "--statement-timeout", "5"]);
+    out.expect(0);
+    assert_eq!(out.json()["recovered_batches"], 1);
+    assert_eq!(env.total(), 15);
+    assert!(env.journals().is_empty());
+}
+
+#[test]
 fn a_missing_table_fails_before_claiming_anything() {
     let env = TestEnv::new(2);
     env.set_many(2, |_| 4);
