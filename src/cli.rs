@@ -440,6 +440,23 @@ pub enum Statement {
     Values,
 }
 
+/// `RUST_LOG` as env_logger reads it, but a bare level (`RUST_LOG=debug`) is redis-flusher's
+/// own level: the libraries stay at info or below, since tokio-postgres at debug logs every
+/// statement's parameters, every code of every batch. Filters naming a module
+/// (`RUST_LOG=tokio_postgres=debug`) are taken as written.
+pub fn log_filter(rust_log: Option<&str>) -> String {
+    let Some(filter) = rust_log.map(str::trim).filter(|f| !f.is_empty()) else {
+        return "info".to_owned();
+    };
+    match filter.parse::<log::LevelFilter>() {
+        Ok(level) => format!(
+            "{},redis_flusher={level}",
+            level.min(log::LevelFilter::Info)
+        ),
+        Err(_) => filter.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -448,5 +465,19 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_bare_level_is_our_own_and_module_filters_are_kept() {
+        assert_eq!(log_filter(None), "info");
+        assert_eq!(log_filter(Some(" ")), "info");
+        assert_eq!(log_filter(Some("debug")), "INFO,redis_flusher=DEBUG");
+        assert_eq!(log_filter(Some("TRACE")), "INFO,redis_flusher=TRACE");
+        assert_eq!(log_filter(Some("warn")), "WARN,redis_flusher=WARN");
+        assert_eq!(log_filter(Some("off")), "OFF,redis_flusher=OFF");
+        assert_eq!(
+            log_filter(Some("info,tokio_postgres=debug")),
+            "info,tokio_postgres=debug"
+        );
     }
 }

@@ -4,26 +4,9 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-use redis_flusher::cli::{Cli, LogFormat};
+use redis_flusher::cli::{log_filter, Cli, LogFormat};
 use redis_flusher::config::{load_env_file, UsageError};
 use redis_flusher::progress::LogWriter;
-
-/// `RUST_LOG` as env_logger reads it, but a bare level (`RUST_LOG=debug`) is redis-flusher's
-/// own level: the libraries stay at info or below, since tokio-postgres at debug logs every
-/// statement's parameters, every code of every batch. Filters naming a module
-/// (`RUST_LOG=tokio_postgres=debug`) are taken as written.
-fn log_filter(rust_log: Option<&str>) -> String {
-    let Some(filter) = rust_log.map(str::trim).filter(|f| !f.is_empty()) else {
-        return "info".to_owned();
-    };
-    match filter.parse::<log::LevelFilter>() {
-        Ok(level) => format!(
-            "{},redis_flusher={level}",
-            level.min(log::LevelFilter::Info)
-        ),
-        Err(_) => filter.to_owned(),
-    }
-}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args_os()
@@ -71,24 +54,5 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::log_filter;
-
-    #[test]
-    fn a_bare_level_is_our_own_and_module_filters_are_kept() {
-        assert_eq!(log_filter(None), "info");
-        assert_eq!(log_filter(Some(" ")), "info");
-        assert_eq!(log_filter(Some("debug")), "INFO,redis_flusher=DEBUG");
-        assert_eq!(log_filter(Some("TRACE")), "INFO,redis_flusher=TRACE");
-        assert_eq!(log_filter(Some("warn")), "WARN,redis_flusher=WARN");
-        assert_eq!(log_filter(Some("off")), "OFF,redis_flusher=OFF");
-        assert_eq!(
-            log_filter(Some("info,tokio_postgres=debug")),
-            "info,tokio_postgres=debug"
-        );
     }
 }
