@@ -9,6 +9,9 @@
 #                      (default 30, hyperfine); prints the median
 #   slowlog N          Redis commands over 1 ms and over 5 ms during a flush of N keys, and
 #                      the three slowest (SLOWLOG); claim-script and SCAN time per call
+#   pgside N B [random|sorted] [each|one] [index|planner]
+#                      the Postgres side alone (bench/pgside.rs) on fresh data: N increments
+#                      in batches of B; also the WAL written and how many updates were HOT
 #   explain ROWS [B]   EXPLAIN of one B-row batch's UPDATE (default 50000, the default batch)
 #                      against a ROWS-row urls, as the flusher runs it and as the planner
 #                      would choose on its own
@@ -108,6 +111,16 @@ slowlog)
     awk -v n="$n" '{ d[NR] = $1; if ($1 > 5000) over++ }
       END { printf "keys=%d commands_over_1ms=%d commands_over_5ms=%d slowest_us: %s %s %s\n", n, NR, over, d[NR-2], d[NR-1], d[NR] }'
   rcli info commandstats | grep -E 'cmdstat_(evalsha|scan):' | sed 's/,rejected_calls.*//'
+  ;;
+pgside)
+  n=${1:?N}; b=${2:?BATCH}; shift 2
+  (cd "$root" && cargo build --release --quiet --bench pgside)
+  "$shared/populate.py" "$n" 0 >/dev/null
+  q() { psql_ -d "$DB_NAME" -tAc "$1"; }
+  lsn=$(q "SELECT pg_current_wal_lsn()")
+  (cd "$root" && cargo bench --quiet --bench pgside -- "$n" "$b" "$@")
+  q "SELECT 'wal_mb=' || pg_wal_lsn_diff(pg_current_wal_lsn(), '$lsn') / 1048576 || ' hot_updates=' || n_tup_hot_upd
+     FROM pg_stat_user_tables WHERE relname = 'urls'" | sed 's/\.[0-9]*//'
   ;;
 explain)
   rows=${1:?ROWS}; b=${2:-50000}

@@ -436,7 +436,8 @@ pub enum Statement {
     /// `… FROM unnest($1::text[], $2::int8[]) AS d(code, count) …`
     Unnest,
     /// `… FROM (VALUES ($1::text, $2::int8), …) AS d(code, count) …`, at most 30,000 rows a
-    /// statement (Postgres binds at most 65,535 parameters): a larger batch is several
+    /// statement (Postgres binds at most 65,535 parameters); a larger batch takes several, in
+    /// its one transaction
     Values,
 }
 
