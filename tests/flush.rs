@@ -118,8 +118,8 @@ fn an_index_without_its_sentinel_is_not_trusted() {
 #[test]
 fn a_values_batch_past_the_parameter_limit_is_several_statements_in_one_transaction() {
     // Postgres binds at most 65,535 parameters, so a VALUES statement holds at most 30,000
-    // rows. 70,000 keys in batches of 10,000, 20,000 and 40,000 (a run starts small): the
-    // last is two statements. Every tenth code has no row, so both statements return some
+    // rows. 70,000 keys in batches of about 10,000, 20,000 and 40,000 (a run starts small):
+    // the last is two statements. Every tenth code has no row, so both statements return some
     // codes and not others, and the unknown ones must be told apart exactly.
     let env = TestEnv::new(70_000);
     env.pg()
@@ -139,7 +139,13 @@ fn a_values_batch_past_the_parameter_limit_is_several_statements_in_one_transact
     ]);
     out.expect(0);
     let j = out.json();
-    assert_eq!(j["batches"], 3);
+    // The largest batch went past one statement (by the ledger, whatever SCAN's order).
+    let largest: i64 = env
+        .pg()
+        .query_one("SELECT max(keys) FROM redis_flusher_batches", &[])
+        .unwrap()
+        .get(0);
+    assert!(largest > 30_000, "largest batch: {largest} keys");
     assert_eq!(j["rows_updated"], 63_000);
     assert_eq!(j["unknown_codes"], 7_000);
     assert_eq!(j["unknown_hits"], unknown);
