@@ -430,41 +430,35 @@ impl Cluster {
 
     /// Seals each sub-journal of `batch_id` and returns its chunks as (`<slot>/<field>`, packed).
     pub fn seal(&mut self, script: &Script, batch_id: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        self.gather(batch_id, "sealing", |con, journal, index| {
+            script.key(journal).key(index).arg(batch_id).invoke(con)
+        })
+    }
+
+    /// Reads each sub-journal of `batch_id`, changing nothing.
+    pub fn read_journal(&mut self, batch_id: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        self.gather(batch_id, "reading", |con, journal, _| {
+            redis::cmd("HGETALL").arg(journal).query(con)
+        })
+    }
+
+    /// Runs `call` (connection, sub-journal key, its slot's index key) at the master of each
+    /// sub-journal of `batch_id`, and gathers the fields and values it returns as
+    /// (`<slot>/<field>`, value), without the `open` mark. `doing` names the step in errors.
+    fn gather(
+        &mut self,
+        batch_id: &str,
+        doing: &str,
+        mut call: impl FnMut(&mut Connection, &str, &str) -> redis::RedisResult<Vec<Vec<u8>>>,
+    ) -> Result<Vec<(String, Vec<u8>)>> {
         let slots = self.located.get(batch_id).cloned().unwrap_or_default();
         let mut out = Vec::new();
         for s in slots {
             let (journal, index) = (self.key(s, batch_id), self.key(s, "index"));
             let node = &mut self.nodes[self.owner[s as usize]];
-            let flat: Vec<Vec<u8>> = script
-                .key(&journal)
-                .key(index)
-                .arg(batch_id)
-                .invoke(&mut node.con)
-                .with_context(|| {
-                    format!("Redis at {}: sealing journal {journal} failed", node.addr)
-                })?;
-            out.extend(
-                pairs(flat)?
-                    .into_iter()
-                    .map(|(f, v)| (format!("{s}/{f}"), v)),
-            );
-        }
-        Ok(out)
-    }
-
-    /// Reads each sub-journal of `batch_id`, changing nothing.
-    pub fn read_journal(&mut self, batch_id: &str) -> Result<Vec<(String, Vec<u8>)>> {
-        let slots = self.located.get(batch_id).cloned().unwrap_or_default();
-        let mut out = Vec::new();
-        for s in slots {
-            let journal = self.key(s, batch_id);
-            let node = &mut self.nodes[self.owner[s as usize]];
-            let flat: Vec<Vec<u8>> = redis::cmd("HGETALL")
-                .arg(&journal)
-                .query(&mut node.con)
-                .with_context(|| {
-                    format!("Redis at {}: reading journal {journal} failed", node.addr)
-                })?;
+            let flat = call(&mut node.con, &journal, &index).with_context(|| {
+                format!("Redis at {}: {doing} journal {journal} failed", node.addr)
+            })?;
             out.extend(
                 pairs(flat)?
                     .into_iter()
