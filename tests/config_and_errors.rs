@@ -290,8 +290,7 @@ fn dry_run_reports_and_changes_nothing_anywhere() {
     assert!(!ledger, "a dry run must not even create the ledger table");
 
     // With a pending journal, and as text on stdout.
-    env.run_with(&["run"], &[("REDIS_FLUSHER_FAULT", "after_claim")])
-        .expect_killed();
+    env.kill_after_first_claim();
     let journals = env.journals();
     let ledger_rows = env.ledger_rows();
     let out = env.run(&["run", "--dry-run"]);

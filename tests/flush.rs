@@ -71,13 +71,9 @@ fn a_lost_journal_index_is_rebuilt_by_a_full_scan() {
     let expected = env.set_many(50, i64::from);
     env.run(&["run"]).expect(0); // makes the index
     env.set_many(50, i64::from);
-    env.run_with(&["run"], &[("REDIS_FLUSHER_FAULT", "after_claim")])
-        .expect_killed();
+    env.kill_after_first_claim();
     assert_eq!(env.journals().len(), 1);
-    redis::cmd("DEL")
-        .arg(env.index_key())
-        .query::<()>(&mut env.redis())
-        .unwrap();
+    env.lose_index();
     env.run(&["run"]).expect(0);
     assert_eq!(env.total(), 2 * expected);
     assert!(env.journals().is_empty());
@@ -90,14 +86,10 @@ fn an_index_without_its_sentinel_is_not_trusted() {
     // a new index holding only its own journal. Recovery must not take it for complete.
     let env = TestEnv::new(50);
     let expected = env.set_many(50, i64::from);
-    env.run_with(&["run"], &[("REDIS_FLUSHER_FAULT", "after_claim")])
-        .expect_killed();
+    env.kill_after_first_claim();
     assert_eq!(env.journals().len(), 1);
+    env.lose_index();
     let mut redis = env.redis();
-    redis::cmd("DEL")
-        .arg(env.index_key())
-        .query::<()>(&mut redis)
-        .unwrap();
     // The zombie's journal: 5 hits of c1, claimed (`journal.rs` packing), and its index.
     redis::cmd("HSET")
         .arg(format!("{}zombie-0", env.journal_prefix))
@@ -576,8 +568,7 @@ fn a_missing_table_fails_before_claiming_anything() {
 fn a_journal_whose_table_vanished_waits_for_it_and_is_applied_once() {
     let env = TestEnv::new(4);
     let expected = env.set_many(4, i64::from);
-    env.run_with(&["run"], &[("REDIS_FLUSHER_FAULT", "after_claim")])
-        .expect_killed();
+    env.kill_after_first_claim();
     assert_eq!(env.journals().len(), 1);
     // The table goes away between the crash and the next run (a migration, say).
     env.pg()
@@ -644,8 +635,7 @@ fn killed_after_the_second_claim_of_a_batch_loses_nothing() {
 fn killed_during_recovery_counts_nothing_twice() {
     let env = TestEnv::new(30);
     let expected = env.set_many(30, i64::from);
-    env.run_with(&["run"], &[("REDIS_FLUSHER_FAULT", "after_claim")])
-        .expect_killed();
+    env.kill_after_first_claim();
     env.run_with(
         &["run"],
         &[("REDIS_FLUSHER_FAULT", "recovery_after_commit")],

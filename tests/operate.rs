@@ -222,8 +222,7 @@ fn status_shows_waiting_pending_and_the_last_runs() {
     env.run(&["run"]).expect(0);
     // A killed run leaves one journal: 5 keys, 10 hits.
     env.set_many(5, |_| 2);
-    env.run_with(&["run"], &[("REDIS_FLUSHER_FAULT", "after_claim")])
-        .expect_killed();
+    env.kill_after_first_claim();
     // Waiting now: 7 counters with 7 hits each, and one bad key.
     for i in 50..57 {
         env.set(&format!("c{i}"), "7");

@@ -731,6 +731,20 @@ impl TestEnv {
         format!("{}index", self.journal_prefix)
     }
 
+    /// Deletes the journal index, as an operator or a lost write could.
+    pub fn lose_index(&self) {
+        redis::cmd("DEL")
+            .arg(self.index_key())
+            .query::<()>(&mut self.redis())
+            .expect("DEL the journal index");
+    }
+
+    /// A run killed right after its first claim: its journal waits for the next run.
+    pub fn kill_after_first_claim(&self) {
+        self.run_with(&["run"], &[("REDIS_FLUSHER_FAULT", "after_claim")])
+            .expect_killed();
+    }
+
     /// The members of the journal index.
     pub fn index(&self) -> Vec<String> {
         let mut m: Vec<String> = redis::cmd("SMEMBERS")
