@@ -3,20 +3,23 @@
 //!
 //! Arguments: N BATCH [random|sorted] [each|one] [index|planner]
 //! - N codes `c1..cN`, counts 1..100, over the `urls` that `../shared/bench/populate.py N` makes;
-//! - BATCH codes per `UPDATE … FROM unnest(…) … RETURNING` (the statement `update_sql` builds),
-//!   each batch sorted, as redis-flusher sorts its batches;
+//! - BATCH codes per UPDATE, the statement `redis_flusher::postgres::update_sql` builds for
+//!   `run` (`--statement` in REDIS_FLUSHER_STATEMENT), each batch sorted, as redis-flusher
+//!   sorts its batches, on a session set up as `run`'s is (`Session::connect`);
 //! - `random` (default): batches in random order, as SCAN delivers keys; `sorted`: all N
 //!   sorted first, as the Postgres floor does;
 //! - `each` (default): a transaction per batch, as redis-flusher runs; `one`: one for all N;
 //! - `index` (default): hash and merge joins off, as redis-flusher's session has them;
 //!   `planner`: the planner's own choice.
 //!
-//! Connects with DB_HOST, DB_PORT, DB_USER, DB_NAME (default flusher_bench), PGPASSWORD.
-//! Prints `pgside_s=` and the rows updated. `cargo bench` adds `--bench`, which is ignored.
+//! Connects as `run` would (DATABASE_URL or DB_HOST, DB_PORT, DB_USER, DB_NAME, DB_PASSWORD;
+//! `bench/run.sh` points them at the bench database). Prints `pgside_s=` and the rows
+//! updated. `cargo bench` adds `--bench`, which is ignored.
 
 use std::time::Instant;
 
-use postgres::NoTls;
+use redis_flusher::config::Config;
+use redis_flusher::postgres::{statement_rows, update_params, update_sql, Session};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args()
@@ -40,19 +43,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         word(3, "each", "one")?,
         word(4, "index", "planner")?,
     );
-    let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_owned());
-    let mut config = postgres::Config::new();
-    config
-        .host(&env("DB_HOST", "localhost"))
-        .port(env("DB_PORT", "5432").parse()?)
-        .user(&env("DB_USER", "postgres"))
-        .dbname(&env("DB_NAME", "flusher_bench"));
-    if let Ok(password) = std::env::var("PGPASSWORD") {
-        config.password(password);
-    }
-    let mut client = config.connect(NoTls)?;
-    if index {
-        client.batch_execute("SET enable_hashjoin = off; SET enable_mergejoin = off")?;
+    // `run`'s own settings, with room for a whole run's transaction.
+    let run = redis_flusher::cli::run_args(["run", "--statement-timeout", "3600"])?;
+    let cfg = Config::from_run_args(&run)?;
+    let target = &cfg.flush.target;
+    let mut pg = Session::connect(&cfg.pg)?;
+    if !index {
+        pg.call("letting the planner choose", |c| {
+            c.batch_execute("SET enable_hashjoin = on; SET enable_mergejoin = on")
+        })?;
     }
     let mut rows: Vec<(String, i64)> = (1..=n)
         .map(|i| (format!("c{i}"), (i % 100 + 1) as i64))
@@ -71,25 +70,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             part.into_iter().unzip()
         })
         .collect();
-    let update = client.prepare(
-        "UPDATE urls AS u SET access_count = u.access_count + d.count \
-         FROM unnest($1::text[], $2::int8[]) AS d(code, count) \
-         WHERE u.short_code = d.code RETURNING d.code",
-    )?;
 
     let started = Instant::now();
     let mut updated = 0;
-    let mut tx = client.transaction()?;
+    pg.call("BEGIN", |c| c.batch_execute("BEGIN"))?;
     for (i, (codes, counts)) in batches.iter().enumerate() {
         if each && i > 0 {
-            tx.commit()?;
-            tx = client.transaction()?;
+            pg.call("COMMIT", |c| c.batch_execute("COMMIT; BEGIN"))?;
         }
-        updated += tx.query(&update, &[codes, counts])?.len();
+        let codes: Vec<&str> = codes.iter().map(String::as_str).collect();
+        let part = statement_rows(target.form, codes.len());
+        for (codes, counts) in codes.chunks(part).zip(counts.chunks(part)) {
+            let params = update_params(target.form, &codes, &counts);
+            let sql = update_sql(target, codes.len());
+            updated += pg.call("the UPDATE", |c| c.query(&sql, &params))?.len();
+        }
     }
-    tx.commit()?;
+    pg.call("COMMIT", |c| c.batch_execute("COMMIT"))?;
     println!(
-        "keys={n} batch={batch} order={} transactions={} plan={} rows_updated={updated} pgside_s={:.3}",
+        "keys={n} batch={batch} order={} transactions={} plan={} rows_updated={updated} \
+         pgside_s={:.3}",
         if random { "random" } else { "sorted" },
         if each { "each" } else { "one" },
         if index { "index" } else { "planner" },

@@ -3,9 +3,9 @@
 
 use serde::Serialize;
 
-use crate::config::{FlushConfig, PgConfig, RedisConfig};
-use crate::postgres_sink::{ledger_ddl, runs_ddl, PgSink, Target};
-use crate::redis_source::RedisSource;
+use crate::config::{Config, FlushConfig, PgConfig, RedisConfig};
+use crate::postgres::{ledger_ddl, runs_ddl, Session, TableFacts};
+use crate::redis::RedisSource;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -64,15 +64,15 @@ impl Findings {
 }
 
 /// Runs every check; never fails itself (a failed connection is a finding).
-pub fn run(redis: &RedisConfig, pg: &PgConfig, f: &FlushConfig) -> Findings {
+pub fn run(cfg: &Config) -> Findings {
     let mut out = Findings::default();
-    check_postgres(pg, f, &mut out);
-    check_redis(redis, f, &mut out);
+    check_postgres(&cfg.pg, &cfg.flush, &mut out);
+    check_redis(&cfg.redis, &cfg.flush, &mut out);
     out
 }
 
 fn check_postgres(pg: &PgConfig, f: &FlushConfig, out: &mut Findings) {
-    let mut sink = match PgSink::connect(pg) {
+    let mut sink = match Session::connect(pg) {
         Ok(s) => s,
         Err(e) => return out.add(Level::Fail, format!("{e:#}")),
     };
@@ -86,26 +86,34 @@ fn check_postgres(pg: &PgConfig, f: &FlushConfig, out: &mut Findings) {
                 ),
             );
             if sync == "off" {
-                // PgSink::connect raised it for this session; say so, as it is the server's.
-                out.add(Level::Good, "synchronous_commit is off on this server; redis-flusher turns it on for its own transactions, so a Postgres crash cannot forget a committed batch");
+                // Session::connect raised it for this session; say so, as it is the server's.
+                out.add(
+                    Level::Good,
+                    "synchronous_commit is off on this server; redis-flusher turns it on for \
+                     its own transactions, so a Postgres crash cannot forget a committed batch",
+                );
             }
         }
         Err(e) => out.add(Level::Fail, format!("{e:#}")),
     }
-    let target = match sink.check_target(f) {
+    let target = &f.target;
+    let facts = match sink.check_target(target) {
         Ok(t) => t,
         Err(e) => return out.add(Level::Fail, format!("{e:#}")),
     };
-    check_types(f, &target, out);
-    if target.indexed {
-        out.add(Level::Good, format!("`{}` is indexed", f.code_column.name));
+    check_types(f, &facts, out);
+    if facts.indexed {
+        out.add(
+            Level::Good,
+            format!("`{}` is indexed", target.code_column.name),
+        );
     } else {
-        out.add(Level::Warn, Target::index_advice(f));
+        out.add(Level::Warn, TableFacts::index_advice(target));
     }
-    match sink.missing_privileges(&f.table, &["SELECT", "UPDATE"]) {
+    match sink.missing_privileges(&target.table, &["SELECT", "UPDATE"]) {
         Ok(m) if m.is_empty() => out.add(
             Level::Good,
-            format!("this role may SELECT and UPDATE `{}`", f.table.name),
+            format!("this role may SELECT and UPDATE `{}`", target.table.name),
         ),
         Ok(m) => out.add(
             Level::Fail,
@@ -113,15 +121,16 @@ fn check_postgres(pg: &PgConfig, f: &FlushConfig, out: &mut Findings) {
                 "this role lacks {} on `{t}`: GRANT {} ON {tq} TO <this role>",
                 m.join(" and "),
                 m.join(", "),
-                t = f.table.name,
-                tq = f.table.quoted
+                t = target.table.name,
+                tq = target.table.quoted
             ),
         ),
         Err(e) => out.add(Level::Fail, format!("{e:#}")),
     }
+    let ledger = &f.ledger;
     for (table, ddl) in [
-        (&f.ledger_table, ledger_ddl(&f.ledger_table)),
-        (&f.runs_table, runs_ddl(&f.runs_table)),
+        (&ledger.ledger_table, ledger_ddl(&ledger.ledger_table)),
+        (&ledger.runs_table, runs_ddl(&ledger.runs_table)),
     ] {
         let exists = match sink.table_exists(table) {
             Ok(e) => e,
@@ -130,33 +139,37 @@ fn check_postgres(pg: &PgConfig, f: &FlushConfig, out: &mut Findings) {
                 continue;
             }
         };
+        let (t, tq) = (&table.name, &table.quoted);
         let result = if exists {
-            sink.missing_privileges(table, &["SELECT", "INSERT", "DELETE"]).map(|m| {
-                if m.is_empty() {
-                    out.add(Level::Good, format!("table `{}` exists and this role may use it", table.name));
-                } else {
-                    out.add(Level::Fail,
+            sink.missing_privileges(table, &["SELECT", "INSERT", "DELETE"])
+                .map(|m| match m.is_empty() {
+                    true => out.add(
+                        Level::Good,
+                        format!("table `{t}` exists and this role may use it"),
+                    ),
+                    false => out.add(
+                        Level::Fail,
                         format!(
-                            "this role lacks {} on `{}`: GRANT SELECT, INSERT, DELETE ON {} TO <this role>",
+                            "this role lacks {} on `{t}`: GRANT SELECT, INSERT, DELETE ON {tq} \
+                             TO <this role>",
                             m.join(" and "),
-                            table.name,
-                            table.quoted
                         ),
-                    );
-                }
-            })
+                    ),
+                })
         } else {
-            sink.may_create(table).map(|may| {
-                if may {
-                    out.add(Level::Good, format!("table `{}` does not exist yet; the first run creates it", table.name));
-                } else {
-                    out.add(Level::Fail,
-                        format!(
-                            "table `{}` does not exist and this role may not create it; ask a DBA to run:\n\n{ddl}\n\nand to GRANT SELECT, INSERT, DELETE ON {} TO <this role>",
-                            table.name, table.quoted
-                        ),
-                    );
-                }
+            sink.may_create(table).map(|may| match may {
+                true => out.add(
+                    Level::Good,
+                    format!("table `{t}` does not exist yet; the first run creates it"),
+                ),
+                false => out.add(
+                    Level::Fail,
+                    format!(
+                        "table `{t}` does not exist and this role may not create it; ask a DBA \
+                         to run:\n\n{ddl}\n\nand to GRANT SELECT, INSERT, DELETE ON {tq} TO \
+                         <this role>",
+                    ),
+                ),
             })
         };
         if let Err(e) = result {
@@ -165,24 +178,31 @@ fn check_postgres(pg: &PgConfig, f: &FlushConfig, out: &mut Findings) {
     }
 }
 
-fn check_types(f: &FlushConfig, target: &Target, out: &mut Findings) {
-    let (t, code, count) = (&f.table.name, &f.code_column.name, &f.count_column.name);
-    let count_type = target.count_type.as_str();
+fn check_types(f: &FlushConfig, facts: &TableFacts, out: &mut Findings) {
+    let target = &f.target;
+    let (t, code, count) = (
+        &target.table.name,
+        &target.code_column.name,
+        &target.count_column.name,
+    );
+    let count_type = facts.count_type.as_str();
     match count_type {
         "bigint" | "numeric" => out.add(Level::Good, format!("`{t}.{count}` is {count_type}")),
-        "integer" | "smallint" => {
-            out.add(
-                Level::Warn,
-                format!(
-                "`{t}.{count}` is {count_type}: it holds at most {}; a batch that would pass it \
-                 waits in its journal until the column is widened: ALTER TABLE {} ALTER COLUMN {} \
-                 TYPE bigint",
-                if count_type == "integer" { "2,147,483,647" } else { "32,767" },
-                f.table.quoted,
-                f.count_column.quoted
+        "integer" | "smallint" => out.add(
+            Level::Warn,
+            format!(
+                "`{t}.{count}` is {count_type}: it holds at most {}; a batch that would pass \
+                 it waits in its journal until the column is widened: ALTER TABLE {} ALTER \
+                 COLUMN {} TYPE bigint",
+                if count_type == "integer" {
+                    "2,147,483,647"
+                } else {
+                    "32,767"
+                },
+                target.table.quoted,
+                target.count_column.quoted
             ),
-            )
-        }
+        ),
         other if other.starts_with("numeric(") => {
             out.add(Level::Good, format!("`{t}.{count}` is {other}"))
         }
@@ -191,7 +211,7 @@ fn check_types(f: &FlushConfig, target: &Target, out: &mut Findings) {
             format!("`{t}.{count}` is {other}, not a number the hits can be added to; use bigint"),
         ),
     }
-    let code_type = target.code_type.as_str();
+    let code_type = facts.code_type.as_str();
     if code_type == "text" || code_type.starts_with("character") {
         out.add(Level::Good, format!("`{t}.{code}` is {code_type}"));
     } else {
@@ -203,7 +223,7 @@ fn check_types(f: &FlushConfig, target: &Target, out: &mut Findings) {
 }
 
 fn check_redis(redis: &RedisConfig, f: &FlushConfig, out: &mut Findings) {
-    let mut source = match RedisSource::connect(redis, &f.journal_prefix) {
+    let mut source = match RedisSource::connect(redis, &f.source) {
         Ok(s) => s,
         Err(e) => return out.add(Level::Fail, format!("{e:#}")),
     };
@@ -219,38 +239,75 @@ fn check_redis(redis: &RedisConfig, f: &FlushConfig, out: &mut Findings) {
         ),
     );
     match facts.scripting {
-        Ok(()) => out.add(Level::Good, "this Redis user may run Lua scripts (each claim is one)"),
-        Err(e) => out.add(Level::Fail,
-            format!("this Redis user may not run Lua scripts, and each claim is one ({e}); allow EVAL, EVALSHA and SCRIPT in its ACL (README, Deployment)"),
+        Ok(()) => out.add(
+            Level::Good,
+            "this Redis user may run Lua scripts (each claim is one)",
+        ),
+        Err(e) => out.add(
+            Level::Fail,
+            format!(
+                "this Redis user may not run Lua scripts, and each claim is one ({e}); allow \
+                 EVAL, EVALSHA and SCRIPT in its ACL (README, Deployment)"
+            ),
         ),
     }
+    const AOF: &str = "turn on AOF (appendonly yes)";
     let rdb = facts.rdb_save.as_deref().map(|s| !s.trim().is_empty());
     match (facts.aof, rdb) {
         (Some(true), _) => out.add(Level::Good, "AOF persistence is on"),
-        (Some(false), Some(true)) => out.add(Level::Warn,
-            "only RDB snapshots are on: a Redis restart loses the counts since the last snapshot; turn on AOF (appendonly yes)",
+        (Some(false), Some(true)) => out.add(
+            Level::Warn,
+            format!(
+                "only RDB snapshots are on: a Redis restart loses the counts since the last \
+                 snapshot; {AOF}"
+            ),
         ),
-        (Some(false), Some(false)) => out.add(Level::Warn,
-            "neither AOF nor RDB persistence is on: counts die with a Redis restart; turn on AOF (appendonly yes)",
+        (Some(false), Some(false)) => out.add(
+            Level::Warn,
+            format!(
+                "neither AOF nor RDB persistence is on: counts die with a Redis restart; {AOF}"
+            ),
         ),
-        (Some(false), None) => out.add(Level::Warn,
-            "AOF is off and this user may not read the RDB settings (CONFIG GET save): unless snapshots are on, counts die with a Redis restart; turn on AOF (appendonly yes)",
+        (Some(false), None) => out.add(
+            Level::Warn,
+            format!(
+                "AOF is off and this user may not read the RDB settings (CONFIG GET save): \
+                 unless snapshots are on, counts die with a Redis restart; {AOF}"
+            ),
         ),
-        (None, _) => out.add(Level::Warn,
-            "could not read the persistence settings (INFO or CONFIG refused); make sure AOF is on (appendonly yes)",
+        (None, _) => out.add(
+            Level::Warn,
+            "could not read the persistence settings (INFO or CONFIG refused); make sure AOF \
+             is on (appendonly yes)",
         ),
     }
     match facts.maxmemory_policy.as_deref() {
-        Some(p) if p.starts_with("allkeys-") => out.add(Level::Warn,
-            format!("maxmemory-policy is {p}: under memory pressure Redis evicts counters, and their hits are lost; use noeviction (or volatile-*: counters have no TTL)"),
+        Some(p) if p.starts_with("allkeys-") => out.add(
+            Level::Warn,
+            format!(
+                "maxmemory-policy is {p}: under memory pressure Redis evicts counters, and \
+                 their hits are lost; use noeviction (or volatile-*: counters have no TTL)"
+            ),
         ),
-        Some(p) => out.add(Level::Good, format!("maxmemory-policy is {p}: counters are never evicted")),
-        None => out.add(Level::Warn, "could not read maxmemory-policy; make sure it is not allkeys-*, which evicts counters"),
+        Some(p) => out.add(
+            Level::Good,
+            format!("maxmemory-policy is {p}: counters are never evicted"),
+        ),
+        None => out.add(
+            Level::Warn,
+            "could not read maxmemory-policy; make sure it is not allkeys-*, which evicts \
+             counters",
+        ),
     }
     match source.journals(false) {
         Ok(j) if j.is_empty() => out.add(Level::Good, "no journals pending from failed runs"),
-        Ok(j) => out.add(Level::Warn,
-            format!("{} journals pending from failed runs; the next run applies them first (`status` shows them)", j.len()),
+        Ok(j) => out.add(
+            Level::Warn,
+            format!(
+                "{} journals pending from failed runs; the next run applies them first \
+                 (`status` shows them)",
+                j.len()
+            ),
         ),
         Err(e) => out.add(Level::Fail, format!("{e:#}")),
     }

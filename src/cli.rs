@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 /// The environment and exit codes, shown after every command's help.
 macro_rules! environment {
@@ -430,7 +430,7 @@ pub struct TargetArgs {
     pub journal_prefix: String,
 }
 
-/// The form of the bulk UPDATE.
+/// The form of the bulk UPDATE (`config::UpdateForm` is what the core sees).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Statement {
     /// `… FROM unnest($1::text[], $2::int8[]) AS d(code, count) …`
@@ -441,27 +441,27 @@ pub enum Statement {
     Values,
 }
 
-/// `RUST_LOG` as env_logger reads it, but a bare level (`RUST_LOG=debug`) is redis-flusher's
-/// own level: the libraries stay at info or below, since tokio-postgres at debug logs every
-/// statement's parameters, every code of every batch. Filters naming a module
-/// (`RUST_LOG=tokio_postgres=debug`) are taken as written.
-pub fn log_filter(rust_log: Option<&str>) -> String {
-    let Some(filter) = rust_log.map(str::trim).filter(|f| !f.is_empty()) else {
-        return "info".to_owned();
-    };
-    match filter.parse::<log::LevelFilter>() {
-        Ok(level) => format!(
-            "{},redis_flusher={level}",
-            level.min(log::LevelFilter::Info)
-        ),
-        Err(_) => filter.to_owned(),
+/// `redis-flusher <args>` parsed as `run` would be (environment included): the one way the
+/// demo, the benchmark and the tests build a run's settings, so that they share its defaults.
+pub fn run_args<I, T>(args: I) -> Result<RunArgs, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let argv = std::iter::once(std::ffi::OsString::from("redis-flusher"))
+        .chain(args.into_iter().map(Into::into));
+    match Cli::try_parse_from(argv)?.command {
+        Command::Run(run) => Ok(run),
+        _ => Err(Cli::command().error(
+            clap::error::ErrorKind::InvalidSubcommand,
+            "expected `run` and its arguments",
+        )),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn cli_definition_is_consistent() {
@@ -469,16 +469,9 @@ mod tests {
     }
 
     #[test]
-    fn a_bare_level_is_our_own_and_module_filters_are_kept() {
-        assert_eq!(log_filter(None), "info");
-        assert_eq!(log_filter(Some(" ")), "info");
-        assert_eq!(log_filter(Some("debug")), "INFO,redis_flusher=DEBUG");
-        assert_eq!(log_filter(Some("TRACE")), "INFO,redis_flusher=TRACE");
-        assert_eq!(log_filter(Some("warn")), "WARN,redis_flusher=WARN");
-        assert_eq!(log_filter(Some("off")), "OFF,redis_flusher=OFF");
-        assert_eq!(
-            log_filter(Some("info,tokio_postgres=debug")),
-            "info,tokio_postgres=debug"
-        );
+    fn run_args_are_a_run_or_an_error() {
+        let run = run_args(["run", "--table", "t"]).unwrap();
+        assert_eq!(run.target.table, "t");
+        assert!(run_args(["status"]).is_err());
     }
 }

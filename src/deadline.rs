@@ -6,8 +6,8 @@
 //! on a server that is stopped (SIGSTOP, a frozen VM) or behind a network that dropped the
 //! connection without a reset, and `statement_timeout` cannot fire on a server that is not
 //! running. So every Postgres call is armed here with its limit; if it has not returned by
-//! then, the watchdog logs what hung, prints the report so far (the caller's `on_expiry`) and
-//! exits 1.
+//! then, the watchdog hands the error to the caller's `on_expiry` (which logs it and prints
+//! the report so far) and exits 1.
 //!
 //! Exiting at any instant is safe by design: the flush survives SIGKILL at every step
 //! (`fault.rs`). Whatever was claimed and not committed waits in its journal, and a batch
@@ -17,9 +17,7 @@ use std::collections::BTreeMap;
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::report::Report;
-
-type OnExpiry = Box<dyn Fn(&Report) + Send + Sync>;
+type OnExpiry = Box<dyn Fn(anyhow::Error) + Send + Sync>;
 
 struct Watch {
     state: Mutex<State>,
@@ -31,10 +29,6 @@ struct State {
     next_id: u64,
     /// Armed calls: id → (deadline, what is waited on, its limit).
     armed: BTreeMap<u64, (Instant, String, Duration)>,
-    /// The run's report as of its last finished batch, printed when the watchdog fires.
-    progress: Option<Report>,
-    /// When the first report was recorded: the run's start.
-    started: Option<Instant>,
 }
 
 static WATCH: OnceLock<Watch> = OnceLock::new();
@@ -67,16 +61,9 @@ pub fn arm(what: impl Into<String>, limit: Duration) -> Guard {
     Guard(id)
 }
 
-/// Records the run's report so far: if the watchdog fires, this is what is printed.
-pub fn progress(report: &Report) {
-    let mut s = watch().state.lock().unwrap_or_else(|p| p.into_inner());
-    s.started.get_or_insert_with(Instant::now);
-    s.progress = Some(report.clone());
-}
-
-/// Sets how the report is printed when the watchdog fires (once per process; later calls
-/// are ignored). Without it, only the log line is written.
-pub fn on_expiry(f: impl Fn(&Report) + Send + Sync + 'static) {
+/// Sets what is done with the error when the watchdog fires, before the process exits 1
+/// (once per process; later calls are ignored). Without it, the error is logged.
+pub fn on_expiry(f: impl Fn(anyhow::Error) + Send + Sync + 'static) {
     let _ = ON_EXPIRY.set(Box::new(f));
 }
 
@@ -114,19 +101,15 @@ fn run() {
                     .0
             }
             Some((_, what, limit)) => {
-                let mut report = s
-                    .progress
-                    .take()
-                    .unwrap_or_else(|| Report::new(false, None));
-                report.seconds = s.started.map_or(0.0, |t| t.elapsed().as_secs_f64());
-                report.fail(&anyhow::anyhow!(
+                let e = anyhow::anyhow!(
                     "{what}: no answer in {} s, so the server or the network to it hangs; \
                      giving up. Nothing is lost: claimed batches wait in their journals and \
                      the next run applies them",
                     limit.as_secs()
-                ));
-                if let Some(f) = ON_EXPIRY.get() {
-                    f(&report);
+                );
+                match ON_EXPIRY.get() {
+                    Some(f) => f(e),
+                    None => log::error!("{e:#}"),
                 }
                 std::process::exit(1);
             }

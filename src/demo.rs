@@ -5,11 +5,10 @@
 
 use anyhow::{Context, Result};
 
-use crate::config::PgConfig;
-use crate::config::RedisConfig;
-use crate::flush::{self, Config};
+use crate::config::{Config, Ident};
+use crate::flush;
+use crate::postgres::connect_client;
 use crate::report::Report;
-use crate::{postgres_sink, redis_source};
 
 /// Codes the demo creates, and the INCRs it makes for each.
 const CODES: [(&str, i64); 5] = [
@@ -22,13 +21,38 @@ const CODES: [(&str, i64); 5] = [
 /// A code with hits but no row, to show what happens to unknown codes.
 const UNKNOWN: &str = "no-such-code";
 
-pub fn run(
-    redis: RedisConfig,
-    pg: PgConfig,
-    flush_cfg: crate::config::FlushConfig,
-) -> Result<Report> {
-    let table = &flush_cfg.table;
-    let mut client = postgres_sink::connect_client(&pg)?;
+/// The demo's own target: `table` and the keys under `pattern`, with journals, ledger, run
+/// history and unknown hash of its own, so that it cannot touch real data. Everything else
+/// is as `run` would have it.
+pub fn args(table: &str, pattern: &str) -> Vec<String> {
+    [
+        "run",
+        "--pattern",
+        pattern,
+        "--table",
+        table,
+        "--code-column",
+        "short_code",
+        "--count-column",
+        "access_count",
+        "--journal-prefix",
+        "redis_flusher:demo_journal:",
+        "--unknown-key",
+        "redis_flusher:demo_unknown",
+        "--ledger-table",
+        &format!("{table}_batches"),
+        "--runs-table",
+        &format!("{table}_runs"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+pub fn run(cfg: &Config) -> Result<Report> {
+    let (redis, pg, flush_cfg) = (&cfg.redis, &cfg.pg, &cfg.flush);
+    let table = &flush_cfg.target.table;
+    let mut client = connect_client(pg)?;
     client
         .batch_execute(&format!(
             "CREATE TABLE IF NOT EXISTS {t} (id serial PRIMARY KEY, \
@@ -55,8 +79,8 @@ pub fn run(
             .with_context(|| format!("could not fill demo table `{}`", table.name))?;
     }
 
-    let mut con = redis_source::connect_raw(&redis)?;
-    let prefix = String::from_utf8_lossy(&flush_cfg.prefix).into_owned();
+    let mut con = crate::redis::connect(redis)?;
+    let prefix = String::from_utf8_lossy(&flush_cfg.source.prefix).into_owned();
     for (code, n) in CODES.iter().copied().chain([(UNKNOWN, 4)]) {
         for _ in 0..n {
             redis::cmd("INCR")
@@ -71,17 +95,12 @@ pub fn run(
         CODES.len() + 1
     );
     print_table(&mut client, table, "before the flush")?;
-    let cfg = Config {
-        redis,
-        pg,
-        flush: flush_cfg.clone(),
-    };
-    let report = flush::run(&cfg, false);
+    let report = flush::run(cfg);
     print_table(&mut client, table, "after the flush")?;
     println!(
         "\nthe hits of `{UNKNOWN}` had no row: they were {}. Try `redis-flusher demo` again: \
          counts grow by the same amounts, exactly once.",
-        if flush_cfg.keep_unknown {
+        if flush_cfg.source.keep_unknown {
             "kept in Redis"
         } else {
             "dropped and recorded in the ledger"
@@ -90,24 +109,21 @@ pub fn run(
     Ok(report)
 }
 
-fn print_table(
-    client: &mut postgres::Client,
-    table: &crate::config::Ident,
-    when: &str,
-) -> Result<()> {
+fn print_table(client: &mut postgres::Client, table: &Ident, when: &str) -> Result<()> {
     println!("\n{} {when}:", table.name);
     let rows = client
         .query(
             &format!(
-                "SELECT short_code, access_count FROM {} WHERE short_code = ANY($1) ORDER BY short_code",
+                "SELECT short_code, access_count FROM {} WHERE short_code = ANY($1) \
+                 ORDER BY short_code",
                 table.quoted
             ),
             &[&CODES.iter().map(|c| c.0).collect::<Vec<_>>()],
         )
         .with_context(|| format!("could not read demo table `{}`", table.name))?;
     for r in rows {
-        let code: String = r.get(0);
-        let n: i32 = r.get(1);
+        let code: String = r.try_get(0)?;
+        let n: i32 = r.try_get(1)?;
         println!("  {code:<10} {n}");
     }
     Ok(())

@@ -1,22 +1,27 @@
 //! redis-flusher moves URL hit counters from Redis into PostgreSQL, exactly once.
 //!
-//! `main.rs` parses and calls [`execute`]; data flows `config` → `redis_source` → `flush` →
-//! `postgres_sink` → `report`, and each module says at its top what it owns.
+//! `main.rs` parses and calls [`execute`], which runs one command. Data flows `config` →
+//! `redis` (the source) → `flush` (the order of steps) → `postgres` (the sink) → `report` →
+//! `output`; each module says at its top what it owns. The README's Development section
+//! has the whole map.
 
 pub mod check;
 pub mod cli;
 pub mod config;
 pub mod deadline;
 pub mod demo;
+pub mod dry_run;
 pub mod fault;
 pub mod flush;
-pub mod journal;
+pub mod logging;
 pub mod metrics;
-pub mod postgres_sink;
+pub mod model;
+pub mod output;
+pub mod postgres;
 pub mod progress;
-pub mod redis_cluster;
-pub mod redis_source;
+pub mod redis;
 pub mod report;
+pub mod scan;
 pub mod status;
 pub mod stop;
 pub mod tls;
@@ -25,21 +30,18 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
-use cli::{Cli, Command, TargetArgs};
-use config::{FlushConfig, PgConfig, RedisConfig};
-use report::{Report, Status};
+use cli::{Cli, Command};
+use config::{Config, UsageError};
+use output::{finish, write_stdout, Output};
 
-/// Runs one command; `Err` is for usage errors found before any work started.
+/// Runs one command. `Err` is a failure before its work began: a [`UsageError`] (exit 2) or
+/// one the caller reports with exit 1; a run's own failures are in its report.
 pub fn execute(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Run(args) => {
-            let cfg = flush::Config {
-                redis: RedisConfig::from_args(&args.conn)?,
-                pg: PgConfig::from_args(&args.conn)?,
-                flush: FlushConfig::from_args(&args.target)?,
-            };
-            if cfg.redis.cluster && cfg.flush.keep_unknown {
-                return Err(config::UsageError(
+            let cfg = Config::from_run_args(&args)?;
+            if cfg.redis.cluster && cfg.flush.source.keep_unknown {
+                return Err(UsageError(
                     "`--keep-unknown` is not supported on a Redis Cluster yet (the hash would \
                      be in a slot of its own, and parking must be atomic with the journal's \
                      delete); unknown codes are recorded in the ledger either way"
@@ -59,22 +61,24 @@ pub fn execute(cli: Cli) -> Result<ExitCode> {
             // A hung Postgres ends the process from the watchdog thread; the report so far is
             // printed as at any other end.
             let on_hang = out.clone();
-            deadline::on_expiry(move |report| {
-                finish(report, &on_hang);
+            deadline::on_expiry(move |e| {
+                let mut report = report::so_far();
+                report.fail(&e);
+                finish(&report, &on_hang);
             });
-            if !out.dry_run && progress::wanted(out.json, args.no_progress) {
+            if args.dry_run {
+                return Ok(finish(&dry_run::run(&cfg), &out));
+            }
+            if progress::wanted(out.json, args.no_progress) {
                 progress::start();
             }
-            let report = flush::run(&cfg, out.dry_run);
+            let report = flush::run(&cfg);
             progress::finish();
             Ok(finish(&report, &out))
         }
         Command::Check(args) => {
-            let findings = check::run(
-                &RedisConfig::from_args(&args.conn)?,
-                &PgConfig::from_args(&args.conn)?,
-                &FlushConfig::from_args(&args.target)?,
-            );
+            let cfg = Config::from_args(&args.conn, &args.target)?;
+            let findings = check::run(&cfg);
             if args.json {
                 println!("{}", serde_json::to_string(&findings)?);
             } else {
@@ -87,15 +91,8 @@ pub fn execute(cli: Cli) -> Result<ExitCode> {
             })
         }
         Command::Status(args) => {
-            let f = FlushConfig::from_args(&args.target)?;
-            let status = status::gather(
-                &RedisConfig::from_args(&args.conn)?,
-                &PgConfig::from_args(&args.conn)?,
-                &f,
-                args.runs,
-                args.max_age,
-            );
-            let status = match status {
+            let cfg = Config::from_args(&args.conn, &args.target)?;
+            let status = match status::gather(&cfg, args.runs, args.max_age) {
                 Ok(s) => s,
                 Err(e) => {
                     log::error!("{e:#}");
@@ -105,7 +102,7 @@ pub fn execute(cli: Cli) -> Result<ExitCode> {
             if args.json {
                 println!("{}", serde_json::to_string(&status)?);
             } else {
-                print!("{}", status.text(&f));
+                print!("{}", status.text(&cfg.flush));
             }
             Ok(if status.healthy == Some(false) {
                 ExitCode::from(1)
@@ -134,28 +131,11 @@ pub fn execute(cli: Cli) -> Result<ExitCode> {
             write_stdout(&page)
         }
         Command::Demo(args) => {
-            let target = TargetArgs {
-                pattern: args.pattern,
-                table: args.table.clone(),
-                code_column: "short_code".into(),
-                count_column: "access_count".into(),
-                batch_size: 10000,
-                claim_size: 250,
-                statement: cli::Statement::Unnest,
-                keep_unknown: false,
-                unknown_key: "redis_flusher:demo_unknown".into(),
-                ledger_table: format!("{}_batches", args.table),
-                runs_table: format!("{}_runs", args.table),
-                ledger_days: 30,
-                journal_prefix: "redis_flusher:demo_journal:".into(),
-            };
-            let flush_cfg = FlushConfig::from_args(&target)?;
-            let report = demo::run(
-                RedisConfig::from_args(&args.conn)?,
-                PgConfig::from_args(&args.conn)?,
-                flush_cfg,
-            );
-            match report {
+            let mut run = cli::run_args(demo::args(&args.table, &args.pattern))
+                .map_err(|e| UsageError(e.to_string()))?;
+            run.conn = args.conn;
+            let cfg = Config::from_run_args(&run)?;
+            match demo::run(&cfg) {
                 Ok(r) => Ok(finish(&r, &Output::default())),
                 Err(e) => {
                     log::error!("{e:#}");
@@ -163,60 +143,5 @@ pub fn execute(cli: Cli) -> Result<ExitCode> {
                 }
             }
         }
-    }
-}
-
-/// Writes generated text to stdout; a reader that went away (`| head`) is not an error.
-fn write_stdout(bytes: &[u8]) -> Result<ExitCode> {
-    use std::io::Write;
-    match std::io::stdout().write_all(bytes) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(e).context("could not write to stdout")
-        }
-        _ => Ok(ExitCode::SUCCESS),
-    }
-}
-
-/// Where and how a run's report goes.
-#[derive(Debug, Clone, Default)]
-struct Output {
-    json: bool,
-    dry_run: bool,
-    metrics_file: Option<std::path::PathBuf>,
-}
-
-/// Prints the report as asked, writes the metrics file, and maps the report to the exit code
-/// cron and monitoring see.
-fn finish(report: &Report, out: &Output) -> ExitCode {
-    let Output {
-        json,
-        dry_run,
-        ref metrics_file,
-    } = *out;
-    if let Some(path) = metrics_file {
-        // A dry run flushed nothing, and a run that found the lock taken did nothing: the
-        // run that holds the lock writes its own figures.
-        if !dry_run && report.status != Status::Locked {
-            if let Err(e) = metrics::write(path, report) {
-                log::warn!("{e:#}");
-            }
-        }
-    }
-    if report.status == Status::Failed {
-        log::warn!("{}", report.summary());
-    } else {
-        log::info!("{}", report.summary());
-    }
-    if json {
-        match serde_json::to_string(report) {
-            Ok(s) => println!("{s}"),
-            Err(e) => log::error!("BUG: the report cannot be written as JSON: {e}"),
-        }
-    } else if dry_run {
-        print!("{}", report.dry_run_text());
-    }
-    match report.status {
-        Status::Ok | Status::Locked => ExitCode::SUCCESS,
-        Status::Failed => ExitCode::from(1),
     }
 }

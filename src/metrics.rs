@@ -31,7 +31,8 @@ pub fn render(report: &Report, now: f64, last_success: Option<f64>) -> String {
     );
     gauge(
         "redis_flusher_last_run_success",
-        "1 if the last run flushed everything it found, 0 if it failed (nothing is lost; the next run finishes the job).",
+        "1 if the last run flushed everything it found, 0 if it failed (nothing is lost; the \
+         next run finishes the job).",
         if ok { 1.0 } else { 0.0 },
     );
     if let Some(t) = last_success {

@@ -1,13 +1,16 @@
-//! What a run did: counts, examples, timings; the summary log line and `--json`.
+//! What a run did: counts, examples, timings; the summary log line, the dry run's text and
+//! `--json`; and the report so far, for a run that must end early.
 //!
-//! Filled in by `flush.rs`; printed by `main.rs`. Knows no SQL and no Lua.
+//! Filled in by `flush.rs` and `dry_run.rs`; printed by `output.rs`. Knows no SQL and no Lua.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::redis_source::{BadKey, BadReason};
+use crate::model::{BadKey, BadReason};
 
 /// How many example keys or codes a report names.
 pub const EXAMPLES: usize = 5;
@@ -91,6 +94,23 @@ impl Report {
             postgres_seconds: 0.0,
             errors: Vec::new(),
         }
+    }
+
+    /// Runs `work` with a fresh report and returns it: a failure of `work` is recorded in it
+    /// (status failed), and so is the time taken. It is the report so far from the start.
+    pub fn collect(
+        dry_run: bool,
+        keep_unknown: Option<&str>,
+        work: impl FnOnce(&mut Report) -> anyhow::Result<()>,
+    ) -> Report {
+        let started = Instant::now();
+        let mut report = Report::new(dry_run, keep_unknown);
+        keep_so_far(&report);
+        if let Err(e) = work(&mut report) {
+            report.fail(&e);
+        }
+        report.seconds = started.elapsed().as_secs_f64();
+        report
     }
 
     pub fn add_bad(&mut self, bad: &BadKey) {
@@ -179,7 +199,7 @@ impl Report {
             let ex: Vec<String> = self
                 .bad_examples
                 .iter()
-                .map(|b| format!("{} ({})", b.key, reason_text(b.reason)))
+                .map(|b| format!("{} ({})", b.key, b.reason.text()))
                 .collect();
             let _ = write!(s, ": {}", ex.join(", "));
         }
@@ -219,7 +239,7 @@ impl Report {
         let bad: Vec<String> = self
             .bad_examples
             .iter()
-            .map(|b| format!("{} ({})", b.key, reason_text(b.reason)))
+            .map(|b| format!("{} ({})", b.key, b.reason.text()))
             .collect();
         let _ = writeln!(s, "bad keys:             {}{}", self.bad_keys, list(&bad));
         let _ = writeln!(s, "journals pending:     {}", self.pending_journals);
@@ -235,13 +255,27 @@ fn list(items: &[String]) -> String {
     }
 }
 
-pub fn reason_text(r: BadReason) -> &'static str {
-    match r {
-        BadReason::NotInteger => "value is not an integer",
-        BadReason::WrongType => "not a string key",
-        BadReason::CodeNotUtf8 => "code is not UTF-8",
-        BadReason::CodeEmpty => "code is empty",
-        BadReason::CodeHasNul => "code holds a NUL byte",
+/// The report as of the run's last finished step, kept for a run that must end before it
+/// can return its report (the watchdog, `deadline.rs`); with the time the first was kept.
+static SO_FAR: Mutex<Option<(Instant, Report)>> = Mutex::new(None);
+
+/// Keeps `report` as the report so far.
+pub fn keep_so_far(report: &Report) {
+    let mut so_far = SO_FAR.lock().unwrap_or_else(|p| p.into_inner());
+    let started = so_far.as_ref().map_or_else(Instant::now, |(t, _)| *t);
+    *so_far = Some((started, report.clone()));
+}
+
+/// The report so far, its time running up to now (an empty run's report if none was kept).
+pub fn so_far() -> Report {
+    let so_far = SO_FAR.lock().unwrap_or_else(|p| p.into_inner());
+    match &*so_far {
+        Some((started, report)) => {
+            let mut r = report.clone();
+            r.seconds = started.elapsed().as_secs_f64();
+            r
+        }
+        None => Report::new(false, None),
     }
 }
 

@@ -3,13 +3,15 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::config::{FlushConfig, PgConfig, RedisConfig};
-use crate::flush;
-use crate::postgres_sink::{PgSink, RunRow};
-use crate::redis_source::RedisSource;
+use crate::config::{Config, FlushConfig};
+use crate::model::Batch;
+use crate::postgres::{RunRow, Session};
+use crate::redis::RedisSource;
+use crate::report::Report;
+use crate::scan::{scan_in_batches, Take};
 
 #[derive(Debug, Default, Serialize)]
 pub struct Waiting {
@@ -43,39 +45,31 @@ pub struct Status {
 }
 
 /// Gathers the status. `runs` is how many recent runs to list.
-pub fn gather(
-    redis: &RedisConfig,
-    pg: &PgConfig,
-    f: &FlushConfig,
-    runs: u32,
-    max_age: Option<Duration>,
-) -> Result<Status> {
-    let mut source = RedisSource::connect(redis, &f.journal_prefix)?;
+pub fn gather(cfg: &Config, runs: u32, max_age: Option<Duration>) -> Result<Status> {
+    let f = &cfg.flush;
+    let mut redis = RedisSource::connect(&cfg.redis, &f.source)?;
     let mut pending = Pending::default();
-    for id in source.journals(false)? {
-        let (keys, hits) = flush::journal_totals(&mut source, &id)?;
+    for journal in redis.journals(false)? {
+        let batch = Batch::from_chunks(&journal.id, redis.read(&journal)?)
+            .with_context(|| format!("journal {}", journal.key))?;
         pending.batches += 1;
-        pending.keys += keys;
-        pending.hits += hits;
+        pending.keys += batch.keys;
+        pending.hits += batch.total_hits();
     }
-    let seen = flush::waiting(&mut source, f)?;
-    let waiting = Waiting {
-        keys: seen.keys,
-        hits: seen.hits,
-        bad_keys: seen.bad_keys,
-    };
+    let waiting = waiting(&mut redis, f)?;
 
-    let mut sink = PgSink::connect(pg)?;
-    sink.begin_read_only()?;
-    let (last_runs, last_success_age_seconds) = if sink.table_exists(&f.runs_table)? {
+    let mut pg = Session::connect(&cfg.pg)?;
+    pg.begin_read_only()?;
+    let runs_table = &f.ledger.runs_table;
+    let (last_runs, last_success_age_seconds) = if pg.table_exists(runs_table)? {
         (
-            sink.last_runs(&f.runs_table, runs)?,
-            sink.last_success_age(&f.runs_table)?,
+            pg.last_runs(runs_table, runs)?,
+            pg.last_success_age(runs_table)?,
         )
     } else {
         log::info!(
             "no run recorded yet: table `{}` does not exist (the first run creates it)",
-            f.runs_table.name
+            runs_table.name
         );
         (Vec::new(), None)
     };
@@ -91,6 +85,31 @@ pub fn gather(
     })
 }
 
+/// What a run would find under the pattern now: counters, hits, bad keys (no Postgres).
+fn waiting(redis: &mut RedisSource, f: &FlushConfig) -> Result<Waiting> {
+    let mut seen = Report::new(true, None);
+    let (mut keys, mut hits) = (0, 0);
+    scan_in_batches(
+        redis,
+        &f.source,
+        f.batch_size,
+        Take::Inspect,
+        "status",
+        &mut Batch::default(),
+        &mut seen,
+        |batch| {
+            keys += batch.keys;
+            hits += batch.total_hits();
+            Ok(true)
+        },
+    )?;
+    Ok(Waiting {
+        keys,
+        hits,
+        bad_keys: seen.bad_keys,
+    })
+}
+
 impl Status {
     /// The text an operator reads.
     pub fn text(&self, f: &FlushConfig) -> String {
@@ -101,7 +120,7 @@ impl Status {
             "waiting in Redis: {} counters ({} hits) under {}{}",
             self.waiting.keys,
             self.waiting.hits,
-            String::from_utf8_lossy(&f.scan_match),
+            String::from_utf8_lossy(&f.source.scan_match),
             if self.waiting.bad_keys > 0 {
                 format!(
                     ", and {} bad keys a run leaves alone (`run --dry-run` names them)",

@@ -363,7 +363,8 @@ mod tests {
     #[test]
     fn ssl_parameters_come_out_of_the_url_and_the_rest_stays() {
         let (url, tls) = split_url(
-            "postgres://u:p@db:5432/app?sslmode=verify-full&application_name=x&sslrootcert=%2Fetc%2Fca.pem",
+            "postgres://u:p@db:5432/app?sslmode=verify-full&application_name=x\
+             &sslrootcert=%2Fetc%2Fca.pem",
         )
         .unwrap();
         assert_eq!(url, "postgres://u:p@db:5432/app?application_name=x");

@@ -150,42 +150,28 @@ fn cluster_settings_that_cannot_work_are_refused() {
 
 #[test]
 fn a_run_older_than_the_fences_can_claim_nothing() {
-    use clap::Parser;
-    use redis_flusher::cli::{Cli, Command};
-    use redis_flusher::config::RedisConfig;
-    use redis_flusher::redis_source::RedisSource;
+    use redis_flusher::redis::RedisSource;
 
     let cluster = start_cluster(3, 0);
     let env = TestEnv::on(cluster.nodes[0].port, servers().pg_port, 10);
     cluster.set_many(&env.prefix, 10, |_| 1);
-    let cli = Cli::try_parse_from([
-        "redis-flusher",
-        "run",
-        "--redis-cluster",
-        "--redis-url",
-        &cluster.url(),
-    ])
-    .expect("parse");
-    let Command::Run(args) = cli.command else {
-        panic!("parsed run")
-    };
-    let cfg = RedisConfig::from_args(&args.conn).expect("config");
+    let cfg = env.config(&["--redis-cluster", "--redis-url", &cluster.url()]);
     let keys: Vec<Vec<u8>> = (1..=10)
         .map(|i| format!("{}c{i}", env.prefix).into_bytes())
         .collect();
-    let plen = env.prefix.len();
 
     // An old run (token 100) claims half; a newer run (token 200) raises the fences.
-    let mut old = RedisSource::connect(&cfg, &env.journal_prefix).expect("connect");
+    let connect = || RedisSource::connect(&cfg.redis, &cfg.flush.source).expect("connect");
+    let mut old = connect();
     old.raise_fences(100).expect("fences");
     let taken = old
-        .claim("old-0", "c0", true, &keys[..5], plen)
+        .claim("old-0", "c0", true, &keys[..5])
         .expect("claim before the fence");
     assert_eq!(taken.entries.len(), 5);
-    let mut new = RedisSource::connect(&cfg, &env.journal_prefix).expect("connect");
+    let mut new = connect();
     new.raise_fences(200).expect("fences");
     // The old run can take nothing more, in any slot, not even into a new sub-journal.
-    let refused = old.claim("old-0", "c1", false, &keys[5..], plen);
+    let refused = old.claim("old-0", "c1", false, &keys[5..]);
     let err = format!(
         "{:#}",
         refused.expect_err("an older run claimed past the fence")
@@ -197,9 +183,10 @@ fn a_run_older_than_the_fences_can_claim_nothing() {
         "the refused keys stay in Redis"
     );
     // The newer run recovers what the old one took, and finds all of it.
-    let ids = new.journals(true).expect("journals");
+    let journals = new.journals(true).expect("journals");
+    let ids: Vec<&str> = journals.iter().map(|j| j.id.as_str()).collect();
     assert_eq!(ids, ["old-0"]);
-    let chunks = new.seal("old-0").expect("seal");
+    let chunks = new.seal(&journals[0]).expect("seal");
     assert_eq!(chunks.len(), taken.fields.len());
 }
 

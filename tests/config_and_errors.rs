@@ -4,6 +4,7 @@
 mod common;
 
 use common::{start_redis, TestEnv};
+use redis_flusher::redis::RedisSource;
 
 #[test]
 fn dotenv_fills_in_what_the_environment_does_not_set() {
@@ -390,7 +391,10 @@ fn ledger_rows_older_than_the_retention_are_pruned() {
     assert_eq!(ids.len(), 3, "{ids:?}");
     assert_eq!(ids[0], "recent");
     env.pg()
-        .batch_execute("UPDATE redis_flusher_batches SET applied_at = now() - interval '8 days' WHERE batch_id = 'recent'")
+        .batch_execute(
+            "UPDATE redis_flusher_batches SET applied_at = now() - interval '8 days' \
+             WHERE batch_id = 'recent'",
+        )
         .unwrap();
     env.run(&["run", "--ledger-days", "7"]).expect(0);
     let n: i64 = env
@@ -413,8 +417,8 @@ fn a_journal_sealed_by_another_run_stops_a_late_claim() {
     redis::cmd("HSET")
         .arg(&journal)
         .arg("c0")
-        .arg(redis_flusher::journal::encode(&[
-            redis_flusher::journal::Entry {
+        .arg(redis_flusher::model::encode(&[
+            redis_flusher::model::Entry {
                 code: "c1".into(),
                 hits: 2,
             },
@@ -422,17 +426,10 @@ fn a_journal_sealed_by_another_run_stops_a_late_claim() {
         .query::<()>(&mut env.redis())
         .unwrap();
     env.set("c2", "5");
-    let cfg = redis_flusher::config::RedisConfig::from_args(&conn_args(&env)).unwrap();
-    let mut source =
-        redis_flusher::redis_source::RedisSource::connect(&cfg, &env.journal_prefix).unwrap();
+    let cfg = env.config(&[]);
+    let mut source = RedisSource::connect(&cfg.redis, &cfg.flush.source).unwrap();
     let err = source
-        .claim(
-            "sealed-1",
-            "c1",
-            false,
-            &[env.key("c2").into_bytes()],
-            env.prefix.len(),
-        )
+        .claim("sealed-1", "c1", false, &[env.key("c2").into_bytes()])
         .unwrap_err();
     assert!(format!("{err:#}").contains("sealed"), "{err:#}");
     assert_eq!(
@@ -451,40 +448,20 @@ fn a_key_listed_twice_in_one_claim_is_taken_once() {
     let env = TestEnv::new(2);
     env.set("c1", "5");
     env.set("bad", "x");
-    let cfg = redis_flusher::config::RedisConfig::from_args(&conn_args(&env)).unwrap();
-    let mut source =
-        redis_flusher::redis_source::RedisSource::connect(&cfg, &env.journal_prefix).unwrap();
+    let cfg = env.config(&[]);
+    let mut source = RedisSource::connect(&cfg.redis, &cfg.flush.source).unwrap();
     let k = env.key("c1").into_bytes();
     let b = env.key("bad").into_bytes();
     let keys = [k.clone(), b.clone(), k.clone(), b.clone(), k];
-    let seen = source.inspect(&keys, env.prefix.len()).unwrap();
+    let seen = source.inspect(&keys).unwrap();
     assert_eq!(seen.entries.len(), 1);
     assert_eq!(seen.bad.len(), 1);
-    let claimed = source
-        .claim("twice-1", "c0", true, &keys, env.prefix.len())
-        .unwrap();
+    let claimed = source.claim("twice-1", "c0", true, &keys).unwrap();
     assert_eq!(claimed.entries.len(), 1);
     assert_eq!(claimed.entries[0].hits, 5);
     assert_eq!(claimed.bad.len(), 1);
     env.run(&["run"]).expect(0); // recovers the journal
     assert_eq!(env.count("c1"), 5);
-}
-
-fn conn_args(env: &TestEnv) -> redis_flusher::cli::ConnArgs {
-    use clap::Parser;
-    let cli = redis_flusher::cli::Cli::try_parse_from([
-        "redis-flusher",
-        "run",
-        "--redis-host",
-        "127.0.0.1",
-        "--redis-port",
-        &env.redis_port.to_string(),
-    ])
-    .unwrap();
-    match cli.command {
-        redis_flusher::cli::Command::Run(r) => r.conn,
-        _ => unreachable!(),
-    }
 }
 
 #[test]

@@ -197,24 +197,12 @@ fn a_second_run_while_one_holds_the_lock_does_nothing() {
     let env = TestEnv::new(5);
     env.set_many(5, |_| 1);
     // Hold the lock the way a running flush does: a session-level advisory lock.
-    let args = redis_flusher::cli::Cli::try_parse_from([
-        "redis-flusher",
-        "run",
-        "--pattern",
-        &format!("{}*", env.prefix),
-        "--journal-prefix",
-        &env.journal_prefix,
-    ])
-    .unwrap();
-    let redis_flusher::cli::Command::Run(run) = args.command else {
-        unreachable!()
-    };
-    let cfg = redis_flusher::config::FlushConfig::from_args(&run.target).unwrap();
+    let cfg = env.config(&[]);
     let mut holder = env.pg();
     let locked: bool = holder
         .query_one(
             "SELECT pg_try_advisory_lock($1)",
-            &[&redis_flusher::postgres_sink::lock_key(&cfg)],
+            &[&redis_flusher::postgres::lock_key(&cfg.flush.lock_name())],
         )
         .unwrap()
         .get(0);
@@ -237,24 +225,22 @@ fn a_second_run_while_one_holds_the_lock_does_nothing() {
     assert_eq!(env.total(), 5);
 }
 
-use clap::Parser as _;
-
 #[test]
 fn duplicate_codes_in_one_batch_are_summed() {
     let env = TestEnv::new(3);
     // A journal left by a crashed run whose two chunks both claimed c1 (the app INCRed it
     // again between the two claims). Postgres would apply only one VALUES row per code.
-    let chunk0 = redis_flusher::journal::encode(&[
-        redis_flusher::journal::Entry {
+    let chunk0 = redis_flusher::model::encode(&[
+        redis_flusher::model::Entry {
             code: "c1".into(),
             hits: 5,
         },
-        redis_flusher::journal::Entry {
+        redis_flusher::model::Entry {
             code: "c2".into(),
             hits: 1,
         },
     ]);
-    let chunk1 = redis_flusher::journal::encode(&[redis_flusher::journal::Entry {
+    let chunk1 = redis_flusher::model::encode(&[redis_flusher::model::Entry {
         code: "c1".into(),
         hits: 7,
     }]);
@@ -405,7 +391,10 @@ fn bad_keys_are_left_untouched_and_reported() {
     assert_eq!(j["bad_keys"], 14);
     assert_eq!(
         j["bad_by_reason"],
-        serde_json::json!({"not_integer": 7, "wrong_type": 4, "code_not_utf8": 1, "code_empty": 1, "code_has_nul": 1})
+        serde_json::json!({
+            "not_integer": 7, "wrong_type": 4, "code_not_utf8": 1, "code_empty": 1,
+            "code_has_nul": 1
+        })
     );
     assert_eq!(j["bad_examples"].as_array().unwrap().len(), 5);
     assert_eq!(env.count("c1"), 5);
@@ -770,29 +759,7 @@ fn sigterm_applies_what_was_claimed_and_stops_within_seconds() {
         .stderr(std::process::Stdio::piped());
     let child = cmd.spawn().unwrap();
     // Signal once the first batch is committed, so that the run is mid-way.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut pg = env.pg();
-    loop {
-        let exists: bool = pg
-            .query_one(
-                "SELECT to_regclass('redis_flusher_batches') IS NOT NULL",
-                &[],
-            )
-            .unwrap()
-            .get(0);
-        let rows: i64 = if exists {
-            pg.query_one("SELECT count(*) FROM redis_flusher_batches", &[])
-                .unwrap()
-                .get(0)
-        } else {
-            0
-        };
-        if rows > 0 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no batch committed in 20 s");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    env.wait_for_ledger_rows(1);
     let signalled = Instant::now();
     // SAFETY: kill(2) on our own child's pid with a constant signal.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);

@@ -289,7 +289,10 @@ fn status_shows_waiting_pending_and_the_last_runs() {
 
     // The last success an hour and a half ago: unhealthy at --max-age 1h.
     env.pg()
-        .batch_execute("UPDATE redis_flusher_runs SET finished_at = now() - interval '90 minutes', started_at = now() - interval '91 minutes'")
+        .batch_execute(
+            "UPDATE redis_flusher_runs SET finished_at = now() - interval '90 minutes', \
+             started_at = now() - interval '91 minutes'",
+        )
         .unwrap();
     let out = env.run(&["status", "--max-age", "1h"]);
     out.expect(1);

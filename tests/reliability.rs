@@ -10,7 +10,7 @@ mod common;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{servers, start_postgres, start_redis, Outcome, TestEnv};
+use common::{finish_within, servers, start_postgres, start_redis, TestEnv};
 
 /// Starts `run` in the background with short timeouts, so that a broken server is noticed in
 /// seconds.
@@ -24,33 +24,6 @@ fn spawn_run(env: &TestEnv, args: &[&str]) -> Child {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     cmd.spawn().expect("start redis-flusher")
-}
-
-/// Waits for `child` to end, at most `limit`; returns its outcome and how long it took.
-fn finish_within(child: Child, limit: Duration) -> (Outcome, Duration) {
-    let started = Instant::now();
-    let pid = child.id();
-    let waiter = std::thread::spawn(move || child.wait_with_output());
-    while !waiter.is_finished() {
-        if started.elapsed() > limit {
-            common::signal(pid, libc::SIGKILL);
-            let out = waiter.join().expect("join the waiter").expect("wait");
-            panic!(
-                "the run did not end within {limit:?}\nstderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = waiter.join().expect("join the waiter").expect("wait");
-    (
-        Outcome {
-            code: out.status.code(),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        },
-        started.elapsed(),
-    )
 }
 
 /// Enough keys that a debug build takes a second or more to flush them in small batches.
@@ -414,8 +387,9 @@ fn random_kills_while_20k_keys_flush_lose_and_double_nothing() {
     }
     eprintln!(
         "{kills} rounds: {killed} runs killed ({recovery_kills} of them the run right after \
-         a killed one, which recovers its journals first), {finished_first} ended before their kill; a whole run took \
-         {full:?}; {known} known hits and {unknown} unknown, all accounted for after every round"
+         a killed one, which recovers its journals first), {finished_first} ended before \
+         their kill; a whole run took {full:?}; {known} known hits and {unknown} unknown, \
+         all accounted for after every round"
     );
     assert!(
         killed >= kills / 2,
@@ -500,7 +474,10 @@ fn four_runs_at_once_twenty_times_under_load_count_everything_once() {
         unknown += u;
     }
     env.run(&ARGS).expect(0);
-    eprintln!("80 runs: {ran} flushed, {locked} found the lock taken; {known} known INCRs, {unknown} unknown");
+    eprintln!(
+        "80 runs: {ran} flushed, {locked} found the lock taken; {known} known INCRs, \
+         {unknown} unknown"
+    );
     assert!(ran >= 20, "every round has one run that takes the lock");
     assert!(known > 10_000, "the writers made only {known} INCRs");
     assert_eq!(env.total(), known);
@@ -517,7 +494,8 @@ fn live_traffic_from_redis_benchmark_is_counted_exactly() {
     // redis-benchmark writes `__rand_int__` as 12 digits: 000000000000 … 000000099999.
     env.pg()
         .batch_execute(&format!(
-            "INSERT INTO urls (short_code) SELECT lpad(g::text, 12, '0') FROM generate_series(0, {}) g",
+            "INSERT INTO urls (short_code) SELECT lpad(g::text, 12, '0') \
+             FROM generate_series(0, {}) g",
             CODES - 1
         ))
         .expect("create the benchmark's rows");

@@ -1,13 +1,14 @@
-//! The journal's wire format and the in-memory batch built from it.
+//! The plain data every stage shares: claimed entries, keys left alone and why, and the batch
+//! one Postgres transaction applies; and the packed format a claimed chunk has in a journal.
 //!
-//! A claimed chunk is stored in Redis as one packed value (see `redis_source.rs` for where):
-//! for each claimed key, `<byte length of code>:<code><value>\n`. The code is length-prefixed
-//! because it may hold any UTF-8 text, newlines and colons included; the value is a base-10
-//! integer that the claim script has already checked, so it never holds `\n`.
-//! The same decoder reads what a claim returns and what recovery finds, so a batch is applied
-//! from exactly the bytes that were journaled.
+//! No I/O lives here, and nothing here knows Redis, Postgres or the command line.
 //!
-//! No I/O lives here.
+//! A claimed chunk is stored in Redis as one packed value: for each claimed key,
+//! `<byte length of code>:<code><value>\n`. The code is length-prefixed because it may hold
+//! any UTF-8 text, newlines and colons included; the value is a base-10 integer that the claim
+//! script has already checked, so it never holds `\n`. The same decoder reads what a claim
+//! returns and what recovery finds, so a batch is applied from exactly the bytes that were
+//! journaled.
 
 use std::collections::BTreeMap;
 
@@ -18,6 +19,69 @@ use anyhow::{bail, Context, Result};
 pub struct Entry {
     pub code: String,
     pub hits: i64,
+}
+
+/// Why a key was left in Redis instead of being flushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BadReason {
+    /// The value is not a base-10 integer within 64 bits.
+    NotInteger,
+    /// The key is a hash, list, set, stream… not a string.
+    WrongType,
+    /// The key minus the prefix is not UTF-8, so it cannot be a code in the table.
+    CodeNotUtf8,
+    /// The key is the prefix alone.
+    CodeEmpty,
+    /// The code holds a NUL byte, which Postgres text cannot store.
+    CodeHasNul,
+}
+
+impl BadReason {
+    /// How a log line or report says it.
+    pub fn text(self) -> &'static str {
+        match self {
+            BadReason::NotInteger => "value is not an integer",
+            BadReason::WrongType => "not a string key",
+            BadReason::CodeNotUtf8 => "code is not UTF-8",
+            BadReason::CodeEmpty => "code is empty",
+            BadReason::CodeHasNul => "code holds a NUL byte",
+        }
+    }
+}
+
+/// A key left untouched, and why.
+#[derive(Debug, Clone)]
+pub struct BadKey {
+    pub key: Vec<u8>,
+    pub reason: BadReason,
+}
+
+/// What one claim (or a read-only inspection) found.
+#[derive(Debug, Default)]
+pub struct Claimed {
+    /// The valid counters taken (an inspection: that would be taken), decoded from the same
+    /// packed bytes the claim wrote to the journal.
+    pub entries: Vec<Entry>,
+    pub bad: Vec<BadKey>,
+    /// The journal fields the claim wrote (none if it took nothing; on a cluster, one per
+    /// slot, named `<slot>/<field>`).
+    pub fields: Vec<String>,
+}
+
+/// Checks the code part of a key before it is ever claimed: a key with a code that cannot
+/// be in the table is left alone and reported, never moved to a journal.
+pub fn check_code(key: &[u8], prefix_len: usize) -> Option<BadReason> {
+    let code = &key[prefix_len.min(key.len())..];
+    if code.is_empty() {
+        Some(BadReason::CodeEmpty)
+    } else if std::str::from_utf8(code).is_err() {
+        Some(BadReason::CodeNotUtf8)
+    } else if code.contains(&0) {
+        Some(BadReason::CodeHasNul)
+    } else {
+        None
+    }
 }
 
 /// Encodes entries in the journal format. The claim script builds the same bytes in Lua;
@@ -79,9 +143,9 @@ pub struct Batch {
     pub fields: Vec<String>,
     /// Chunks claimed into this batch so far; names the next one (`c<n>`).
     pub chunks: u32,
-    /// Hits per code, summed: Postgres applies only one of two `VALUES` rows with the same
-    /// code, so duplicates must never reach the UPDATE. Sorted, so every batch locks rows in
-    /// the same order as every other (no deadlocks between overlapping writers).
+    /// Hits per code, summed: Postgres applies only one of two rows with the same code, so
+    /// duplicates must never reach the UPDATE. Sorted, so every batch locks rows in the same
+    /// order as every other (no deadlocks between overlapping writers).
     pub hits: BTreeMap<String, i64>,
     /// Keys claimed (before summing), for the report.
     pub keys: u64,
@@ -93,6 +157,18 @@ impl Batch {
             id,
             ..Batch::default()
         }
+    }
+
+    /// The batch a journal holds: its chunks as (field, packed), decoded and summed. An error
+    /// names the chunk that cannot be read; the journal must then be left for an operator.
+    pub fn from_chunks(id: &str, chunks: Vec<(String, Vec<u8>)>) -> Result<Batch> {
+        let mut batch = Batch::new(id.to_owned());
+        for (field, packed) in chunks {
+            let entries = decode(&packed).with_context(|| format!("chunk {field}"))?;
+            batch.add(entries)?;
+            batch.fields.push(field);
+        }
+        Ok(batch)
     }
 
     /// Adds claimed entries. Fails when one code's hits overflow 64 bits, which no column
@@ -129,6 +205,15 @@ mod tests {
             code: code.into(),
             hits,
         }
+    }
+
+    #[test]
+    fn codes_that_cannot_be_in_a_table_are_refused_before_a_claim() {
+        assert_eq!(check_code(b"p:abc", 2), None);
+        assert_eq!(check_code(b"p:", 2), Some(BadReason::CodeEmpty));
+        assert_eq!(check_code(b"p:\xff\xfe", 2), Some(BadReason::CodeNotUtf8));
+        assert_eq!(check_code(b"p:a\0b", 2), Some(BadReason::CodeHasNul));
+        assert_eq!(check_code("p:😀".as_bytes(), 2), None);
     }
 
     #[test]
@@ -185,5 +270,21 @@ mod tests {
     fn batch_refuses_a_sum_past_64_bits() {
         let mut b = Batch::new("b1".into());
         assert!(b.add(vec![e("a", i64::MAX), e("a", 1)]).is_err());
+    }
+
+    #[test]
+    fn a_batch_from_chunks_keeps_their_fields_and_names_a_bad_one() {
+        let b = Batch::from_chunks(
+            "b1",
+            vec![
+                ("c0".into(), encode(&[e("a", 2)])),
+                ("c1".into(), encode(&[e("a", 3), e("b", 1)])),
+            ],
+        )
+        .unwrap();
+        assert_eq!(b.fields, ["c0", "c1"]);
+        assert_eq!((b.keys, b.total_hits()), (3, 6));
+        let err = Batch::from_chunks("b1", vec![("c7".into(), b"x".to_vec())]).unwrap_err();
+        assert!(format!("{err:#}").starts_with("chunk c7: "), "{err:#}");
     }
 }

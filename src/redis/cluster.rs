@@ -18,60 +18,16 @@
 //! fails the run's next command (`MOVED`, `READONLY`), nothing is lost, and the next run
 //! reads the new topology and recovers.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::OnceLock;
+use std::collections::{BTreeMap, HashSet};
 
-use anyhow::{bail, Context, Result};
-use redis::{Connection, IntoConnectionInfo, Script, Value};
+use anyhow::{Context, Result};
+use redis::{Connection, IntoConnectionInfo, Value};
 
+use super::conn::{connect_to, facts, glob_escape, scan_step, RedisFacts};
+use super::scripts::{self, scripts};
+use super::slots::{slot, tags, Topology, SLOTS};
 use crate::config::RedisConfig;
-use crate::redis_source::{bad_pairs, connect_to, glob_escape, pairs, scan_step, Claimed};
-
-pub const SLOTS: usize = 16384;
-
-/// The hash slot of a key, with Redis Cluster's hash-tag rule: the part between the first
-/// `{` and the next `}`, if that part is not empty.
-pub fn slot(key: &[u8]) -> u16 {
-    let hashed = key
-        .iter()
-        .position(|&b| b == b'{')
-        .and_then(|open| {
-            let rest = &key[open + 1..];
-            rest.iter()
-                .position(|&b| b == b'}')
-                .filter(|&close| close > 0)
-                .map(|close| &rest[..close])
-        })
-        .unwrap_or(key);
-    crc16::State::<crc16::XMODEM>::calculate(hashed) % SLOTS as u16
-}
-
-/// A short hash tag for each slot: `tags()[s]` hashes to slot `s`.
-pub fn tags() -> &'static [String] {
-    static TAGS: OnceLock<Vec<String>> = OnceLock::new();
-    TAGS.get_or_init(|| {
-        let mut tags = vec![String::new(); SLOTS];
-        let mut left = SLOTS;
-        let mut i: u64 = 0;
-        while left > 0 {
-            let t = i.to_string();
-            let s = slot(t.as_bytes()) as usize;
-            if tags[s].is_empty() {
-                tags[s] = t;
-                left -= 1;
-            }
-            i += 1;
-        }
-        tags
-    })
-}
-
-/// Raises a slot's fence to ARGV[1] unless it is already higher.
-const LUA_FENCE: &str = r#"
-local f = redis.call('GET', KEYS[1])
-if not f or tonumber(f) < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
-return 1
-"#;
+use crate::model::Claimed;
 
 /// Runs a pipeline whose replies are all `T`. A failure is reported once, with how many
 /// commands failed, not as the list of thousands that a fence pipeline can produce.
@@ -107,24 +63,18 @@ pub struct Cluster {
     scan_at: (usize, u64),
     /// The batch being claimed and the slots that already have its sub-journal.
     created: (String, HashSet<u16>),
-    /// Recovery's view: batch id → slots holding one of its sub-journals.
-    located: HashMap<String, Vec<u16>>,
-    fence: Script,
     /// This run's token; claims carry it.
     pub token: i64,
 }
 
 impl Cluster {
     /// Reads the topology from the first seed that answers and connects to every master.
-    pub fn connect(
-        cfg: &RedisConfig,
-        journal_prefix: &str,
-        scripts: &[&Script],
-    ) -> Result<Cluster> {
+    pub fn connect(cfg: &RedisConfig, journal_prefix: &str) -> Result<Cluster> {
         let mut last = None;
         let mut topology = None;
         for seed in &cfg.seeds {
-            match connect_to(cfg, seed).and_then(|mut con| {
+            let name = format!("{} (a node of {})", seed.addr(), cfg.display);
+            match connect_to(cfg, seed, &name).and_then(|mut con| {
                 redis::cmd("CLUSTER")
                     .arg("SLOTS")
                     .query::<Value>(&mut con)
@@ -145,44 +95,11 @@ impl Cluster {
         let Some(topology) = topology else {
             return Err(last.unwrap_or_else(|| anyhow::anyhow!("no Redis Cluster seed given")));
         };
-        let mut owner = vec![usize::MAX; SLOTS];
-        let mut masters: BTreeMap<(String, u16), usize> = BTreeMap::new();
-        let Value::Array(ranges) = topology else {
-            bail!("CLUSTER SLOTS: unexpected reply {topology:?}");
-        };
-        for range in ranges {
-            let Value::Array(parts) = range else {
-                bail!("CLUSTER SLOTS: unexpected range")
-            };
-            let (Some(Value::Int(start)), Some(Value::Int(end)), Some(Value::Array(master))) =
-                (parts.first(), parts.get(1), parts.get(2))
-            else {
-                bail!("CLUSTER SLOTS: unexpected range {parts:?}");
-            };
-            let host = match master.first() {
-                Some(Value::BulkString(h)) => String::from_utf8_lossy(h).into_owned(),
-                Some(Value::SimpleString(h)) => h.clone(),
-                other => bail!("CLUSTER SLOTS: unexpected host {other:?}"),
-            };
-            let Some(Value::Int(port)) = master.get(1) else {
-                bail!("CLUSTER SLOTS: unexpected port");
-            };
-            let n = masters.len();
-            let idx = *masters.entry((host, *port as u16)).or_insert(n);
-            for s in *start..=*end {
-                owner[s as usize] = idx;
-            }
-        }
-        if let Some(s) = owner.iter().position(|&o| o == usize::MAX) {
-            bail!(
-                "Redis Cluster at {}: slot {s} has no master (the cluster is not fully set \
-                 up, or is failing over); try again once `CLUSTER INFO` says cluster_state:ok",
-                cfg.display
-            );
-        }
-        let mut nodes: Vec<Option<Node>> = (0..masters.len()).map(|_| None).collect();
+        let Topology { owner, masters } = Topology::parse(topology)
+            .with_context(|| format!("Redis Cluster at {}: reading CLUSTER SLOTS", cfg.display))?;
+        let mut nodes = Vec::with_capacity(masters.len());
         let seed = cfg.seeds.first().context("no Redis Cluster seed given")?;
-        for ((host, port), idx) in masters {
+        for (host, port) in masters {
             // Over TLS when the seeds are (`rediss://`), checked against the name the cluster
             // announces (set `cluster-preferred-endpoint-type hostname` for certificates that
             // name hosts).
@@ -201,32 +118,36 @@ impl Cluster {
                     format!("CLUSTER SLOTS named a master {host}:{port} we cannot address")
                 })?
                 .set_redis_settings(seed.redis_settings().clone());
-            let mut con = connect_to(cfg, &info)?;
-            for s in scripts {
+            let mut con = connect_to(
+                cfg,
+                &info,
+                &format!("{host}:{port} (a node of {})", cfg.display),
+            )?;
+            let all = scripts();
+            for s in [&all.claim, &all.inspect, &all.seal, &all.ack, &all.fence] {
                 s.prepare_invoke()
                     .load(&mut con)
                     .with_context(|| format!("loading a script into Redis at {host}:{port}"))?;
             }
-            nodes[idx] = Some(Node {
+            nodes.push(Node {
                 addr: format!("{host}:{port}"),
                 con,
             });
         }
         Ok(Cluster {
-            nodes: nodes.into_iter().flatten().collect(),
+            nodes,
             owner,
             journal_prefix: journal_prefix.to_owned(),
             scan_at: (0, 0),
             created: (String::new(), HashSet::new()),
-            located: HashMap::new(),
-            fence: Script::new(LUA_FENCE),
             token: 0,
         })
     }
 
-    /// A connection to the first master (for INFO and the like).
-    pub fn first(&mut self) -> &mut Connection {
-        &mut self.nodes[0].con
+    /// The first master's facts (`check` reads them).
+    pub fn facts(&mut self) -> Result<RedisFacts> {
+        let node = &mut self.nodes[0];
+        facts(&mut node.con, &node.addr)
     }
 
     pub fn masters(&self) -> Vec<String> {
@@ -266,19 +187,13 @@ impl Cluster {
     /// lower token can claim anything any more.
     pub fn raise_fences(&mut self, token: i64) -> Result<()> {
         self.token = token;
-        let hash = self.fence.get_hash().to_owned();
+        let hash = scripts().fence.get_hash();
         for (idx, node) in self.nodes.iter_mut().enumerate() {
-            self.fence
-                .prepare_invoke()
-                .load(&mut node.con)
-                .with_context(|| {
-                    format!("Redis at {}: loading the fence script failed", node.addr)
-                })?;
             let mut pipe = redis::pipe();
             for s in 0..SLOTS {
                 if self.owner[s] == idx {
                     let key = format!("{}{{{}}}fence", self.journal_prefix, tags()[s]);
-                    pipe.cmd("EVALSHA").arg(&hash).arg(1).arg(key).arg(token);
+                    pipe.cmd("EVALSHA").arg(hash).arg(1).arg(key).arg(token);
                 }
             }
             run_pipe::<i64>(&mut pipe, &mut node.con, &node.addr, "raising the fences")?;
@@ -305,7 +220,6 @@ impl Cluster {
     /// written.
     pub fn claim(
         &mut self,
-        script: &Script,
         batch_id: &str,
         field: &str,
         keys: &[Vec<u8>],
@@ -322,10 +236,9 @@ impl Cluster {
             for (&s, ks) in &slots {
                 let create = !self.created.1.contains(&s);
                 pipe.cmd("EVALSHA")
-                    .arg(script.get_hash())
-                    .arg(3 + ks.len())
+                    .arg(scripts().claim.get_hash())
+                    .arg(2 + ks.len())
                     .arg(self.key(s, batch_id))
-                    .arg(self.key(s, "index"))
                     .arg(self.key(s, "fence"))
                     .arg(ks)
                     .arg(prefix_len)
@@ -342,29 +255,22 @@ impl Cluster {
                     self.created.1.insert(s);
                     out.fields.push(format!("{s}/{field}"));
                 }
-                out.entries.extend(
-                    crate::journal::decode(&packed)
-                        .context("BUG: a claim script packed a chunk we cannot read")?,
-                );
-                out.bad.extend(bad_pairs(bad)?);
+                let claimed = scripts::claimed(&packed, bad)?;
+                out.entries.extend(claimed.entries);
+                out.bad.extend(claimed.bad);
             }
         }
         Ok(out)
     }
 
     /// Reads what a claim would take, per slot, changing nothing.
-    pub fn inspect(
-        &mut self,
-        script: &Script,
-        keys: &[Vec<u8>],
-        prefix_len: usize,
-    ) -> Result<Claimed> {
+    pub fn inspect(&mut self, keys: &[Vec<u8>], prefix_len: usize) -> Result<Claimed> {
         let mut out = Claimed::default();
         for (idx, slots) in self.by_node(keys) {
             let mut pipe = redis::pipe();
             for ks in slots.values() {
                 pipe.cmd("EVALSHA")
-                    .arg(script.get_hash())
+                    .arg(scripts().inspect.get_hash())
                     .arg(ks.len())
                     .arg(ks)
                     .arg(prefix_len);
@@ -377,21 +283,19 @@ impl Cluster {
                 "the inspection script",
             )?;
             for (packed, bad) in replies {
-                out.entries.extend(
-                    crate::journal::decode(&packed)
-                        .context("BUG: an inspection script packed a chunk we cannot read")?,
-                );
-                out.bad.extend(bad_pairs(bad)?);
+                let claimed = scripts::claimed(&packed, bad)?;
+                out.entries.extend(claimed.entries);
+                out.bad.extend(claimed.bad);
             }
         }
         Ok(out)
     }
 
-    /// The ids of every batch with a sub-journal on any master (a SCAN of each master for the
-    /// journal prefix); remembers where each one's sub-journals are.
-    pub fn journals(&mut self) -> Result<Vec<String>> {
+    /// Every batch with a sub-journal on any master (a SCAN of each master for the journal
+    /// prefix), with the slots that hold one, sorted by id.
+    pub fn journals(&mut self) -> Result<Vec<(String, Vec<u16>)>> {
         let pattern = format!("{}*", glob_escape(&self.journal_prefix));
-        let mut located: HashMap<String, Vec<u16>> = HashMap::new();
+        let mut located: BTreeMap<String, Vec<u16>> = BTreeMap::new();
         for node in &mut self.nodes {
             let mut cursor = 0u64;
             loop {
@@ -407,6 +311,7 @@ impl Cluster {
                     let name = String::from_utf8(rest[close + 1..].to_vec()).context(
                         "a journal key is not UTF-8; it was not written by redis-flusher",
                     )?;
+                    // `index`: the per-slot index that versions before 0.2 wrote.
                     if name == "index" || name == "fence" || name.is_empty() {
                         continue;
                     }
@@ -418,51 +323,57 @@ impl Cluster {
                 cursor = next;
             }
         }
-        let mut ids: Vec<String> = located.keys().cloned().collect();
-        ids.sort();
-        for slots in located.values_mut() {
-            slots.sort_unstable();
-            slots.dedup();
-        }
-        self.located = located;
-        Ok(ids)
+        Ok(located
+            .into_iter()
+            .map(|(id, mut slots)| {
+                slots.sort_unstable();
+                slots.dedup();
+                (id, slots)
+            })
+            .collect())
     }
 
-    /// Seals each sub-journal of `batch_id` and returns its chunks as (`<slot>/<field>`, packed).
-    pub fn seal(&mut self, script: &Script, batch_id: &str) -> Result<Vec<(String, Vec<u8>)>> {
-        self.gather(batch_id, "sealing", |con, journal, index| {
-            script.key(journal).key(index).arg(batch_id).invoke(con)
+    /// Seals each sub-journal of `batch_id` (in `slots`) and returns its chunks as
+    /// (`<slot>/<field>`, packed).
+    pub fn seal(&mut self, batch_id: &str, slots: &[u16]) -> Result<Vec<(String, Vec<u8>)>> {
+        self.gather(batch_id, slots, "sealing", |con, journal| {
+            // No index on a cluster: the journal stands in for it (seal.lua).
+            scripts()
+                .seal
+                .key(journal)
+                .key(journal)
+                .arg(batch_id)
+                .invoke(con)
         })
     }
 
-    /// Reads each sub-journal of `batch_id`, changing nothing.
-    pub fn read_journal(&mut self, batch_id: &str) -> Result<Vec<(String, Vec<u8>)>> {
-        self.gather(batch_id, "reading", |con, journal, _| {
+    /// Reads each sub-journal of `batch_id` (in `slots`), changing nothing.
+    pub fn read(&mut self, batch_id: &str, slots: &[u16]) -> Result<Vec<(String, Vec<u8>)>> {
+        self.gather(batch_id, slots, "reading", |con, journal| {
             redis::cmd("HGETALL").arg(journal).query(con)
         })
     }
 
-    /// Runs `call` (connection, sub-journal key, its slot's index key) at the master of each
-    /// sub-journal of `batch_id`, and gathers the fields and values it returns as
-    /// (`<slot>/<field>`, value), without the `open` mark. `doing` names the step in errors.
+    /// Runs `call` (connection, sub-journal key) at the master of each sub-journal of
+    /// `batch_id`, and gathers the fields and values it returns as (`<slot>/<field>`, value),
+    /// without the `open` mark. `doing` names the step in errors.
     fn gather(
         &mut self,
         batch_id: &str,
+        slots: &[u16],
         doing: &str,
-        mut call: impl FnMut(&mut Connection, &str, &str) -> redis::RedisResult<Vec<Vec<u8>>>,
+        mut call: impl FnMut(&mut Connection, &str) -> redis::RedisResult<Vec<Vec<u8>>>,
     ) -> Result<Vec<(String, Vec<u8>)>> {
-        let slots = self.located.get(batch_id).cloned().unwrap_or_default();
         let mut out = Vec::new();
-        for s in slots {
-            let (journal, index) = (self.key(s, batch_id), self.key(s, "index"));
+        for &s in slots {
+            let journal = self.key(s, batch_id);
             let node = &mut self.nodes[self.owner[s as usize]];
-            let flat = call(&mut node.con, &journal, &index).with_context(|| {
+            let flat = call(&mut node.con, &journal).with_context(|| {
                 format!("Redis at {}: {doing} journal {journal} failed", node.addr)
             })?;
             out.extend(
-                pairs(flat)?
+                scripts::chunks(flat)?
                     .into_iter()
-                    .filter(|(f, _)| f != "open")
                     .map(|(f, v)| (format!("{s}/{f}"), v)),
             );
         }
@@ -471,7 +382,7 @@ impl Cluster {
 
     /// Deletes a committed batch's chunks, sub-journal by sub-journal. True if every one was
     /// still there.
-    pub fn ack(&mut self, script: &Script, batch_id: &str, fields: &[String]) -> Result<bool> {
+    pub fn ack(&mut self, batch_id: &str, fields: &[String]) -> Result<bool> {
         let mut by_slot: BTreeMap<u16, Vec<&str>> = BTreeMap::new();
         for f in fields {
             let (s, field) = f
@@ -483,12 +394,13 @@ impl Cluster {
         let mut all = true;
         for (s, fs) in by_slot {
             let journal = self.key(s, batch_id);
-            let (unknown, index) = (self.key(s, "unknown"), self.key(s, "index"));
+            let unknown = self.key(s, "unknown");
             let node = &mut self.nodes[self.owner[s as usize]];
-            let mut inv = script.prepare_invoke();
+            let mut inv = scripts().ack.prepare_invoke();
+            // No index on a cluster: the journal stands in for it (ack.lua).
             inv.key(&journal)
                 .key(unknown)
-                .key(index)
+                .key(&journal)
                 .arg(batch_id)
                 .arg(fs.len());
             for f in fs {
@@ -500,28 +412,5 @@ impl Cluster {
             all &= done == 1;
         }
         Ok(all)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slots_follow_the_cluster_spec() {
-        // Examples from the Redis Cluster specification and redis-cli CLUSTER KEYSLOT.
-        assert_eq!(slot(b"123456789"), 12739);
-        assert_eq!(slot(b"foo"), 12182);
-        assert_eq!(slot(b"{user1000}.following"), slot(b"user1000"));
-        assert_eq!(slot(b"foo{}{bar}"), slot(b"foo{}{bar}")); // empty tag: the whole key
-        assert_ne!(slot(b"foo{}{bar}"), slot(b"bar"));
-        assert_eq!(slot(b"foo{{bar}}zap"), slot(b"{bar"));
-    }
-
-    #[test]
-    fn every_slot_has_a_tag_that_hashes_to_it() {
-        for (s, tag) in tags().iter().enumerate() {
-            assert_eq!(slot(format!("x{{{tag}}}y").as_bytes()) as usize, s);
-        }
     }
 }

@@ -1,0 +1,109 @@
+//! How to reach PostgreSQL: `DATABASE_URL` or the `DB_*` parts, a password from the
+//! environment, libpq's `sslmode`; and a name for the server that is safe to log.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use super::env::secret_env;
+use super::usage::usage;
+use crate::cli::ConnArgs;
+
+/// How to reach PostgreSQL.
+#[derive(Clone)]
+pub struct PgConfig {
+    pub config: postgres::Config,
+    /// The TLS connector, checking what `sslmode` asks for (`tls.rs`).
+    pub tls: tokio_postgres_rustls::MakeRustlsConnect,
+    /// `user@host:port/dbname`, without the password: safe for logs and errors.
+    pub display: String,
+    pub statement_timeout: Duration,
+    /// How long a statement waits for a row lock (`lock_timeout`).
+    pub lock_timeout: Duration,
+}
+
+impl PgConfig {
+    pub fn from_args(c: &ConnArgs) -> anyhow::Result<PgConfig> {
+        let password = secret_env("DB_PASSWORD")?;
+        let mut tls = crate::tls::PgTls {
+            mode: c
+                .db_sslmode
+                .as_deref()
+                .filter(|m| !m.is_empty())
+                .map(|m| {
+                    m.parse()
+                        .map_err(|e: String| usage(format!("`DB_SSLMODE`: {e}")))
+                })
+                .transpose()?,
+            rootcert: c.db_sslrootcert.clone(),
+            cert: None,
+            key: None,
+        };
+        let mut config = match c.database_url.as_deref().filter(|u| !u.is_empty()) {
+            // The parser's messages name the option, never its value, so they are safe.
+            Some(url) => {
+                let (url, in_url) = crate::tls::split_url(url)
+                    .map_err(|e| usage(format!("`DATABASE_URL`: {e}")))?;
+                tls.mode = in_url.mode.or(tls.mode);
+                tls.rootcert = in_url.rootcert.or(tls.rootcert);
+                tls.cert = in_url.cert;
+                tls.key = in_url.key;
+                postgres::Config::from_str(&url).map_err(|e| {
+                    usage(format!(
+                        "`DATABASE_URL` is not a valid PostgreSQL URL \
+                     (expected postgres://user[:password]@host[:port]/dbname): {e}"
+                    ))
+                })?
+            }
+            None => {
+                if c.db_host.is_empty() {
+                    return Err(usage("`DB_HOST` is empty: set it or `DATABASE_URL`"));
+                }
+                let mut config = postgres::Config::new();
+                config
+                    .host(&c.db_host)
+                    .port(c.db_port)
+                    .dbname(&c.db_name)
+                    .user(&c.db_user);
+                config
+            }
+        };
+        if config.get_password().is_none() {
+            if let Some(p) = password {
+                config.password(p);
+            }
+        }
+        if config.get_user().is_none() {
+            config.user(&c.db_user);
+        }
+        let mode = tls.mode.unwrap_or(crate::tls::SslMode::Prefer);
+        config.ssl_mode(mode.for_crate());
+        let connector = crate::tls::pg_connector(&tls).map_err(|e| usage(format!("{e:#}")))?;
+        config
+            .connect_timeout(Duration::from_secs(c.connect_timeout.max(1)))
+            .application_name("redis-flusher")
+            // Notices ("relation … already exists, skipping") are not news to an operator.
+            .notice_callback(|n| log::debug!("PostgreSQL notice: {}", n.message()));
+        let host = match config.get_hosts().first() {
+            Some(postgres::config::Host::Tcp(h)) => h.clone(),
+            Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
+            None => "localhost".to_owned(),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let user = config.get_user().unwrap_or_default();
+        let display = format!(
+            "{user}@{host}:{port}/{}{}",
+            config.get_dbname().unwrap_or(user),
+            match mode {
+                crate::tls::SslMode::Disable | crate::tls::SslMode::Prefer => String::new(),
+                m => format!(" (sslmode={})", m.as_str()),
+            }
+        );
+        Ok(PgConfig {
+            config,
+            tls: connector,
+            display,
+            statement_timeout: Duration::from_secs(c.statement_timeout.max(1)),
+            lock_timeout: Duration::from_secs(c.lock_timeout.max(1)),
+        })
+    }
+}

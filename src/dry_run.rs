@@ -1,0 +1,83 @@
+//! `run --dry-run`: the same SCAN and checks as a run, a read-only look at Postgres, and no
+//! write anywhere (not even the ledger table is created, nor a lost journal index rebuilt).
+
+use anyhow::Result;
+
+use crate::config::{Config, FlushConfig};
+use crate::model::Batch;
+use crate::postgres::{Session, TableFacts};
+use crate::redis::RedisSource;
+use crate::report::Report;
+use crate::scan::{scan_in_batches, Take};
+
+/// Reports what a run would do now. Failures are recorded in the report, as a run's are.
+pub fn run(cfg: &Config) -> Report {
+    Report::collect(true, cfg.flush.source.parked_in(), |report| {
+        dry(cfg, report)
+    })
+}
+
+fn dry(cfg: &Config, report: &mut Report) -> Result<()> {
+    let f = &cfg.flush;
+    let mut pg = Session::connect(&cfg.pg)?;
+    pg.begin_read_only()?;
+    if !pg.check_target(&f.target)?.indexed {
+        log::warn!("{}", TableFacts::index_advice(&f.target));
+    }
+    let mut redis = RedisSource::connect(&cfg.redis, &f.source)?;
+
+    let ledger = pg.table_exists(&f.ledger.ledger_table)?;
+    for journal in redis.journals(false)? {
+        let applied = ledger && pg.applied(&f.ledger.ledger_table, &journal.id)?.is_some();
+        let keys = Batch::from_chunks(&journal.id, redis.read(&journal)?).map_or(0, |b| b.keys);
+        report.pending_journals += 1;
+        log::info!(
+            "journal {} ({keys} keys) is pending from a failed run; {}",
+            journal.key,
+            if applied {
+                "already applied, a run only deletes it"
+            } else {
+                "a run applies it first"
+            }
+        );
+    }
+
+    // The run's own SCAN and batching, with a read-only look instead of a claim. Bad keys
+    // and Redis time are counted apart and merged, as the run merges its claim thread's.
+    let mut scanned = Report::new(true, None);
+    scan_in_batches(
+        &mut redis,
+        &f.source,
+        f.batch_size,
+        Take::Inspect,
+        "dry-run",
+        &mut Batch::default(),
+        &mut scanned,
+        |batch| would_apply(&mut pg, f, &batch, report).map(|()| true),
+    )?;
+    report.merge_claims(&scanned);
+    Ok(())
+}
+
+/// What applying `batch` would do, read from the table.
+fn would_apply(
+    pg: &mut Session,
+    f: &FlushConfig,
+    batch: &Batch,
+    report: &mut Report,
+) -> Result<()> {
+    let codes: Vec<&str> = batch.hits.keys().map(String::as_str).collect();
+    let (found, rows) = pg.existing(&f.target, &codes)?;
+    let unknown: Vec<(String, i64)> = batch
+        .hits
+        .iter()
+        .filter(|(c, _)| !found.contains(*c))
+        .map(|(c, h)| (c.clone(), *h))
+        .collect();
+    report.batches += 1;
+    report.keys += batch.keys;
+    report.hits += batch.total_hits();
+    report.rows_updated += rows;
+    report.add_unknown(&unknown);
+    Ok(())
+}

@@ -1,0 +1,152 @@
+//! What the catalog says about the target and the role: the table's columns and their types,
+//! an index on the code column, privileges, the server's settings. Reads only.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Result};
+
+use super::session::{get, Session};
+use crate::config::{Ident, TargetConfig};
+
+/// What [`Session::check_target`] found out about the table.
+#[derive(Debug, Clone)]
+pub struct TableFacts {
+    pub code_type: String,
+    /// The count column's type as Postgres names it, for the overflow advice.
+    pub count_type: String,
+    /// Whether an index starts with the code column; without one every batch reads the whole
+    /// table.
+    pub indexed: bool,
+}
+
+impl TableFacts {
+    /// The advice for a table without an index on the code column.
+    pub fn index_advice(target: &TargetConfig) -> String {
+        format!(
+            "table `{t}` has no index on `{c}`: every batch reads the whole table; create one \
+             with `CREATE UNIQUE INDEX ON {tq} ({cq})`",
+            t = target.table.name,
+            c = target.code_column.name,
+            tq = target.table.quoted,
+            cq = target.code_column.quoted
+        )
+    }
+}
+
+const CATALOG: &str = "the catalog";
+
+impl Session {
+    /// Checks that the table and both columns exist, reads their types, and says whether the
+    /// code column is indexed.
+    pub fn check_target(&mut self, target: &TargetConfig) -> Result<TableFacts> {
+        let table = &target.table;
+        let rows = self.call(&format!("looking up table `{}`", table.name), |c| {
+            c.query(
+                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) \
+                 FROM pg_attribute a \
+                 WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
+                &[&table.quoted],
+            )
+        })?;
+        if rows.is_empty() {
+            bail!(
+                "table `{}` does not exist in PostgreSQL at {} (or this role cannot see it): \
+                 check `DB_NAME` and `--table`",
+                table.name,
+                self.display
+            );
+        }
+        let mut columns = BTreeMap::new();
+        for r in &rows {
+            columns.insert(get::<String>(r, 0, CATALOG)?, get::<String>(r, 1, CATALOG)?);
+        }
+        for (flag, col) in [
+            ("--code-column", &target.code_column),
+            ("--count-column", &target.count_column),
+        ] {
+            if !columns.contains_key(&col.name) {
+                bail!(
+                    "table `{}` has no column `{}`: set `{flag}` (columns: {})",
+                    table.name,
+                    col.name,
+                    columns.keys().cloned().collect::<Vec<_>>().join(", ")
+                );
+            }
+        }
+        let row = self.call(
+            &format!("looking up the indexes of `{}`", table.name),
+            |c| {
+                c.query_one(
+                    "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a \
+                 ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
+                 WHERE i.indrelid = to_regclass($1) AND a.attname = $2)",
+                    &[&table.quoted, &target.code_column.name],
+                )
+            },
+        )?;
+        Ok(TableFacts {
+            code_type: columns[&target.code_column.name].clone(),
+            count_type: columns[&target.count_column.name].clone(),
+            indexed: get(&row, 0, CATALOG)?,
+        })
+    }
+
+    /// The server's version and its `synchronous_commit` (the server's or role's, not the
+    /// value this session raised it to).
+    pub fn server_facts(&mut self) -> Result<(String, String)> {
+        let row = self.call("reading the server settings", |c| {
+            c.query_one(
+                "SELECT current_setting('server_version'), \
+                 (SELECT reset_val FROM pg_settings WHERE name = 'synchronous_commit')",
+                &[],
+            )
+        })?;
+        Ok((get(&row, 0, CATALOG)?, get(&row, 1, CATALOG)?))
+    }
+
+    /// Which of `privileges` (`SELECT`, `UPDATE`, …) this role lacks on `table`.
+    pub fn missing_privileges(
+        &mut self,
+        table: &Ident,
+        privileges: &[&str],
+    ) -> Result<Vec<String>> {
+        let mut missing = Vec::new();
+        for p in privileges {
+            let row = self.call(&format!("reading privileges on `{}`", table.name), |c| {
+                c.query_one("SELECT has_table_privilege($1, $2)", &[&table.quoted, p])
+            })?;
+            if !get::<bool>(&row, 0, CATALOG)? {
+                missing.push((*p).to_owned());
+            }
+        }
+        Ok(missing)
+    }
+
+    /// Whether this role may create `table` (CREATE on its schema, or on the first schema of
+    /// the search path when the name has none).
+    pub fn may_create(&mut self, table: &Ident) -> Result<bool> {
+        let schema = table.name.rsplit_once('.').map(|(s, _)| s.to_owned());
+        let row = self.call("reading schema privileges", |c| {
+            c.query_one(
+                "SELECT coalesce(has_schema_privilege(coalesce($1, current_schema()), 'CREATE'), \
+                 false)",
+                &[&schema],
+            )
+        })?;
+        get(&row, 0, CATALOG)
+    }
+
+    pub fn table_exists(&mut self, table: &Ident) -> Result<bool> {
+        let row = self.call(&format!("looking up table `{}`", table.name), |c| {
+            c.query_one("SELECT to_regclass($1) IS NOT NULL", &[&table.quoted])
+        })?;
+        get(&row, 0, CATALOG)
+    }
+
+    /// Runs what follows inside one READ ONLY transaction (a dry run, `status`).
+    pub fn begin_read_only(&mut self) -> Result<()> {
+        self.call("BEGIN READ ONLY", |c| {
+            c.batch_execute("BEGIN TRANSACTION READ ONLY")
+        })
+    }
+}

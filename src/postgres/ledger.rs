@@ -1,0 +1,315 @@
+//! The tables redis-flusher keeps for itself: the ledger (one row per applied batch, which
+//! makes retries safe) and the run history (one row per run, which `status` reads); their DDL,
+//! pruning, the run lock, and the Redis Cluster fence token.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Result};
+use postgres::error::SqlState;
+
+use super::session::{get, Session};
+use crate::config::{Ident, LedgerConfig};
+
+/// The DDL of the ledger, for creating it and for a DBA when we may not.
+pub fn ledger_ddl(ledger: &Ident) -> String {
+    let base = ledger.name.rsplit('.').next().unwrap_or(&ledger.name);
+    let index = Ident::parse("ledger index", &format!("{base}_applied_at"))
+        .map(|i| i.quoted)
+        .unwrap_or_else(|_| "\"redis_flusher_batches_applied_at\"".to_owned());
+    format!(
+        "CREATE TABLE IF NOT EXISTS {l} (\n    \
+             batch_id       text PRIMARY KEY,\n    \
+             applied_at     timestamptz NOT NULL DEFAULT now(),\n    \
+             keys           bigint NOT NULL,\n    \
+             hits           numeric NOT NULL,\n    \
+             rows_updated   bigint NOT NULL,\n    \
+             unknown_keys   bigint NOT NULL,\n    \
+             unknown_hits   numeric NOT NULL,\n    \
+             unknown_codes  text[] NOT NULL,\n    \
+             unknown_counts bigint[] NOT NULL,\n    \
+             recovered      boolean NOT NULL\n\
+         );\n\
+         CREATE INDEX IF NOT EXISTS {index} ON {l} (applied_at);",
+        l = ledger.quoted
+    )
+}
+
+/// The DDL of the run history, for creating it and for a DBA when we may not.
+pub fn runs_ddl(runs: &Ident) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {r} (\n    \
+             run_id            text PRIMARY KEY,\n    \
+             started_at        timestamptz NOT NULL,\n    \
+             finished_at       timestamptz NOT NULL DEFAULT now(),\n    \
+             status            text NOT NULL,\n    \
+             keys              bigint NOT NULL,\n    \
+             hits              numeric NOT NULL,\n    \
+             rows_updated      bigint NOT NULL,\n    \
+             unknown_codes     bigint NOT NULL,\n    \
+             unknown_hits      numeric NOT NULL,\n    \
+             bad_keys          bigint NOT NULL,\n    \
+             batches           bigint NOT NULL,\n    \
+             batches_failed    bigint NOT NULL,\n    \
+             recovered_batches bigint NOT NULL,\n    \
+             pending_journals  bigint NOT NULL,\n    \
+             error             text\n\
+         );",
+        r = runs.quoted
+    )
+}
+
+/// The advisory lock key for a lock name: FNV-1a, so that the key is stable across versions
+/// and platforms.
+pub fn lock_key(name: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h as i64
+}
+
+/// The ledger row of a batch applied earlier, as recovery needs it.
+pub struct LedgerRow {
+    pub unknown: Vec<(String, i64)>,
+}
+
+/// One run, as the run history records it.
+pub struct RunRecord<'a> {
+    pub run_id: &'a str,
+    pub started: SystemTime,
+    /// `ok`, `locked` or `failed`.
+    pub status: &'a str,
+    pub keys: u64,
+    pub hits: i128,
+    pub rows_updated: u64,
+    pub unknown_codes: u64,
+    pub unknown_hits: i128,
+    pub bad_keys: u64,
+    pub batches: u64,
+    pub batches_failed: u64,
+    pub recovered_batches: u64,
+    pub pending_journals: u64,
+    pub error: Option<String>,
+}
+
+/// One run as `status` shows it.
+#[derive(Debug, serde::Serialize)]
+pub struct RunRow {
+    pub run_id: String,
+    /// UTC, `YYYY-MM-DDTHH:MM:SSZ`.
+    pub finished_at: String,
+    pub seconds: f64,
+    pub status: String,
+    pub keys: i64,
+    pub hits: i128,
+    pub unknown_codes: i64,
+    pub unknown_hits: i128,
+    pub bad_keys: i64,
+    pub pending_journals: i64,
+    pub error: Option<String>,
+}
+
+impl Session {
+    /// Takes the session-level advisory lock without waiting. Held until the connection
+    /// closes, so a killed run cannot keep it.
+    pub fn try_lock(&mut self, key: i64) -> Result<bool> {
+        let row = self.call("taking the advisory lock", |c| {
+            c.query_one("SELECT pg_try_advisory_lock($1)", &[&key])
+        })?;
+        get(&row, 0, "pg_try_advisory_lock")
+    }
+
+    /// A token that only grows from run to run (a new transaction id), for Redis Cluster's
+    /// fences.
+    pub fn fence_token(&mut self) -> Result<i64> {
+        let row = self.call("taking a transaction id", |c| {
+            c.query_one("SELECT txid_current()::int8", &[])
+        })?;
+        get(&row, 0, "txid_current()")
+    }
+
+    /// Creates the ledger and the run history if they are missing. A role that may not
+    /// create tables gets the DDL of every missing one, to hand to a DBA.
+    pub fn ensure_ledger(&mut self, cfg: &LedgerConfig) -> Result<()> {
+        let mut missing = Vec::new();
+        for (table, ddl) in [
+            (&cfg.ledger_table, ledger_ddl(&cfg.ledger_table)),
+            (&cfg.runs_table, runs_ddl(&cfg.runs_table)),
+        ] {
+            if !self.table_exists(table)? {
+                missing.push((table, ddl));
+            }
+        }
+        for (i, (table, ddl)) in missing.iter().enumerate() {
+            let _watch = self.watch("creating a table", self.call_limit);
+            let Err(e) = self.client.batch_execute(ddl) else {
+                log::info!("created table `{}`", table.name);
+                continue;
+            };
+            if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) {
+                let rest = &missing[i..];
+                let one = rest.len() == 1;
+                bail!(
+                    "{} {} missing and this role may not create {} (PostgreSQL at {}); \
+                     ask a DBA to run:\n\n{}\n\nand to GRANT SELECT, INSERT, DELETE ON {} TO \
+                     this role",
+                    rest.iter()
+                        .map(|(t, _)| format!("table `{}`", t.name))
+                        .collect::<Vec<_>>()
+                        .join(" and "),
+                    if one { "is" } else { "are" },
+                    if one { "it" } else { "them" },
+                    self.display,
+                    rest.iter()
+                        .map(|(_, d)| d.as_str())
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                    rest.iter()
+                        .map(|(t, _)| t.quoted.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                );
+            }
+            return Err(anyhow::Error::new(e)
+                .context(self.failed(&format!("creating table `{}`", table.name))));
+        }
+        Ok(())
+    }
+
+    /// Records a run in the run history (`status` reads it).
+    pub fn record_run(&mut self, runs: &Ident, run: &RunRecord) -> Result<()> {
+        let started_s = run
+            .started
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as f64 / 1000.0)
+            .unwrap_or(0.0);
+        let sql = format!(
+            "INSERT INTO {} (run_id, started_at, status, keys, hits, rows_updated, \
+             unknown_codes, unknown_hits, bad_keys, batches, batches_failed, \
+             recovered_batches, pending_journals, error) \
+             VALUES ($1, to_timestamp($2), $3, $4, $5::text::numeric, $6, $7, \
+             $8::text::numeric, $9, $10, $11, $12, $13, $14)",
+            runs.quoted
+        );
+        let int = |n: u64| n as i64;
+        self.call(
+            &format!("recording the run in table `{}`", runs.name),
+            |c| {
+                c.execute(
+                    &sql,
+                    &[
+                        &run.run_id,
+                        &started_s,
+                        &run.status,
+                        &int(run.keys),
+                        &run.hits.to_string(),
+                        &int(run.rows_updated),
+                        &int(run.unknown_codes),
+                        &run.unknown_hits.to_string(),
+                        &int(run.bad_keys),
+                        &int(run.batches),
+                        &int(run.batches_failed),
+                        &int(run.recovered_batches),
+                        &int(run.pending_journals),
+                        &run.error,
+                    ],
+                )
+            },
+        )?;
+        Ok(())
+    }
+
+    /// The ledger row of `batch_id`, if that batch was applied.
+    pub fn applied(&mut self, ledger: &Ident, batch_id: &str) -> Result<Option<LedgerRow>> {
+        let what = format!("ledger table `{}`", ledger.name);
+        let row = self.call(&format!("reading {what}"), |c| {
+            c.query_opt(
+                &format!(
+                    "SELECT unknown_codes, unknown_counts FROM {} WHERE batch_id = $1",
+                    ledger.quoted
+                ),
+                &[&batch_id],
+            )
+        })?;
+        let Some(r) = row else { return Ok(None) };
+        let codes: Vec<String> = get(&r, 0, &what)?;
+        let counts: Vec<i64> = get(&r, 1, &what)?;
+        Ok(Some(LedgerRow {
+            unknown: codes.into_iter().zip(counts).collect(),
+        }))
+    }
+
+    /// The last `limit` runs, newest first.
+    pub fn last_runs(&mut self, runs: &Ident, limit: u32) -> Result<Vec<RunRow>> {
+        let what = format!("table `{}`", runs.name);
+        let rows = self.call(&format!("reading {what}"), |c| {
+            c.query(
+                &format!(
+                    "SELECT run_id, to_char(finished_at AT TIME ZONE 'UTC', \
+                     'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+                     extract(epoch FROM finished_at - started_at)::float8, status, keys, \
+                     hits::text, unknown_codes, unknown_hits::text, bad_keys, \
+                     pending_journals, error \
+                     FROM {} ORDER BY finished_at DESC LIMIT $1",
+                    runs.quoted
+                ),
+                &[&i64::from(limit)],
+            )
+        })?;
+        rows.iter()
+            .map(|r| {
+                // numeric columns that only ever hold the integers a run wrote
+                let numeric = |i| get::<String>(r, i, &what).map(|s| s.parse().unwrap_or_default());
+                Ok(RunRow {
+                    run_id: get(r, 0, &what)?,
+                    finished_at: get(r, 1, &what)?,
+                    seconds: get(r, 2, &what)?,
+                    status: get(r, 3, &what)?,
+                    keys: get(r, 4, &what)?,
+                    hits: numeric(5)?,
+                    unknown_codes: get(r, 6, &what)?,
+                    unknown_hits: numeric(7)?,
+                    bad_keys: get(r, 8, &what)?,
+                    pending_journals: get(r, 9, &what)?,
+                    error: get(r, 10, &what)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Seconds since the last run that ended ok, if any did.
+    pub fn last_success_age(&mut self, runs: &Ident) -> Result<Option<f64>> {
+        let what = format!("table `{}`", runs.name);
+        let row = self.call(&format!("reading {what}"), |c| {
+            c.query_one(
+                &format!(
+                    "SELECT extract(epoch FROM now() - max(finished_at))::float8 FROM {} \
+                     WHERE status = 'ok'",
+                    runs.quoted
+                ),
+                &[],
+            )
+        })?;
+        get(&row, 0, &what)
+    }
+
+    /// Deletes ledger and run rows older than `--ledger-days`. Call only after recovery has
+    /// finished: a ledger row must outlive the journal it guards.
+    pub fn prune(&mut self, cfg: &LedgerConfig) -> Result<u64> {
+        let mut pruned = 0;
+        for (table, column) in [
+            (&cfg.ledger_table, "applied_at"),
+            (&cfg.runs_table, "finished_at"),
+        ] {
+            let sql = format!(
+                "DELETE FROM {} WHERE {column} < now() - make_interval(days => $1)",
+                table.quoted
+            );
+            pruned += self.call(&format!("pruning table `{}`", table.name), |c| {
+                c.execute(&sql, &[&(cfg.ledger_days as i32)])
+            })?;
+        }
+        Ok(pruned)
+    }
+}

@@ -1,0 +1,208 @@
+//! Everything that talks to Redis, behind one API: SCAN, the claim, journals (list, seal, read,
+//! acknowledge), and the facts `check` reads.
+//!
+//! Two backends hold the counters: one server (`single.rs`) and a Redis Cluster (`cluster.rs`,
+//! which splits each claim and journal by hash slot). How a server is reached is `conn.rs`'s
+//! business, so another way to find it (Sentinel, say) adds a way to connect, not a backend.
+//! The Lua lives in `lua/*.lua` (`scripts.rs`). A key's count is always in exactly one place,
+//! its live key or a journal, because the claim moves it inside one Lua script, which Redis
+//! runs atomically. What the counts mean and when a journal may be deleted is `flush.rs`'s
+//! business.
+
+mod cluster;
+mod conn;
+mod scripts;
+mod single;
+mod slots;
+
+use anyhow::{bail, Result};
+
+pub use conn::{connect, RedisFacts};
+pub use slots::slot;
+
+use crate::config::{RedisConfig, SourceConfig};
+use crate::model::Claimed;
+use cluster::Cluster;
+use single::Single;
+
+/// A journal that recovery found: a batch's id, its key for messages, and where it lives.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    pub id: String,
+    /// The journal's Redis key (on a cluster, with `{…}` for the slot tags).
+    pub key: String,
+    /// On a cluster, the slots holding one of its sub-journals; empty on one Redis.
+    slots: Vec<u16>,
+}
+
+enum Backend {
+    Single(Single),
+    Cluster(Cluster),
+}
+
+pub struct RedisSource {
+    backend: Backend,
+    journal_prefix: String,
+    prefix_len: usize,
+    unknown_key: String,
+}
+
+impl RedisSource {
+    pub fn connect(cfg: &RedisConfig, source: &SourceConfig) -> Result<RedisSource> {
+        let backend = if cfg.cluster {
+            Backend::Cluster(Cluster::connect(cfg, &source.journal_prefix)?)
+        } else {
+            Backend::Single(Single::new(
+                conn::connect(cfg)?,
+                &cfg.display,
+                &source.journal_prefix,
+            ))
+        };
+        Ok(RedisSource {
+            backend,
+            journal_prefix: source.journal_prefix.clone(),
+            prefix_len: source.prefix.len(),
+            unknown_key: source.unknown_key.clone(),
+        })
+    }
+
+    /// On Redis Cluster: the masters' addresses.
+    pub fn masters(&self) -> Option<Vec<String>> {
+        match &self.backend {
+            Backend::Single(_) => None,
+            Backend::Cluster(c) => Some(c.masters()),
+        }
+    }
+
+    /// On Redis Cluster, raises every slot's fence to `token` so that an older run can claim
+    /// nothing more; must come before recovery lists the journals. Nothing to do on one
+    /// Redis, where sealing suffices.
+    pub fn raise_fences(&mut self, token: i64) -> Result<()> {
+        match &mut self.backend {
+            Backend::Single(_) => Ok(()),
+            Backend::Cluster(c) => c.raise_fences(token),
+        }
+    }
+
+    /// This run's token, for a claim connection that did not raise the fences itself.
+    pub fn set_token(&mut self, token: i64) {
+        if let Backend::Cluster(c) = &mut self.backend {
+            c.token = token;
+        }
+    }
+
+    /// One `SCAN` step. `count` is a hint to the server; keep it ≤ ~2000 so one call never
+    /// stalls Redis for long.
+    pub fn scan(
+        &mut self,
+        cursor: u64,
+        pattern: &[u8],
+        count: usize,
+    ) -> Result<(u64, Vec<Vec<u8>>)> {
+        match &mut self.backend {
+            Backend::Single(s) => s.scan(cursor, pattern, count),
+            Backend::Cluster(c) => c.scan(cursor, pattern, count),
+        }
+    }
+
+    /// The server's version, persistence, eviction policy, and whether we may run scripts
+    /// (on a cluster, the first master's).
+    pub fn facts(&mut self) -> Result<RedisFacts> {
+        match &mut self.backend {
+            Backend::Single(s) => s.facts(),
+            Backend::Cluster(c) => c.facts(),
+        }
+    }
+
+    /// Claims `keys` into the chunk `field` of batch `batch_id`'s journal, atomically. Keys
+    /// that are gone by now are skipped; bad values and wrong types are left untouched and
+    /// reported. `create` for the batch's first chunk with entries (a cluster tracks that per
+    /// slot itself).
+    pub fn claim(
+        &mut self,
+        batch_id: &str,
+        field: &str,
+        create: bool,
+        keys: &[Vec<u8>],
+    ) -> Result<Claimed> {
+        match &mut self.backend {
+            Backend::Single(s) => s.claim(batch_id, field, create, keys, self.prefix_len),
+            Backend::Cluster(c) => c.claim(batch_id, field, keys, self.prefix_len),
+        }
+    }
+
+    /// Reads what `claim` would take, changing nothing (for `--dry-run` and `status`).
+    pub fn inspect(&mut self, keys: &[Vec<u8>]) -> Result<Claimed> {
+        match &mut self.backend {
+            Backend::Single(s) => s.inspect(keys, self.prefix_len),
+            Backend::Cluster(c) => c.inspect(keys, self.prefix_len),
+        }
+    }
+
+    /// Every journal left by failed runs (or by a crash of this run). With `repair`, a lost
+    /// journal index is rebuilt on one Redis (a cluster has none: each master is SCANned).
+    pub fn journals(&mut self, repair: bool) -> Result<Vec<Journal>> {
+        Ok(match &mut self.backend {
+            Backend::Single(s) => s
+                .journals(repair)?
+                .into_iter()
+                .map(|id| Journal {
+                    key: s.journal_key(&id),
+                    id,
+                    slots: Vec::new(),
+                })
+                .collect(),
+            Backend::Cluster(c) => c
+                .journals()?
+                .into_iter()
+                .map(|(id, slots)| Journal {
+                    key: format!("{}{{…}}{id}", self.journal_prefix),
+                    id,
+                    slots,
+                })
+                .collect(),
+        })
+    }
+
+    /// Seals a journal (no more chunks can join it) and returns its chunks as
+    /// (field, packed).
+    pub fn seal(&mut self, journal: &Journal) -> Result<Vec<(String, Vec<u8>)>> {
+        match &mut self.backend {
+            Backend::Single(s) => s.seal(&journal.id),
+            Backend::Cluster(c) => c.seal(&journal.id, &journal.slots),
+        }
+    }
+
+    /// Reads a journal's chunks without sealing it.
+    pub fn read(&mut self, journal: &Journal) -> Result<Vec<(String, Vec<u8>)>> {
+        match &mut self.backend {
+            Backend::Single(s) => s.read(&journal.id),
+            Backend::Cluster(c) => c.read(&journal.id, &journal.slots),
+        }
+    }
+
+    /// Deletes a batch's chunks from its journal, after its transaction committed, parking
+    /// `park` (unknown codes' hits) in the unknown-codes hash in the same atomic step.
+    /// Returns false when the chunks were already gone (another run acknowledged them), and
+    /// the codes that could not be parked (their hash field would overflow).
+    pub fn ack(
+        &mut self,
+        batch_id: &str,
+        fields: &[String],
+        park: &[(String, i64)],
+    ) -> Result<(bool, Vec<String>)> {
+        if fields.is_empty() {
+            return Ok((true, Vec::new()));
+        }
+        match &mut self.backend {
+            Backend::Single(s) => s.ack(batch_id, fields, &self.unknown_key, park),
+            Backend::Cluster(c) => {
+                // Config refuses --keep-unknown on a cluster: the hash is in a slot of its own.
+                if !park.is_empty() {
+                    bail!("BUG: parking unknown codes on Redis Cluster");
+                }
+                Ok((c.ack(batch_id, fields)?, Vec::new()))
+            }
+        }
+    }
+}
