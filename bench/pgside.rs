@@ -4,8 +4,9 @@
 //! Arguments: N BATCH [random|sorted] [each|one] [index|planner]
 //! - N codes `c1..cN`, counts 1..100, over the `urls` that `../shared/bench/populate.py N` makes;
 //! - BATCH codes per UPDATE, the statement `redis_flusher::postgres::update_sql` builds for
-//!   `run` (`--statement` in REDIS_FLUSHER_STATEMENT), each batch sorted, as redis-flusher
-//!   sorts its batches, on a session set up as `run`'s is (`Session::connect`);
+//!   `run` (`--statement` in REDIS_FLUSHER_STATEMENT), sent unnamed as `run` sends it, each
+//!   batch sorted, as redis-flusher sorts its batches, in transactions that begin as `run`'s
+//!   do (`Session::begin`);
 //! - `random` (default): batches in random order, as SCAN delivers keys; `sorted`: all N
 //!   sorted first, as the Postgres floor does;
 //! - `each` (default): a transaction per batch, as redis-flusher runs; `one`: one for all N;
@@ -48,11 +49,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cfg = Config::from_run_args(&run)?;
     let target = &cfg.flush.target;
     let mut pg = Session::connect(&cfg.pg)?;
-    if !index {
-        pg.call("letting the planner choose", |c| {
-            c.batch_execute("SET enable_hashjoin = on; SET enable_mergejoin = on")
-        })?;
-    }
+    // A transaction as `run` begins one (its SET LOCALs), then the planner's choice if asked.
+    let begin = |pg: &mut Session| -> Result<(), Box<dyn std::error::Error>> {
+        pg.begin(false)?;
+        if !index {
+            pg.simple(
+                "letting the planner choose",
+                "SET LOCAL enable_hashjoin = on; SET LOCAL enable_mergejoin = on",
+            )?;
+        }
+        Ok(())
+    };
     let mut rows: Vec<(String, i64)> = (1..=n)
         .map(|i| (format!("c{i}"), (i % 100 + 1) as i64))
         .collect();
@@ -73,20 +80,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let started = Instant::now();
     let mut updated = 0;
-    pg.call("BEGIN", |c| c.batch_execute("BEGIN"))?;
+    begin(&mut pg)?;
     for (i, (codes, counts)) in batches.iter().enumerate() {
         if each && i > 0 {
-            pg.call("COMMIT", |c| c.batch_execute("COMMIT; BEGIN"))?;
+            pg.commit("a batch")?;
+            begin(&mut pg)?;
         }
         let codes: Vec<&str> = codes.iter().map(String::as_str).collect();
         let part = statement_rows(target.form, codes.len());
         for (codes, counts) in codes.chunks(part).zip(counts.chunks(part)) {
             let params = update_params(target.form, &codes, &counts);
             let sql = update_sql(target, codes.len());
-            updated += pg.call("the UPDATE", |c| c.query(&sql, &params))?.len();
+            updated += pg.query("the UPDATE", &sql, &params)?.len();
         }
     }
-    pg.call("COMMIT", |c| c.batch_execute("COMMIT"))?;
+    pg.commit("the last batch")?;
     println!(
         "keys={n} batch={batch} order={} transactions={} plan={} rows_updated={updated} \
          pgside_s={:.3}",

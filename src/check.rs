@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::config::{Config, FlushConfig, PgConfig, RedisConfig};
-use crate::postgres::{ledger_ddl, runs_ddl, Session, TableFacts};
+use crate::postgres::{lease_ddl, ledger_ddl, runs_ddl, Session, TableFacts};
 use crate::redis::RedisSource;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -128,9 +128,16 @@ fn check_postgres(pg: &PgConfig, f: &FlushConfig, out: &mut Findings) {
         Err(e) => out.add(Level::Fail, format!("{e:#}")),
     }
     let ledger = &f.ledger;
-    for (table, ddl) in [
-        (&ledger.ledger_table, ledger_ddl(&ledger.ledger_table)),
-        (&ledger.runs_table, runs_ddl(&ledger.runs_table)),
+    const WRITE: &[&str] = &["SELECT", "INSERT", "DELETE"];
+    const LEASE: &[&str] = &["SELECT", "INSERT", "UPDATE", "DELETE"];
+    for (table, ddl, needed) in [
+        (
+            &ledger.ledger_table,
+            ledger_ddl(&ledger.ledger_table),
+            WRITE,
+        ),
+        (&ledger.runs_table, runs_ddl(&ledger.runs_table), WRITE),
+        (&ledger.lease_table, lease_ddl(&ledger.lease_table), LEASE),
     ] {
         let exists = match sink.table_exists(table) {
             Ok(e) => e,
@@ -141,7 +148,7 @@ fn check_postgres(pg: &PgConfig, f: &FlushConfig, out: &mut Findings) {
         };
         let (t, tq) = (&table.name, &table.quoted);
         let result = if exists {
-            sink.missing_privileges(table, &["SELECT", "INSERT", "DELETE"])
+            sink.missing_privileges(table, needed)
                 .map(|m| match m.is_empty() {
                     true => out.add(
                         Level::Good,
@@ -150,9 +157,9 @@ fn check_postgres(pg: &PgConfig, f: &FlushConfig, out: &mut Findings) {
                     false => out.add(
                         Level::Fail,
                         format!(
-                            "this role lacks {} on `{t}`: GRANT SELECT, INSERT, DELETE ON {tq} \
-                             TO <this role>",
+                            "this role lacks {} on `{t}`: GRANT {} ON {tq} TO <this role>",
                             m.join(" and "),
+                            needed.join(", "),
                         ),
                     ),
                 })
@@ -166,8 +173,8 @@ fn check_postgres(pg: &PgConfig, f: &FlushConfig, out: &mut Findings) {
                     Level::Fail,
                     format!(
                         "table `{t}` does not exist and this role may not create it; ask a DBA \
-                         to run:\n\n{ddl}\n\nand to GRANT SELECT, INSERT, DELETE ON {tq} TO \
-                         <this role>",
+                         to run:\n\n{ddl}\n\nand to GRANT {} ON {tq} TO <this role>",
+                        needed.join(", "),
                     ),
                 ),
             })

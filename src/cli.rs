@@ -287,9 +287,10 @@ pub struct ConnArgs {
     #[arg(long, env = "DB_NAME", default_value = "postgres")]
     pub db_name: String,
 
-    /// PostgreSQL user
-    #[arg(long, env = "DB_USER", default_value = "postgres")]
-    pub db_user: String,
+    /// PostgreSQL user [default: postgres; with a `DATABASE_URL` that names none, the user
+    /// this runs as, as psql does]
+    #[arg(long, env = "DB_USER")]
+    pub db_user: Option<String>,
 
     /// TLS to PostgreSQL, as libpq spells it: disable, prefer (TLS if the server offers it,
     /// unverified), require (TLS, unverified unless --db-sslrootcert), verify-ca (the
@@ -414,6 +415,22 @@ pub struct TargetArgs {
         default_value = "redis_flusher_runs"
     )]
     pub runs_table: String,
+
+    /// Postgres table holding the run lock: a lease per journal prefix and table, renewed
+    /// while a run lasts (created if missing)
+    #[arg(
+        long,
+        env = "REDIS_FLUSHER_LEASE_TABLE",
+        default_value = "redis_flusher_leases"
+    )]
+    pub lease_table: String,
+
+    /// Seconds a run's lock outlives its last renewal (renewed every quarter of this): how long
+    /// a run that died on another machine can keep the next runs waiting. A run on the same
+    /// machine takes a dead run's lock at once
+    #[arg(long, env = "REDIS_FLUSHER_LOCK_TTL", default_value_t = 60, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(4..=86400))]
+    pub lock_ttl: u64,
 
     /// Days of ledger and run rows to keep (the run history)
     #[arg(long, env = "REDIS_FLUSHER_LEDGER_DAYS", default_value_t = 30,

@@ -43,6 +43,8 @@ pub fn args(table: &str, pattern: &str) -> Vec<String> {
         &format!("{table}_batches"),
         "--runs-table",
         &format!("{table}_runs"),
+        "--lease-table",
+        &format!("{table}_leases"),
     ]
     .iter()
     .map(|s| s.to_string())

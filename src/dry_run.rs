@@ -20,7 +20,7 @@ pub fn run(cfg: &Config) -> Report {
 fn dry(cfg: &Config, report: &mut Report) -> Result<()> {
     let f = &cfg.flush;
     let mut pg = Session::connect(&cfg.pg)?;
-    pg.begin_read_only()?;
+    pg.begin(true)?;
     if !pg.check_target(&f.target)?.indexed {
         log::warn!("{}", TableFacts::index_advice(&f.target));
     }

@@ -14,7 +14,9 @@ use anyhow::{Context, Result};
 use crate::config::{Config, FlushConfig, RedisConfig};
 use crate::fault;
 use crate::model::Batch;
-use crate::postgres::{lock_key, Applied, ApplyTo, BatchRejected, RunRecord, Session, TableFacts};
+use crate::postgres::{
+    Acquired, Applied, ApplyTo, BatchRejected, Holder, Lease, RunRecord, Session, TableFacts,
+};
 use crate::progress;
 use crate::redis::RedisSource;
 use crate::report::{self, show_bytes, Report, Status};
@@ -29,11 +31,13 @@ pub fn run(cfg: &Config) -> Report {
     })
 }
 
-/// The error of a run that a signal stopped: exit 1, as the next run finishes the job.
+/// The error of a run that was asked to stop (a signal, or its lock taken over): exit 1, as
+/// the next run finishes the job.
 fn stopped(when: &str) -> anyhow::Error {
     anyhow::anyhow!(
-        "stopped by SIGTERM/SIGINT {when}; every claimed batch was applied or waits in its \
-         journal, and the next run flushes the rest"
+        "stopped by {} {when}; every claimed batch was applied or waits in its journal, and \
+         the next run flushes the rest",
+        stop::why()
     )
 }
 
@@ -54,23 +58,59 @@ struct Flusher<'a> {
     cfg: &'a FlushConfig,
     facts: TableFacts,
     redis: RedisSource,
-    pg: Session,
+    pg: &'a mut Session,
     report: &'a mut Report,
 }
 
 fn flush(cfg: &Config, report: &mut Report) -> Result<()> {
     let mut pg = Session::connect(&cfg.pg)?;
-    // Lock: one run per journal prefix and table at a time.
-    if !pg.try_lock(lock_key(&cfg.flush.lock_name()))? {
-        log::info!("another redis-flusher run holds the lock (a flush is in progress); exiting");
-        report.status = Status::Locked;
-        return Ok(());
-    }
     let facts = pg.check_target(&cfg.flush.target)?;
     if !facts.indexed {
         log::warn!("{}", TableFacts::index_advice(&cfg.flush.target));
     }
-    pg.ensure_ledger(&cfg.flush.ledger)?;
+    pg.ensure_tables(&cfg.flush.ledger)?;
+    let run = run_id();
+    // Lock: one run per journal prefix and table at a time.
+    let lease = match Lease::acquire(
+        &mut pg,
+        &cfg.pg,
+        &cfg.flush.ledger.lease_table,
+        &cfg.flush.lock_name(),
+        Holder::this_process(&run),
+        cfg.flush.lock_ttl,
+    )? {
+        Acquired::Held(lease) => lease,
+        Acquired::Taken(t) => {
+            log::info!(
+                "another redis-flusher run holds the lock (a flush is in progress): run {} \
+                 on {} (pid {}) since {}, renewed until {:.0} s from now; exiting",
+                t.holder.run_id,
+                t.holder.host,
+                t.holder.pid,
+                t.since,
+                t.expires_in.max(0.0)
+            );
+            report.status = Status::Locked;
+            return Ok(());
+        }
+    };
+    stop::watch_lease(lease.lost_flag());
+    let result = flush_locked(cfg, report, &mut pg, facts, &run);
+    if let Err(e) = lease.release(&mut pg) {
+        // It expires by itself.
+        log::warn!("{e:#}");
+    }
+    result
+}
+
+/// A run from the moment it holds the lock.
+fn flush_locked(
+    cfg: &Config,
+    report: &mut Report,
+    pg: &mut Session,
+    facts: TableFacts,
+    run: &str,
+) -> Result<()> {
     let mut redis = RedisSource::connect(&cfg.redis, &cfg.flush.source)?;
     // On a cluster, before recovery looks: no older run may claim from here on. (One Redis
     // needs no fence: sealing a journal stops an older run's claims into it.)
@@ -89,7 +129,6 @@ fn flush(cfg: &Config, report: &mut Report) -> Result<()> {
         cfg.pg.display
     );
     let started = SystemTime::now();
-    let run = run_id();
     let mut f = Flusher {
         cfg: &cfg.flush,
         facts,
@@ -97,10 +136,10 @@ fn flush(cfg: &Config, report: &mut Report) -> Result<()> {
         pg,
         report,
     };
-    if let Err(e) = f.steps(&cfg.redis, &run, token) {
+    if let Err(e) = f.steps(&cfg.redis, run, token) {
         f.report.fail(&e);
     }
-    f.record(&run, started);
+    f.record(run, started);
     Ok(())
 }
 
@@ -333,11 +372,7 @@ impl Flusher<'_> {
         let record = RunRecord {
             run_id: run,
             started,
-            status: match r.status {
-                Status::Ok => "ok",
-                Status::Locked => "locked",
-                Status::Failed => "failed",
-            },
+            status: r.status.as_str(),
             keys: r.keys,
             hits: r.hits,
             rows_updated: r.rows_updated,

@@ -29,7 +29,7 @@ pub fn finish(report: &Report, out: &Output) -> ExitCode {
             }
         }
     }
-    if report.status == Status::Failed {
+    if matches!(report.status, Status::Failed | Status::SetupError) {
         log::warn!("{}", report.summary());
     } else {
         log::info!("{}", report.summary());
@@ -45,6 +45,7 @@ pub fn finish(report: &Report, out: &Output) -> ExitCode {
     match report.status {
         Status::Ok | Status::Locked => ExitCode::SUCCESS,
         Status::Failed => ExitCode::from(1),
+        Status::SetupError => ExitCode::from(2),
     }
 }
 

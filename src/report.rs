@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::config::UsageError;
 use crate::model::{BadKey, BadReason};
 
 /// How many example keys or codes a report names.
@@ -24,6 +25,21 @@ pub enum Status {
     Locked,
     /// Something failed; what was claimed stays in journals for the next run.
     Failed,
+    /// The setup is wrong (a setting, the table, a privilege, the servers' roles): a person
+    /// must change something before any run can work. Found before anything was claimed.
+    SetupError,
+}
+
+impl Status {
+    /// As the run history and `--json` name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Locked => "locked",
+            Status::Failed => "failed",
+            Status::SetupError => "setup_error",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -148,10 +164,15 @@ impl Report {
         self.redis_seconds += claims.redis_seconds;
     }
 
-    /// Records an error; the run's status becomes failed.
+    /// Records an error; the run's status becomes failed, or a setup error when the error
+    /// is one a person must fix ([`UsageError`]) and nothing else failed first.
     pub fn fail(&mut self, err: &anyhow::Error) {
         log::error!("{err:#}");
-        self.status = Status::Failed;
+        self.status = match self.status {
+            Status::Ok if err.downcast_ref::<UsageError>().is_some() => Status::SetupError,
+            Status::SetupError => Status::SetupError,
+            _ => Status::Failed,
+        };
         self.errors.push(format!("{err:#}"));
     }
 
@@ -159,6 +180,14 @@ impl Report {
     pub fn summary(&self) -> String {
         if self.status == Status::Locked {
             return "another run holds the lock; nothing done".to_owned();
+        }
+        if self.status == Status::SetupError {
+            return format!(
+                "{} did not start: the setup needs a fix (the error above says what); nothing \
+                 was claimed; {:.2} s",
+                if self.dry_run { "dry run" } else { "run" },
+                self.seconds
+            );
         }
         let verb = match (self.dry_run, self.status) {
             (true, Status::Failed) => "dry run failed; it got as far as: would flush",

@@ -76,8 +76,9 @@ pub fn scan_in_batches(
         // Checked once per SCAN step: a step and its claims take a few milliseconds.
         if stop::requested() {
             log::warn!(
-                "stopping on a signal: applying the batches already claimed, claiming no \
-                 more (signal again to stop at once)"
+                "stopping ({}): applying the batches already claimed, claiming no \
+                 more (signal again to stop at once)",
+                stop::why()
             );
             if !batch.is_empty() {
                 send(std::mem::take(batch))?;

@@ -59,7 +59,7 @@ pub fn gather(cfg: &Config, runs: u32, max_age: Option<Duration>) -> Result<Stat
     let waiting = waiting(&mut redis, f)?;
 
     let mut pg = Session::connect(&cfg.pg)?;
-    pg.begin_read_only()?;
+    pg.begin(true)?;
     let runs_table = &f.ledger.runs_table;
     let (last_runs, last_success_age_seconds) = if pg.table_exists(runs_table)? {
         (

@@ -1,15 +1,36 @@
-//! Graceful stop on SIGTERM or SIGINT (systemd stop, a deploy, Ctrl-C): the run claims
-//! nothing more, applies the batches it has already claimed, and exits 1, so no journal is
-//! left behind. A second signal ends the process at once, which is safe too: whatever was
-//! claimed and not committed waits in its journal for the next run.
+//! A graceful stop: the run claims nothing more, applies the batches it has already claimed,
+//! and exits 1, so no journal is left behind. Asked for by SIGTERM or SIGINT (systemd stop, a
+//! deploy, Ctrl-C), or by losing the run lock to another run (`postgres/lease.rs`). A second
+//! signal ends the process at once, which is safe too: whatever was claimed and not committed
+//! waits in its journal for the next run.
 //!
-//! The signal handler only sets a flag; `flush.rs` looks at it between steps.
+//! The signal handler only sets a flag; `flush.rs` and `scan.rs` look at it between steps.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 
 static REQUESTED: AtomicBool = AtomicBool::new(false);
+static LEASE_LOST: OnceLock<Arc<AtomicBool>> = OnceLock::new();
+
+/// Stops the run, as a signal would, once `lost` is set (the run lock was taken over).
+pub fn watch_lease(lost: Arc<AtomicBool>) {
+    let _ = LEASE_LOST.set(lost);
+}
+
+fn lease_lost() -> bool {
+    LEASE_LOST.get().is_some_and(|l| l.load(Ordering::SeqCst))
+}
+
+/// What asked the run to stop, for its error message.
+pub fn why() -> &'static str {
+    if lease_lost() {
+        "another run taking over the run lock (this run could not renew it in time)"
+    } else {
+        "SIGTERM/SIGINT"
+    }
+}
 
 /// Installs the handlers. Call once, from the main thread, before the flush starts and before
 /// it spawns any thread.
@@ -46,7 +67,7 @@ pub fn install() -> std::io::Result<()> {
     Ok(())
 }
 
-/// True once SIGTERM or SIGINT arrived.
+/// True once SIGTERM or SIGINT arrived, or the run lock was lost.
 pub fn requested() -> bool {
-    REQUESTED.load(Ordering::SeqCst)
+    REQUESTED.load(Ordering::SeqCst) || lease_lost()
 }

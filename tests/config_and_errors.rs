@@ -331,8 +331,8 @@ fn a_role_that_may_not_create_the_ledger_gets_its_ddl() {
     out.expect(1);
     assert!(
         out.stderr.contains(
-            "table `redis_flusher_batches` and table `redis_flusher_runs` are missing and this \
-             role may not create them"
+            "table `redis_flusher_batches` and table `redis_flusher_runs` and table \
+             `redis_flusher_leases` are missing and this role may not create them"
         ),
         "{}",
         out.stderr
@@ -353,7 +353,7 @@ fn a_role_that_may_not_create_the_ledger_gets_its_ddl() {
     env.pg()
         .batch_execute(&format!(
             "{ddl}\nGRANT SELECT, INSERT, DELETE ON redis_flusher_batches, redis_flusher_runs \
-             TO {role};"
+             TO {role}; GRANT SELECT, INSERT, UPDATE, DELETE ON redis_flusher_leases TO {role};"
         ))
         .unwrap();
     env.run_with(&["run"], &[("DB_USER", &role)]).expect(0);

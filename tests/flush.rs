@@ -195,34 +195,45 @@ fn nothing_to_flush_exits_zero() {
 #[test]
 fn a_second_run_while_one_holds_the_lock_does_nothing() {
     let env = TestEnv::new(5);
+    env.run(&["run"]).expect(0); // nothing to flush; creates the tables
     env.set_many(5, |_| 1);
-    // Hold the lock the way a running flush does: a session-level advisory lock.
-    let cfg = env.config(&[]);
-    let mut holder = env.pg();
-    let locked: bool = holder
-        .query_one(
-            "SELECT pg_try_advisory_lock($1)",
-            &[&redis_flusher::postgres::lock_key(&cfg.flush.lock_name())],
+    // Another run, on another machine, holds the lock for the next hour.
+    let name = env.config(&[]).flush.lock_name();
+    env.pg()
+        .execute(
+            "INSERT INTO redis_flusher_leases (name, holder, host, pid, machine, since, \
+             expires_at) VALUES ($1, 'run-elsewhere', 'db-host-2', 4242, 'another-machine', \
+             now(), now() + interval '1 hour')",
+            &[&name],
         )
-        .unwrap()
-        .get(0);
-    assert!(locked);
+        .unwrap();
 
     let out = env.run(&["run", "--json"]);
     out.expect(0);
     assert_eq!(out.json()["status"], "locked");
     assert!(
-        out.stderr
-            .contains("another redis-flusher run holds the lock"),
+        out.stderr.contains(
+            "another redis-flusher run holds the lock (a flush is in progress): run \
+             run-elsewhere on db-host-2 (pid 4242) since "
+        ),
         "{}",
         out.stderr
     );
     assert_eq!(env.keys(&env.prefix).len(), 5);
     assert_eq!(env.total(), 0);
 
-    drop(holder); // the lock dies with its session
+    // Its lease expires (it died without releasing it): the next run takes the lock.
+    env.pg()
+        .batch_execute("UPDATE redis_flusher_leases SET expires_at = now() - interval '1 s'")
+        .unwrap();
     env.run(&["run"]).expect(0);
     assert_eq!(env.total(), 5);
+    let leases: i64 = env
+        .pg()
+        .query_one("SELECT count(*) FROM redis_flusher_leases", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(leases, 0, "a run that ends releases its lease");
 }
 
 #[test]

@@ -10,7 +10,9 @@ mod common;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{finish_within, servers, start_postgres, start_redis, TestEnv};
+use common::{
+    finish_within, overlapping_runs_under_load, servers, start_postgres, start_redis, TestEnv,
+};
 
 /// Starts `run` in the background with short timeouts, so that a broken server is noticed in
 /// seconds.
@@ -397,91 +399,14 @@ fn random_kills_while_20k_keys_flush_lose_and_double_nothing() {
     );
 }
 
-/// Writer threads INCRing random codes (1..=known_codes known, then 100 without a row) until
-/// `stop`; each returns the (known, unknown) INCRs it made.
-fn start_writers(
-    env: &TestEnv,
-    threads: u64,
-    known_codes: u64,
-    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> Vec<std::thread::JoinHandle<(i64, i64)>> {
-    use std::sync::atomic::Ordering;
-    (0..threads)
-        .map(|t| {
-            let stop = stop.clone();
-            let mut con = env.redis();
-            let prefix = env.prefix.clone();
-            let mut rng = fastrand::Rng::with_seed(t);
-            std::thread::spawn(move || {
-                let (mut known, mut unknown) = (0i64, 0i64);
-                while !stop.load(Ordering::Relaxed) {
-                    let n = rng.u64(1..=known_codes + 100);
-                    redis::cmd("INCR")
-                        .arg(format!("{prefix}c{n}"))
-                        .query::<i64>(&mut con)
-                        .expect("INCR");
-                    if n <= known_codes {
-                        known += 1;
-                    } else {
-                        unknown += 1;
-                    }
-                }
-                (known, unknown)
-            })
-        })
-        .collect()
-}
-
 #[test]
 fn four_runs_at_once_twenty_times_under_load_count_everything_once() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
-    const ARGS: [&str; 5] = ["run", "--batch-size", "300", "--claim-size", "50"];
-
     let env = TestEnv::new(3000);
-    let stop = Arc::new(AtomicBool::new(false));
-    let writers = start_writers(&env, 2, 3000, &stop);
-    let (mut ran, mut locked) = (0, 0);
-    for round in 0..20 {
-        // Started within 100 ms of each other: some meet the lock, some find it free again.
-        let runs: Vec<Child> = (0..4)
-            .map(|_| {
-                std::thread::sleep(Duration::from_millis(fastrand::u64(0..=33)));
-                let mut cmd = env.cmd();
-                cmd.args(ARGS)
-                    .arg("--json")
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped());
-                cmd.spawn().expect("start redis-flusher")
-            })
-            .collect();
-        for run in runs {
-            let (out, _) = finish_within(run, Duration::from_secs(60));
-            out.expect(0);
-            match out.json()["status"].as_str() {
-                Some("ok") => ran += 1,
-                Some("locked") => locked += 1,
-                other => panic!("round {round}: status {other:?}\n{}", out.stderr),
-            }
-        }
-        env.wait_for_unlock();
-    }
-    stop.store(true, Ordering::Relaxed);
-    let (mut known, mut unknown) = (0, 0);
-    for w in writers {
-        let (k, u) = w.join().expect("a writer panicked");
-        known += k;
-        unknown += u;
-    }
-    env.run(&ARGS).expect(0);
-    eprintln!(
-        "80 runs: {ran} flushed, {locked} found the lock taken; {known} known INCRs, \
-         {unknown} unknown"
-    );
-    assert!(ran >= 20, "every round has one run that takes the lock");
-    assert!(known > 10_000, "the writers made only {known} INCRs");
-    assert_eq!(env.total(), known);
-    assert_eq!(env.ledger_unknown_hits(), unknown);
+    let o = overlapping_runs_under_load(&env, 20, &[]);
+    assert!(o.ran >= 20, "every round has one run that takes the lock");
+    assert!(o.known > 10_000, "the writers made only {} INCRs", o.known);
+    assert_eq!(env.total(), o.known);
+    assert_eq!(env.ledger_unknown_hits(), o.unknown);
     assert!(env.journals().is_empty());
     assert!(env.keys(&env.prefix).is_empty());
 }

@@ -127,6 +127,8 @@ pub struct TargetConfig {
 pub struct LedgerConfig {
     pub ledger_table: Ident,
     pub runs_table: Ident,
+    /// The run lock's table (`postgres/lease.rs`).
+    pub lease_table: Ident,
     pub ledger_days: u32,
 }
 
@@ -138,6 +140,8 @@ pub struct FlushConfig {
     pub ledger: LedgerConfig,
     /// Keys per Postgres transaction (`--batch-size`).
     pub batch_size: usize,
+    /// How long the run lock outlives its last renewal (`--lock-ttl`).
+    pub lock_ttl: std::time::Duration,
 }
 
 /// Splits `prefix*` into its prefix. Anything but a non-empty literal prefix and one trailing
@@ -210,16 +214,18 @@ impl FlushConfig {
             ledger: LedgerConfig {
                 ledger_table: Ident::parse("--ledger-table", &t.ledger_table)?,
                 runs_table: Ident::parse("--runs-table", &t.runs_table)?,
+                lease_table: Ident::parse("--lease-table", &t.lease_table)?,
                 ledger_days: t.ledger_days,
             },
             batch_size: t.batch_size as usize,
+            lock_ttl: std::time::Duration::from_secs(t.lock_ttl),
         })
     }
 
     /// What the run lock is named by: one flusher per journal prefix and table at a time.
     pub fn lock_name(&self) -> String {
         format!(
-            "redis-flusher\0{}\0{}",
+            "{} -> {}",
             self.source.journal_prefix, self.target.table.name
         )
     }

@@ -1,8 +1,11 @@
 //! How to reach PostgreSQL: `DATABASE_URL` or the `DB_*` parts, a password from the
 //! environment, libpq's `sslmode`; and a name for the server that is safe to log.
 
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
+
+use postgres::config::Host;
 
 use super::env::secret_env;
 use super::usage::usage;
@@ -19,6 +22,8 @@ pub struct PgConfig {
     pub statement_timeout: Duration,
     /// How long a statement waits for a row lock (`lock_timeout`).
     pub lock_timeout: Duration,
+    /// Every host is a Unix socket directory: no TLS (libpq never uses it over a socket).
+    pub unix_socket: bool,
 }
 
 impl PgConfig {
@@ -38,6 +43,7 @@ impl PgConfig {
             cert: None,
             key: None,
         };
+        let url_given = c.database_url.as_deref().is_some_and(|u| !u.is_empty());
         let mut config = match c.database_url.as_deref().filter(|u| !u.is_empty()) {
             // The parser's messages name the option, never its value, so they are safe.
             Some(url) => {
@@ -59,11 +65,7 @@ impl PgConfig {
                     return Err(usage("`DB_HOST` is empty: set it or `DATABASE_URL`"));
                 }
                 let mut config = postgres::Config::new();
-                config
-                    .host(&c.db_host)
-                    .port(c.db_port)
-                    .dbname(&c.db_name)
-                    .user(&c.db_user);
+                config.host(&c.db_host).port(c.db_port).dbname(&c.db_name);
                 config
             }
         };
@@ -73,9 +75,32 @@ impl PgConfig {
             }
         }
         if config.get_user().is_none() {
-            config.user(&c.db_user);
+            // As the Python flusher did for the parts; as psql does for a URL.
+            let user = match (&c.db_user, url_given) {
+                (Some(u), _) => u.clone(),
+                (None, false) => "postgres".to_owned(),
+                (None, true) => os_user(),
+            };
+            config.user(&user);
         }
-        let mode = tls.mode.unwrap_or(crate::tls::SslMode::Prefer);
+        if config.get_hosts().is_empty() {
+            // libpq's default: the local socket directory (Debian's, else the usual one).
+            let dir = ["/var/run/postgresql", "/tmp"]
+                .into_iter()
+                .find(|d| Path::new(d).is_dir())
+                .unwrap_or("/tmp");
+            config.host(dir);
+        }
+        let unix_socket = config
+            .get_hosts()
+            .iter()
+            .all(|h| matches!(h, Host::Unix(_)));
+        let mode = if unix_socket {
+            // libpq ignores sslmode over a socket: there is nothing to encrypt.
+            crate::tls::SslMode::Disable
+        } else {
+            tls.mode.unwrap_or(crate::tls::SslMode::Prefer)
+        };
         config.ssl_mode(mode.for_crate());
         let connector = crate::tls::pg_connector(&tls).map_err(|e| usage(format!("{e:#}")))?;
         config
@@ -84,8 +109,8 @@ impl PgConfig {
             // Notices ("relation … already exists, skipping") are not news to an operator.
             .notice_callback(|n| log::debug!("PostgreSQL notice: {}", n.message()));
         let host = match config.get_hosts().first() {
-            Some(postgres::config::Host::Tcp(h)) => h.clone(),
-            Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
+            Some(Host::Tcp(h)) => h.clone(),
+            Some(Host::Unix(p)) => p.display().to_string(),
             None => "localhost".to_owned(),
         };
         let port = config.get_ports().first().copied().unwrap_or(5432);
@@ -104,6 +129,31 @@ impl PgConfig {
             display,
             statement_timeout: Duration::from_secs(c.statement_timeout.max(1)),
             lock_timeout: Duration::from_secs(c.lock_timeout.max(1)),
+            unix_socket,
         })
     }
+}
+
+/// The name of the user this process runs as, as libpq takes it for a URL without one.
+fn os_user() -> String {
+    // SAFETY: getpwuid_r fills `pw` and writes its strings into `buf`, both ours; the name is
+    // read only when it reports success.
+    unsafe {
+        let mut pw: libc::passwd = std::mem::zeroed();
+        let mut buf = [0 as libc::c_char; 1024];
+        let mut out: *mut libc::passwd = std::ptr::null_mut();
+        let rc = libc::getpwuid_r(
+            libc::getuid(),
+            &mut pw,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut out,
+        );
+        if rc == 0 && !out.is_null() && !pw.pw_name.is_null() {
+            return std::ffi::CStr::from_ptr(pw.pw_name)
+                .to_string_lossy()
+                .into_owned();
+        }
+    }
+    std::env::var("USER").unwrap_or_else(|_| "postgres".into())
 }

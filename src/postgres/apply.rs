@@ -7,14 +7,12 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use postgres::error::SqlState;
-use postgres::fallible_iterator::FallibleIterator;
-use postgres::types::ToSql;
-use postgres::Statement;
+use postgres::types::{ToSql, Type};
 
 use super::catalog::TableFacts;
-use super::session::{get, Session};
+use super::session::{get, Param, Session};
 use crate::config::{Ident, TargetConfig, UpdateForm};
 use crate::fault;
 use crate::model::Batch;
@@ -90,25 +88,123 @@ pub fn update_params<'a>(
     form: UpdateForm,
     codes: &'a &'a [&'a str],
     counts: &'a &'a [i64],
-) -> Vec<&'a (dyn ToSql + Sync)> {
+) -> Vec<Param<'a>> {
     match form {
-        UpdateForm::Unnest => vec![codes, counts],
+        UpdateForm::Unnest => vec![(codes, Type::TEXT_ARRAY), (counts, Type::INT8_ARRAY)],
         UpdateForm::Values => codes
             .iter()
             .zip(counts.iter())
-            .flat_map(|(code, count)| [code as &(dyn ToSql + Sync), count])
+            .flat_map(|(code, count)| {
+                [
+                    (code as &(dyn ToSql + Sync), Type::TEXT),
+                    (count as &(dyn ToSql + Sync), Type::INT8),
+                ]
+            })
             .collect(),
     }
 }
 
-/// What the advice on a refused batch needs to know of the session.
-struct Why<'a> {
-    display: &'a str,
-    lock_timeout: std::time::Duration,
-    statement_timeout: std::time::Duration,
+/// Where one batch goes, and what the advice on a refusal needs.
+pub struct ApplyTo<'a> {
+    pub target: &'a TargetConfig,
+    pub facts: &'a TableFacts,
+    pub ledger: &'a Ident,
 }
 
-impl Why<'_> {
+impl Session {
+    /// Applies one batch in one transaction: the UPDATE and the ledger row commit together
+    /// or not at all. `batch.hits` is sorted by code, so that every writer locks rows in one
+    /// order. A refusal for what the batch holds is a [`BatchRejected`].
+    pub fn apply(&mut self, to: &ApplyTo, batch: &Batch, recovered: bool) -> Result<Applied> {
+        self.begin(false)?;
+        match self.apply_in_transaction(to, batch, recovered) {
+            Ok(applied) => {
+                fault::point(if recovered {
+                    "recovery_before_commit"
+                } else {
+                    "before_commit"
+                });
+                self.commit(&format!("batch {}", batch.id))?;
+                Ok(applied)
+            }
+            Err(e) => {
+                self.rollback();
+                Err(e)
+            }
+        }
+    }
+
+    fn apply_in_transaction(
+        &mut self,
+        to: &ApplyTo,
+        batch: &Batch,
+        recovered: bool,
+    ) -> Result<Applied> {
+        let codes: Vec<&str> = batch.hits.keys().map(String::as_str).collect();
+        let counts: Vec<i64> = batch.hits.values().copied().collect();
+        let part = statement_rows(to.target.form, codes.len());
+        // The UPDATE returns the code of every row it changed. Rows are read as they arrive,
+        // not collected: the batch's codes are its memory, whatever the batch size.
+        let mut found = vec![false; codes.len()];
+        let mut rows_updated = 0u64;
+        let what = format!("the UPDATE of table `{}`", to.target.table.name);
+        for (part_codes, part_counts) in codes.chunks(part).zip(counts.chunks(part)) {
+            let sql = update_sql(to.target, part_codes.len());
+            let params = update_params(to.target.form, &part_codes, &part_counts);
+            self.for_each_row(&what, &sql, params, |row| {
+                let code: &str = get(row, 0, "the UPDATE's RETURNING")?;
+                // `codes` is sorted (a BTreeMap's keys); a returned code is one of them.
+                let i = codes.binary_search(&code).map_err(|_| {
+                    anyhow::anyhow!("BUG: the UPDATE returned code {code:?}, not in the batch")
+                })?;
+                found[i] = true;
+                rows_updated += 1;
+                Ok(())
+            })?
+            .map_err(|e| self.refusal(e, to, batch))?;
+        }
+        let unknown: Vec<(String, i64)> = batch
+            .hits
+            .iter()
+            .zip(&found)
+            .filter(|(_, &found)| !found)
+            .map(|((c, h), _)| (c.clone(), *h))
+            .collect();
+        let unknown_total = unknown.iter().map(|(_, h)| i128::from(*h)).sum::<i128>();
+        let unknown_codes: Vec<&str> = unknown.iter().map(|(c, _)| c.as_str()).collect();
+        let unknown_counts: Vec<i64> = unknown.iter().map(|(_, h)| *h).collect();
+        let (keys, hits) = (batch.keys as i64, batch.total_hits().to_string());
+        let (rows, unknown_keys) = (rows_updated as i64, unknown.len() as i64);
+        let unknown_hits = unknown_total.to_string();
+        self.execute(
+            &format!(
+                "recording batch {} in ledger table `{}`",
+                batch.id, to.ledger.name
+            ),
+            &format!(
+                "INSERT INTO {} (batch_id, keys, hits, rows_updated, unknown_keys, unknown_hits, \
+                 unknown_codes, unknown_counts, recovered) \
+                 VALUES ($1, $2, $3::text::numeric, $4, $5, $6::text::numeric, $7, $8, $9)",
+                to.ledger.quoted
+            ),
+            &[
+                (&batch.id, Type::TEXT),
+                (&keys, Type::INT8),
+                (&hits, Type::TEXT),
+                (&rows, Type::INT8),
+                (&unknown_keys, Type::INT8),
+                (&unknown_hits, Type::TEXT),
+                (&unknown_codes, Type::TEXT_ARRAY),
+                (&unknown_counts, Type::INT8_ARRAY),
+                (&recovered, Type::BOOL),
+            ],
+        )?;
+        Ok(Applied {
+            rows_updated,
+            unknown,
+        })
+    }
+
     /// What a failed UPDATE means for its batch: refused for what it holds (it waits in its
     /// journal and the run goes on), or a failure of the run.
     fn refusal(&self, e: postgres::Error, to: &ApplyTo, batch: &Batch) -> anyhow::Error {
@@ -149,132 +245,8 @@ impl Why<'_> {
                 self.statement_timeout.as_secs(),
             ));
         }
-        anyhow::Error::new(e).context(format!(
-            "PostgreSQL at {}: the UPDATE of table `{}` failed",
-            self.display, t.table.name
-        ))
-    }
-}
-
-/// Where one batch goes, and what the advice on a refusal needs.
-pub struct ApplyTo<'a> {
-    pub target: &'a TargetConfig,
-    pub facts: &'a TableFacts,
-    pub ledger: &'a Ident,
-}
-
-impl Session {
-    /// The prepared UPDATE for `rows` rows, prepared once: unnest has one shape for every
-    /// size, VALUES one per row count.
-    fn update(&mut self, target: &TargetConfig, rows: usize) -> Result<Statement> {
-        let shape = match target.form {
-            UpdateForm::Unnest => 0,
-            UpdateForm::Values => rows,
-        };
-        if let Some(stmt) = self.updates.get(&shape) {
-            return Ok(stmt.clone());
-        }
-        let sql = update_sql(target, rows);
-        let stmt = self.call(
-            &format!("preparing the UPDATE of table `{}`", target.table.name),
-            |c| c.prepare(&sql),
-        )?;
-        self.updates.insert(shape, stmt.clone());
-        Ok(stmt)
-    }
-
-    /// Applies one batch in one transaction: the UPDATE and the ledger row commit together
-    /// or not at all. `batch.hits` is sorted by code, so that every writer locks rows in one
-    /// order. A refusal for what the batch holds is a [`BatchRejected`].
-    pub fn apply(&mut self, to: &ApplyTo, batch: &Batch, recovered: bool) -> Result<Applied> {
-        let codes: Vec<&str> = batch.hits.keys().map(String::as_str).collect();
-        let counts: Vec<i64> = batch.hits.values().copied().collect();
-        let part = statement_rows(to.target.form, codes.len());
-        let mut statements = Vec::new();
-        for rows in codes.chunks(part).map(<[&str]>::len) {
-            statements.push(self.update(to.target, rows)?);
-        }
-        // Each statement is bounded by statement_timeout but the COMMIT: their worst case,
-        // and as long again for the rest.
-        let _watch = self.watch(
-            &format!("applying batch {}", batch.id),
-            self.call_limit * (statements.len() as u32 + 1),
-        );
-        // Fields, not `self`: the transaction holds the client.
-        let why = Why {
-            display: &self.display,
-            lock_timeout: self.lock_timeout,
-            statement_timeout: self.statement_timeout,
-        };
-        let refused = |e: postgres::Error| why.refusal(e, to, batch);
-        let failed = |what: &str| format!("PostgreSQL at {}: {what} failed", why.display);
-
-        let mut tx = self.client.transaction().with_context(|| failed("BEGIN"))?;
-        // The UPDATE returns the code of every row it changed. Rows are read as they arrive,
-        // not collected: the batch's codes are its memory, whatever the batch size.
-        let mut found = vec![false; codes.len()];
-        let mut rows_updated = 0u64;
-        for ((part_codes, part_counts), stmt) in
-            codes.chunks(part).zip(counts.chunks(part)).zip(&statements)
-        {
-            let params = update_params(to.target.form, &part_codes, &part_counts);
-            let mut rows = tx.query_raw(stmt, params).map_err(refused)?;
-            while let Some(row) = rows.next().map_err(refused)? {
-                let code: &str = get(&row, 0, "the UPDATE's RETURNING")?;
-                // `codes` is sorted (a BTreeMap's keys); a returned code is one of them.
-                let i = codes.binary_search(&code).map_err(|_| {
-                    anyhow::anyhow!("BUG: the UPDATE returned code {code:?}, not in the batch")
-                })?;
-                found[i] = true;
-                rows_updated += 1;
-            }
-        }
-        let unknown: Vec<(String, i64)> = batch
-            .hits
-            .iter()
-            .zip(&found)
-            .filter(|(_, &found)| !found)
-            .map(|((c, h), _)| (c.clone(), *h))
-            .collect();
-        let unknown_total: i128 = unknown.iter().map(|(_, h)| i128::from(*h)).sum();
-        let unknown_codes: Vec<&str> = unknown.iter().map(|(c, _)| c.as_str()).collect();
-        let unknown_counts: Vec<i64> = unknown.iter().map(|(_, h)| *h).collect();
-        tx.execute(
-            &format!(
-                "INSERT INTO {} (batch_id, keys, hits, rows_updated, unknown_keys, unknown_hits, \
-                 unknown_codes, unknown_counts, recovered) \
-                 VALUES ($1, $2, $3::text::numeric, $4, $5, $6::text::numeric, $7, $8, $9)",
-                to.ledger.quoted
-            ),
-            &[
-                &batch.id,
-                &(batch.keys as i64),
-                &batch.total_hits().to_string(),
-                &(rows_updated as i64),
-                &(unknown.len() as i64),
-                &unknown_total.to_string(),
-                &unknown_codes,
-                &unknown_counts,
-                &recovered,
-            ],
-        )
-        .with_context(|| {
-            failed(&format!(
-                "recording batch {} in ledger table `{}`",
-                batch.id, to.ledger.name
-            ))
-        })?;
-        fault::point(if recovered {
-            "recovery_before_commit"
-        } else {
-            "before_commit"
-        });
-        tx.commit()
-            .with_context(|| failed(&format!("COMMIT of batch {}", batch.id)))?;
-        Ok(Applied {
-            rows_updated,
-            unknown,
-        })
+        anyhow::Error::new(e)
+            .context(self.failed(&format!("the UPDATE of table `{}`", t.table.name)))
     }
 
     /// Read-only: the codes among `codes` that have a row, and how many rows they match.
@@ -289,7 +261,11 @@ impl Session {
             c = target.code_column.quoted,
             t = target.table.quoted
         );
-        let rows = self.call(&format!("reading {what}"), |c| c.query(&sql, &[&codes]))?;
+        let rows = self.query(
+            &format!("reading {what}"),
+            &sql,
+            &[(&codes, Type::TEXT_ARRAY)],
+        )?;
         let mut found = HashSet::with_capacity(rows.len());
         for r in &rows {
             found.insert(get::<String>(r, 0, &what)?);

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Result};
+use postgres::types::Type;
 
 use super::session::{get, Session};
 use crate::config::{Ident, TargetConfig};
@@ -40,14 +41,13 @@ impl Session {
     /// code column is indexed.
     pub fn check_target(&mut self, target: &TargetConfig) -> Result<TableFacts> {
         let table = &target.table;
-        let rows = self.call(&format!("looking up table `{}`", table.name), |c| {
-            c.query(
-                "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) \
-                 FROM pg_attribute a \
-                 WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
-                &[&table.quoted],
-            )
-        })?;
+        let rows = self.query(
+            &format!("looking up table `{}`", table.name),
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) \
+             FROM pg_attribute a \
+             WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
+            &[(&table.quoted, Type::TEXT)],
+        )?;
         if rows.is_empty() {
             bail!(
                 "table `{}` does not exist in PostgreSQL at {} (or this role cannot see it): \
@@ -73,16 +73,15 @@ impl Session {
                 );
             }
         }
-        let row = self.call(
+        let row = self.query_one(
             &format!("looking up the indexes of `{}`", table.name),
-            |c| {
-                c.query_one(
-                    "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a \
-                 ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
-                 WHERE i.indrelid = to_regclass($1) AND a.attname = $2)",
-                    &[&table.quoted, &target.code_column.name],
-                )
-            },
+            "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a \
+             ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
+             WHERE i.indrelid = to_regclass($1) AND a.attname = $2)",
+            &[
+                (&table.quoted, Type::TEXT),
+                (&target.code_column.name, Type::TEXT),
+            ],
         )?;
         Ok(TableFacts {
             code_type: columns[&target.code_column.name].clone(),
@@ -92,15 +91,14 @@ impl Session {
     }
 
     /// The server's version and its `synchronous_commit` (the server's or role's, not the
-    /// value this session raised it to).
+    /// value our transactions raise it to).
     pub fn server_facts(&mut self) -> Result<(String, String)> {
-        let row = self.call("reading the server settings", |c| {
-            c.query_one(
-                "SELECT current_setting('server_version'), \
-                 (SELECT reset_val FROM pg_settings WHERE name = 'synchronous_commit')",
-                &[],
-            )
-        })?;
+        let row = self.query_one(
+            "reading the server settings",
+            "SELECT current_setting('server_version'), \
+             (SELECT reset_val FROM pg_settings WHERE name = 'synchronous_commit')",
+            &[],
+        )?;
         Ok((get(&row, 0, CATALOG)?, get(&row, 1, CATALOG)?))
     }
 
@@ -112,9 +110,11 @@ impl Session {
     ) -> Result<Vec<String>> {
         let mut missing = Vec::new();
         for p in privileges {
-            let row = self.call(&format!("reading privileges on `{}`", table.name), |c| {
-                c.query_one("SELECT has_table_privilege($1, $2)", &[&table.quoted, p])
-            })?;
+            let row = self.query_one(
+                &format!("reading privileges on `{}`", table.name),
+                "SELECT has_table_privilege($1, $2)",
+                &[(&table.quoted, Type::TEXT), (p, Type::TEXT)],
+            )?;
             if !get::<bool>(&row, 0, CATALOG)? {
                 missing.push((*p).to_owned());
             }
@@ -126,27 +126,21 @@ impl Session {
     /// the search path when the name has none).
     pub fn may_create(&mut self, table: &Ident) -> Result<bool> {
         let schema = table.name.rsplit_once('.').map(|(s, _)| s.to_owned());
-        let row = self.call("reading schema privileges", |c| {
-            c.query_one(
-                "SELECT coalesce(has_schema_privilege(coalesce($1, current_schema()), 'CREATE'), \
-                 false)",
-                &[&schema],
-            )
-        })?;
+        let row = self.query_one(
+            "reading schema privileges",
+            "SELECT coalesce(has_schema_privilege(coalesce($1, current_schema()), 'CREATE'), \
+             false)",
+            &[(&schema, Type::TEXT)],
+        )?;
         get(&row, 0, CATALOG)
     }
 
     pub fn table_exists(&mut self, table: &Ident) -> Result<bool> {
-        let row = self.call(&format!("looking up table `{}`", table.name), |c| {
-            c.query_one("SELECT to_regclass($1) IS NOT NULL", &[&table.quoted])
-        })?;
+        let row = self.query_one(
+            &format!("looking up table `{}`", table.name),
+            "SELECT to_regclass($1) IS NOT NULL",
+            &[(&table.quoted, Type::TEXT)],
+        )?;
         get(&row, 0, CATALOG)
-    }
-
-    /// Runs what follows inside one READ ONLY transaction (a dry run, `status`).
-    pub fn begin_read_only(&mut self) -> Result<()> {
-        self.call("BEGIN READ ONLY", |c| {
-            c.batch_execute("BEGIN TRANSACTION READ ONLY")
-        })
     }
 }

@@ -1,12 +1,14 @@
 //! The tables redis-flusher keeps for itself: the ledger (one row per applied batch, which
-//! makes retries safe) and the run history (one row per run, which `status` reads); their DDL,
-//! pruning, the run lock, and the Redis Cluster fence token.
+//! makes retries safe) and the run history (one row per run, which `status` reads); their DDL
+//! (with the lease's, `lease.rs`), pruning, and the Redis Cluster fence token.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Result};
 use postgres::error::SqlState;
+use postgres::types::Type;
 
+use super::lease::lease_ddl;
 use super::session::{get, Session};
 use crate::config::{Ident, LedgerConfig};
 
@@ -58,8 +60,8 @@ pub fn runs_ddl(runs: &Ident) -> String {
     )
 }
 
-/// The advisory lock key for a lock name: FNV-1a, so that the key is stable across versions
-/// and platforms.
+/// A stable 64-bit key for a name (FNV-1a, the same across versions and platforms), for
+/// transaction-level advisory locks.
 pub fn lock_key(name: &str) -> i64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in name.bytes() {
@@ -111,68 +113,89 @@ pub struct RunRow {
 }
 
 impl Session {
-    /// Takes the session-level advisory lock without waiting. Held until the connection
-    /// closes, so a killed run cannot keep it.
-    pub fn try_lock(&mut self, key: i64) -> Result<bool> {
-        let row = self.call("taking the advisory lock", |c| {
-            c.query_one("SELECT pg_try_advisory_lock($1)", &[&key])
-        })?;
-        get(&row, 0, "pg_try_advisory_lock")
-    }
-
     /// A token that only grows from run to run (a new transaction id), for Redis Cluster's
     /// fences.
     pub fn fence_token(&mut self) -> Result<i64> {
-        let row = self.call("taking a transaction id", |c| {
-            c.query_one("SELECT txid_current()::int8", &[])
-        })?;
+        let row = self.query_one(
+            "taking a transaction id",
+            "SELECT txid_current()::int8",
+            &[],
+        )?;
         get(&row, 0, "txid_current()")
     }
 
-    /// Creates the ledger and the run history if they are missing. A role that may not
-    /// create tables gets the DDL of every missing one, to hand to a DBA.
-    pub fn ensure_ledger(&mut self, cfg: &LedgerConfig) -> Result<()> {
+    /// Creates the ledger, the run history and the lease table if they are missing. A role
+    /// that may not create tables gets the DDL of every missing one, to hand to a DBA.
+    pub fn ensure_tables(&mut self, cfg: &LedgerConfig) -> Result<()> {
         let mut missing = Vec::new();
         for (table, ddl) in [
             (&cfg.ledger_table, ledger_ddl(&cfg.ledger_table)),
             (&cfg.runs_table, runs_ddl(&cfg.runs_table)),
+            (&cfg.lease_table, lease_ddl(&cfg.lease_table)),
         ] {
             if !self.table_exists(table)? {
                 missing.push((table, ddl));
             }
         }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        // Two runs creating the same table at once can collide in the catalog (a duplicate
+        // key in pg_type, IF NOT EXISTS notwithstanding): one at a time, under a lock that
+        // ends with the transaction.
+        let key = lock_key(&format!("redis-flusher\0create\0{}", cfg.ledger_table.name));
+        self.begin(false)?;
+        let created = self.create(&missing, key);
+        match created {
+            Ok(()) => self.commit("creating tables"),
+            Err(e) => {
+                self.rollback();
+                Err(e)
+            }
+        }
+    }
+
+    fn create(&mut self, missing: &[(&Ident, String)], key: i64) -> Result<()> {
+        self.query(
+            "waiting for another run creating tables",
+            "SELECT pg_advisory_xact_lock($1)",
+            &[(&key, Type::INT8)],
+        )?;
         for (i, (table, ddl)) in missing.iter().enumerate() {
-            let _watch = self.watch("creating a table", self.call_limit);
-            let Err(e) = self.client.batch_execute(ddl) else {
+            let what = format!("creating table `{}`", table.name);
+            let Err(e) = self.simple(&what, ddl) else {
                 log::info!("created table `{}`", table.name);
                 continue;
             };
-            if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) {
-                let rest = &missing[i..];
-                let one = rest.len() == 1;
-                bail!(
-                    "{} {} missing and this role may not create {} (PostgreSQL at {}); \
-                     ask a DBA to run:\n\n{}\n\nand to GRANT SELECT, INSERT, DELETE ON {} TO \
-                     this role",
-                    rest.iter()
-                        .map(|(t, _)| format!("table `{}`", t.name))
-                        .collect::<Vec<_>>()
-                        .join(" and "),
-                    if one { "is" } else { "are" },
-                    if one { "it" } else { "them" },
-                    self.display,
-                    rest.iter()
-                        .map(|(_, d)| d.as_str())
-                        .collect::<Vec<_>>()
-                        .join("\n"),
-                    rest.iter()
-                        .map(|(t, _)| t.quoted.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                );
+            let denied = e
+                .downcast_ref::<postgres::Error>()
+                .and_then(|e| e.code())
+                .is_some_and(|c| *c == SqlState::INSUFFICIENT_PRIVILEGE);
+            if !denied {
+                return Err(e);
             }
-            return Err(anyhow::Error::new(e)
-                .context(self.failed(&format!("creating table `{}`", table.name))));
+            let rest = &missing[i..];
+            let one = rest.len() == 1;
+            bail!(
+                "{} {} missing and this role may not create {} (PostgreSQL at {}); \
+                 ask a DBA to run:\n\n{}\n\nand to GRANT SELECT, INSERT, UPDATE, DELETE ON {} \
+                 TO this role",
+                rest.iter()
+                    .map(|(t, _)| format!("table `{}`", t.name))
+                    .collect::<Vec<_>>()
+                    .join(" and "),
+                if one { "is" } else { "are" },
+                if one { "it" } else { "them" },
+                self.display,
+                rest.iter()
+                    .map(|(_, d)| d.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                rest.iter()
+                    .map(|(t, _)| t.quoted.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
         }
         Ok(())
     }
@@ -193,29 +216,38 @@ impl Session {
             runs.quoted
         );
         let int = |n: u64| n as i64;
-        self.call(
+        let (keys, rows, codes, bad) = (
+            int(run.keys),
+            int(run.rows_updated),
+            int(run.unknown_codes),
+            int(run.bad_keys),
+        );
+        let (batches, failed, recovered, pending) = (
+            int(run.batches),
+            int(run.batches_failed),
+            int(run.recovered_batches),
+            int(run.pending_journals),
+        );
+        let (hits, unknown_hits) = (run.hits.to_string(), run.unknown_hits.to_string());
+        self.execute(
             &format!("recording the run in table `{}`", runs.name),
-            |c| {
-                c.execute(
-                    &sql,
-                    &[
-                        &run.run_id,
-                        &started_s,
-                        &run.status,
-                        &int(run.keys),
-                        &run.hits.to_string(),
-                        &int(run.rows_updated),
-                        &int(run.unknown_codes),
-                        &run.unknown_hits.to_string(),
-                        &int(run.bad_keys),
-                        &int(run.batches),
-                        &int(run.batches_failed),
-                        &int(run.recovered_batches),
-                        &int(run.pending_journals),
-                        &run.error,
-                    ],
-                )
-            },
+            &sql,
+            &[
+                (&run.run_id, Type::TEXT),
+                (&started_s, Type::FLOAT8),
+                (&run.status, Type::TEXT),
+                (&keys, Type::INT8),
+                (&hits, Type::TEXT),
+                (&rows, Type::INT8),
+                (&codes, Type::INT8),
+                (&unknown_hits, Type::TEXT),
+                (&bad, Type::INT8),
+                (&batches, Type::INT8),
+                (&failed, Type::INT8),
+                (&recovered, Type::INT8),
+                (&pending, Type::INT8),
+                (&run.error, Type::TEXT),
+            ],
         )?;
         Ok(())
     }
@@ -223,15 +255,14 @@ impl Session {
     /// The ledger row of `batch_id`, if that batch was applied.
     pub fn applied(&mut self, ledger: &Ident, batch_id: &str) -> Result<Option<LedgerRow>> {
         let what = format!("ledger table `{}`", ledger.name);
-        let row = self.call(&format!("reading {what}"), |c| {
-            c.query_opt(
-                &format!(
-                    "SELECT unknown_codes, unknown_counts FROM {} WHERE batch_id = $1",
-                    ledger.quoted
-                ),
-                &[&batch_id],
-            )
-        })?;
+        let row = self.query_opt(
+            &format!("reading {what}"),
+            &format!(
+                "SELECT unknown_codes, unknown_counts FROM {} WHERE batch_id = $1",
+                ledger.quoted
+            ),
+            &[(&batch_id, Type::TEXT)],
+        )?;
         let Some(r) = row else { return Ok(None) };
         let codes: Vec<String> = get(&r, 0, &what)?;
         let counts: Vec<i64> = get(&r, 1, &what)?;
@@ -243,20 +274,19 @@ impl Session {
     /// The last `limit` runs, newest first.
     pub fn last_runs(&mut self, runs: &Ident, limit: u32) -> Result<Vec<RunRow>> {
         let what = format!("table `{}`", runs.name);
-        let rows = self.call(&format!("reading {what}"), |c| {
-            c.query(
-                &format!(
-                    "SELECT run_id, to_char(finished_at AT TIME ZONE 'UTC', \
-                     'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
-                     extract(epoch FROM finished_at - started_at)::float8, status, keys, \
-                     hits::text, unknown_codes, unknown_hits::text, bad_keys, \
-                     pending_journals, error \
-                     FROM {} ORDER BY finished_at DESC LIMIT $1",
-                    runs.quoted
-                ),
-                &[&i64::from(limit)],
-            )
-        })?;
+        let rows = self.query(
+            &format!("reading {what}"),
+            &format!(
+                "SELECT run_id, to_char(finished_at AT TIME ZONE 'UTC', \
+                 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+                 extract(epoch FROM finished_at - started_at)::float8, status, keys, \
+                 hits::text, unknown_codes, unknown_hits::text, bad_keys, \
+                 pending_journals, error \
+                 FROM {} ORDER BY finished_at DESC LIMIT $1",
+                runs.quoted
+            ),
+            &[(&i64::from(limit), Type::INT8)],
+        )?;
         rows.iter()
             .map(|r| {
                 // numeric columns that only ever hold the integers a run wrote
@@ -281,16 +311,15 @@ impl Session {
     /// Seconds since the last run that ended ok, if any did.
     pub fn last_success_age(&mut self, runs: &Ident) -> Result<Option<f64>> {
         let what = format!("table `{}`", runs.name);
-        let row = self.call(&format!("reading {what}"), |c| {
-            c.query_one(
-                &format!(
-                    "SELECT extract(epoch FROM now() - max(finished_at))::float8 FROM {} \
-                     WHERE status = 'ok'",
-                    runs.quoted
-                ),
-                &[],
-            )
-        })?;
+        let row = self.query_one(
+            &format!("reading {what}"),
+            &format!(
+                "SELECT extract(epoch FROM now() - max(finished_at))::float8 FROM {} \
+                 WHERE status = 'ok'",
+                runs.quoted
+            ),
+            &[],
+        )?;
         get(&row, 0, &what)
     }
 
@@ -306,9 +335,12 @@ impl Session {
                 "DELETE FROM {} WHERE {column} < now() - make_interval(days => $1)",
                 table.quoted
             );
-            pruned += self.call(&format!("pruning table `{}`", table.name), |c| {
-                c.execute(&sql, &[&(cfg.ledger_days as i32)])
-            })?;
+            let days = cfg.ledger_days as i32;
+            pruned += self.execute(
+                &format!("pruning table `{}`", table.name),
+                &sql,
+                &[(&days, Type::INT4)],
+            )?;
         }
         Ok(pruned)
     }

@@ -1,40 +1,51 @@
-//! A connection to PostgreSQL set up for a flush, and the one path every call takes: armed
-//! with the watchdog (the client has no timeout of its own), its failure named with the server
-//! and the step, its rows read with `try_get` so that an unexpected column type is an error
-//! naming the table and column, never a panic.
+//! A connection to PostgreSQL, and the one path every call takes: armed with the watchdog (the
+//! client has no timeout of its own), its failure named with the server and the step, its rows
+//! read with `try_get` so that an unexpected column type is an error naming the table and
+//! column, never a panic.
+//!
+//! Nothing outlives our own transactions, so that the connection can be a pooler's (PgBouncer
+//! in transaction mode hands each transaction a different server connection, and ours to the
+//! app next): no named prepared statements (statements with parameters are sent unnamed,
+//! `query_typed`; those without, with the simple protocol), no session settings (every
+//! transaction sets what it needs with `SET LOCAL`), no session-level lock (`lease.rs`).
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use postgres::types::FromSql;
-use postgres::{Client, Row, Statement};
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::types::{FromSql, ToSql, Type};
+use postgres::{Client, Row};
 
-use crate::config::PgConfig;
+use crate::config::{PgConfig, UsageError};
 use crate::deadline::{self, Guard};
 
 /// How much longer than its own timeout a Postgres call may take before the watchdog gives
 /// up on the server: time for the server's error to travel back.
 pub const GRACE: Duration = Duration::from_secs(5);
 
-/// Keeps every batch's UPDATE on the code column's index (a nested loop). Without it, the
-/// planner turns to a hash join over a sequential scan of the whole table once a batch is
-/// large enough for the table's size (measured at 2M rows: at 20k rows for unnest, 10k for
-/// VALUES), which made a 1M-key flush 3x slower. Only this session's statements are affected.
-pub const SESSION_PLAN: &str = "SET enable_hashjoin = off; SET enable_mergejoin = off";
+/// A statement parameter and its Postgres type (statements are sent unnamed, so the types
+/// travel with the values).
+pub type Param<'a> = (&'a (dyn ToSql + Sync), Type);
 
-/// A COMMIT must be durable before the journal is deleted: with `synchronous_commit = off`
-/// (a server may set it for speed) a Postgres crash forgets the last committed transactions,
-/// ledger rows included, while their journals are already gone, and the hits are lost (seen
-/// in testing: `pg_ctl stop -m immediate` right after our COMMITs). Stronger settings
-/// (`remote_write`, `remote_apply`, `local`) are all durable locally and are kept.
-pub const SESSION_DURABLE: &str = "SELECT set_config('synchronous_commit', 'on', false) \
-     WHERE current_setting('synchronous_commit') = 'off'";
-
-/// The settings a flush's session runs with: timeouts, the plan, durability.
-pub fn session_settings(statement_timeout: Duration, lock_timeout: Duration) -> String {
+/// The settings every transaction of ours runs with, as `SET LOCAL`s, so that nothing outlives
+/// it on a shared server connection:
+/// - `statement_timeout` and `lock_timeout`, from the flags;
+/// - hash and merge joins off, which keeps every batch's UPDATE on the code column's index (a
+///   nested loop). Without it, the planner turns to a hash join over a sequential scan of the
+///   whole table once a batch is large enough for the table's size (measured at 2M rows: at
+///   20k rows for unnest, 10k for VALUES), which made a 1M-key flush 3x slower;
+/// - `synchronous_commit` raised from `off` to `on`: a COMMIT must be durable before the
+///   journal is deleted. With `off` (a server may set it for speed) a Postgres crash forgets
+///   the last committed transactions, ledger rows included, while their journals are already
+///   gone, and the hits are lost (seen in testing: `pg_ctl stop -m immediate` right after our
+///   COMMITs). Stronger settings (`remote_write`, `remote_apply`, `local`) are all durable
+///   locally and are kept.
+pub fn transaction_settings(statement_timeout: Duration, lock_timeout: Duration) -> String {
     format!(
-        "SET statement_timeout = {}; SET lock_timeout = {}; {SESSION_PLAN}; {SESSION_DURABLE}",
+        "SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = {}; \
+         SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; \
+         SELECT set_config('synchronous_commit', 'on', true) \
+         WHERE current_setting('synchronous_commit') = 'off'",
         statement_timeout.as_millis(),
         lock_timeout.as_millis()
     )
@@ -49,7 +60,13 @@ pub fn connect_client(cfg: &PgConfig) -> Result<Client> {
         format!("connecting to PostgreSQL at {}", cfg.display),
         connect_timeout + GRACE,
     );
-    cfg.config.connect(cfg.tls.clone()).with_context(|| {
+    let connected = if cfg.unix_socket {
+        // No TLS over a socket; the rustls connector would refuse its empty host name.
+        cfg.config.connect(postgres::NoTls)
+    } else {
+        cfg.config.connect(cfg.tls.clone())
+    };
+    connected.with_context(|| {
         format!(
             "could not connect to PostgreSQL at {}: check `DATABASE_URL` or \
              `DB_HOST`/`DB_PORT`/`DB_NAME`/`DB_USER`/`DB_PASSWORD`, and for TLS `sslmode` and \
@@ -59,9 +76,9 @@ pub fn connect_client(cfg: &PgConfig) -> Result<Client> {
     })
 }
 
-/// A connection with the flush's session settings.
+/// A connection, and the settings its transactions run with.
 pub struct Session {
-    pub(super) client: Client,
+    client: Client,
     /// `user@host:port/db`, for messages.
     pub display: String,
     /// For the advice when a batch waited too long for a locked row.
@@ -69,25 +86,24 @@ pub struct Session {
     /// For the advice when a batch's UPDATE took too long.
     pub(super) statement_timeout: Duration,
     /// How long one call may wait before the watchdog gives up on the server.
-    pub(super) call_limit: Duration,
-    /// Prepared UPDATEs by number of rows (`apply.rs`): full batches reuse one plan.
-    pub(super) updates: HashMap<usize, Statement>,
+    call_limit: Duration,
+    /// The `SET LOCAL`s that follow every BEGIN.
+    settings: String,
+    /// To connect again after a pooler closed the connection at BEGIN.
+    cfg: PgConfig,
 }
 
 impl Session {
     pub fn connect(cfg: &PgConfig) -> Result<Session> {
-        let client = connect_client(cfg)?;
-        let mut session = Session {
-            client,
+        Ok(Session {
+            client: connect_client(cfg)?,
             display: cfg.display.clone(),
             lock_timeout: cfg.lock_timeout,
             statement_timeout: cfg.statement_timeout,
             call_limit: cfg.statement_timeout + GRACE,
-            updates: HashMap::new(),
-        };
-        let settings = session_settings(cfg.statement_timeout, cfg.lock_timeout);
-        session.call("setting up the session", |c| c.batch_execute(&settings))?;
-        Ok(session)
+            settings: transaction_settings(cfg.statement_timeout, cfg.lock_timeout),
+            cfg: cfg.clone(),
+        })
     }
 
     /// The context of a failed step: which server, and what it was doing.
@@ -95,21 +111,167 @@ impl Session {
         format!("PostgreSQL at {}: {what} failed", self.display)
     }
 
-    /// Arms the watchdog for `limit` (`deadline.rs`): the crate has no client-side timeout.
-    pub(super) fn watch(&self, what: &str, limit: Duration) -> Guard {
-        deadline::arm(format!("PostgreSQL at {}: {what}", self.display), limit)
+    /// Arms the watchdog for one call (`deadline.rs`): the crate has no client-side timeout.
+    fn watch(&self, what: &str) -> Guard {
+        deadline::arm(
+            format!("PostgreSQL at {}: {what}", self.display),
+            self.call_limit,
+        )
     }
 
-    /// Runs one call on the server: watched, and its failure named `what`.
+    /// Runs one call on the client: watched, and its failure named `what`.
     pub fn call<T>(
         &mut self,
         what: &str,
         f: impl FnOnce(&mut Client) -> Result<T, postgres::Error>,
     ) -> Result<T> {
-        let _watch = self.watch(what, self.call_limit);
+        let _watch = self.watch(what);
         let result = f(&mut self.client);
         result.with_context(|| self.failed(what))
     }
+
+    /// Runs SQL without parameters (the simple protocol: nothing is prepared).
+    pub fn simple(&mut self, what: &str, sql: &str) -> Result<()> {
+        self.call(what, |c| c.batch_execute(sql))
+    }
+
+    /// Runs one statement, unnamed, and returns its rows.
+    pub fn query(&mut self, what: &str, sql: &str, params: &[Param]) -> Result<Vec<Row>> {
+        self.call(what, |c| c.query_typed(sql, params))
+    }
+
+    /// As [`Session::query`], for a statement that returns exactly one row.
+    pub fn query_one(&mut self, what: &str, sql: &str, params: &[Param]) -> Result<Row> {
+        self.call(what, |c| c.query_typed_one(sql, params))
+    }
+
+    /// As [`Session::query`], for a statement that returns at most one row.
+    pub fn query_opt(&mut self, what: &str, sql: &str, params: &[Param]) -> Result<Option<Row>> {
+        self.call(what, |c| c.query_typed_opt(sql, params))
+    }
+
+    /// Runs one statement, unnamed, and returns how many rows it affected.
+    pub fn execute(&mut self, what: &str, sql: &str, params: &[Param]) -> Result<u64> {
+        self.call(what, |c| {
+            let mut rows = c.query_typed_raw(sql, params.iter().map(|(v, t)| (*v, t.clone())))?;
+            while rows.next()?.is_some() {}
+            Ok(rows.rows_affected().unwrap_or(0))
+        })
+    }
+
+    /// Runs one statement, unnamed, and hands each row to `each` as it arrives (the rows of
+    /// a batch's UPDATE are not collected). `each`'s error ends the call.
+    pub fn for_each_row(
+        &mut self,
+        what: &str,
+        sql: &str,
+        params: Vec<Param>,
+        mut each: impl FnMut(&Row) -> Result<()>,
+    ) -> Result<Result<(), postgres::Error>> {
+        let _watch = self.watch(what);
+        let mut rows = match self.client.query_typed_raw(sql, params) {
+            Ok(rows) => rows,
+            Err(e) => return Ok(Err(e)),
+        };
+        loop {
+            match rows.next() {
+                Ok(Some(row)) => each(&row)?,
+                Ok(None) => return Ok(Ok(())),
+                Err(e) => return Ok(Err(e)),
+            }
+        }
+    }
+
+    /// Begins a transaction of ours, with its settings.
+    pub fn begin(&mut self, read_only: bool) -> Result<()> {
+        let sql = format!(
+            "BEGIN{}; {}",
+            if read_only { " READ ONLY" } else { "" },
+            self.settings
+        );
+        let first = self.begin_once(&sql);
+        // PgBouncer in statement pooling mode answers a transaction with a FATAL error and
+        // closes; the client often reports only the closed connection. Once more on a new
+        // connection tells that apart from a network that failed at that moment.
+        match first {
+            Err(e) if e.is_closed() => {
+                self.client = connect_client(&self.cfg)?;
+                match self.begin_once(&sql) {
+                    Err(e) if e.is_closed() || statement_pooling(&e) => Err(self.refuses(false)),
+                    other => other.map_err(|e| self.begin_failed(e)),
+                }
+            }
+            Err(e) if statement_pooling(&e) => Err(self.refuses(true)),
+            other => other.map_err(|e| self.begin_failed(e)),
+        }
+    }
+
+    fn begin_once(&mut self, sql: &str) -> Result<(), postgres::Error> {
+        let _watch = self.watch("BEGIN");
+        self.client.batch_execute(sql)
+    }
+
+    fn begin_failed(&self, e: postgres::Error) -> anyhow::Error {
+        anyhow::Error::new(e).context(self.failed("BEGIN"))
+    }
+
+    /// The error for a server (a pooler) that refuses transactions: `said` when it said so,
+    /// else it closed the connection at BEGIN twice.
+    fn refuses(&self, said: bool) -> anyhow::Error {
+        UsageError(format!(
+            "PostgreSQL at {} {}: a pooler in statement pooling mode does that (PgBouncer: \
+             \"transaction blocks not allowed in statement pooling mode\"), and every batch is \
+             a transaction: use transaction or session pooling for redis-flusher (PgBouncer: \
+             `pool_mode = transaction`)",
+            self.display,
+            if said {
+                "is reached through a pooler in statement pooling mode, which refuses \
+                 transactions"
+            } else {
+                "closed the connection when a transaction began, twice, after answering \
+                 queries"
+            }
+        ))
+        .into()
+    }
+
+    /// Commits the transaction; `what` names it in errors.
+    pub fn commit(&mut self, what: &str) -> Result<()> {
+        self.simple(&format!("COMMIT of {what}"), "COMMIT")
+    }
+
+    /// Rolls the transaction back, after a failure inside it. Its own failure (a connection
+    /// that broke) is not news: the server rolls back a transaction whose connection closed.
+    pub fn rollback(&mut self) {
+        let _watch = self.watch("ROLLBACK");
+        let _ = self.client.batch_execute("ROLLBACK");
+    }
+
+    /// Runs `f` in a transaction of ours and commits; rolls back if `f` fails.
+    pub fn transaction<T>(
+        &mut self,
+        what: &str,
+        read_only: bool,
+        f: impl FnOnce(&mut Session) -> Result<T>,
+    ) -> Result<T> {
+        self.begin(read_only)?;
+        match f(self) {
+            Ok(v) => {
+                self.commit(what)?;
+                Ok(v)
+            }
+            Err(e) => {
+                self.rollback();
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Whether `e` is PgBouncer refusing a transaction in statement pooling mode.
+fn statement_pooling(e: &postgres::Error) -> bool {
+    e.as_db_error()
+        .is_some_and(|d| d.message().contains("statement pooling mode"))
 }
 
 /// Column `idx` of `row`, read as `T`; a column of another type (a table a DBA changed, say)

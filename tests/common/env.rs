@@ -105,7 +105,12 @@ impl TestEnv {
     /// The binary, pointed at this namespace through the environment the way an operator
     /// would, in a working directory of its own (so no stray `.env` is read).
     pub fn cmd(&self) -> Command {
-        let mut cmd = Command::cargo_bin("redis-flusher").expect("the redis-flusher binary");
+        // REDIS_FLUSHER_TEST_BIN runs the suite against another build (a release, or an older
+        // version, to see a test fail without its fix).
+        let mut cmd = match std::env::var_os("REDIS_FLUSHER_TEST_BIN") {
+            Some(bin) => Command::new(bin),
+            None => Command::cargo_bin("redis-flusher").expect("the redis-flusher binary"),
+        };
         for var in [
             "REDIS_URL",
             "DATABASE_URL",
@@ -164,29 +169,39 @@ impl TestEnv {
             .expect("SET");
     }
 
-    /// Waits until no redis-flusher session holds an advisory lock in this database. A run
-    /// killed with SIGKILL leaves its Postgres backend alive for a few milliseconds, lock and
-    /// all; a run started in that window rightly exits "locked" and does nothing, which would
-    /// make the next assertion race. (Cron runs minutes apart; tests run back to back.)
+    /// Waits until no live redis-flusher run holds the run lock of this namespace (the lease
+    /// table has no row, or its holder's process has ended). Overlapping runs are safe, but a
+    /// run started while another still holds the lock rightly exits "locked" and does
+    /// nothing, which would make the next assertion race.
     pub fn wait_for_unlock(&self) {
         let mut pg = self.pg();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let held: i64 = pg
+            let exists: bool = pg
                 .query_one(
-                    "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-                     WHERE l.locktype = 'advisory' AND a.application_name = 'redis-flusher' \
-                     AND a.datname = current_database()",
+                    "SELECT to_regclass('redis_flusher_leases') IS NOT NULL",
                     &[],
                 )
-                .expect("read pg_locks")
+                .expect("look up the lease table")
                 .get(0);
-            if held == 0 {
+            let pids: Vec<i32> = if exists {
+                pg.query("SELECT pid FROM redis_flusher_leases", &[])
+                    .expect("read the lease table")
+                    .iter()
+                    .map(|r| r.get(0))
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            if pids
+                .iter()
+                .all(|&p| redis_flusher::postgres::process_gone(p))
+            {
                 return;
             }
             assert!(
                 Instant::now() < deadline,
-                "a redis-flusher session kept its lock for 10 s"
+                "a redis-flusher run kept the run lock for 10 s"
             );
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -428,6 +443,113 @@ pub fn scan_keys(con: &mut redis::Connection, prefix: &str) -> Vec<String> {
         .expect("SCAN")
         .map(|k| String::from_utf8_lossy(&k.expect("SCAN key")).into_owned())
         .collect()
+}
+
+/// Writer threads INCRing random codes (1..=known_codes known, then 100 without a row) until
+/// `stop`; each returns the (known, unknown) INCRs it made.
+pub fn start_writers(
+    env: &TestEnv,
+    threads: u64,
+    known_codes: u64,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<std::thread::JoinHandle<(i64, i64)>> {
+    use std::sync::atomic::Ordering;
+    (0..threads)
+        .map(|t| {
+            let stop = stop.clone();
+            let mut con = env.redis();
+            let prefix = env.prefix.clone();
+            let mut rng = fastrand::Rng::with_seed(t);
+            std::thread::spawn(move || {
+                let (mut known, mut unknown) = (0i64, 0i64);
+                while !stop.load(Ordering::Relaxed) {
+                    let n = rng.u64(1..=known_codes + 100);
+                    redis::cmd("INCR")
+                        .arg(format!("{prefix}c{n}"))
+                        .query::<i64>(&mut con)
+                        .expect("INCR");
+                    if n <= known_codes {
+                        known += 1;
+                    } else {
+                        unknown += 1;
+                    }
+                }
+                (known, unknown)
+            })
+        })
+        .collect()
+}
+
+/// What [`overlapping_runs_under_load`] saw.
+pub struct Overlap {
+    /// Runs that took the lock, and runs that found it taken.
+    pub ran: u32,
+    pub locked: u32,
+    /// INCRs the app made for known and for unknown codes.
+    pub known: i64,
+    pub unknown: i64,
+}
+
+/// `rounds` rounds of four runs started within 100 ms of each other, while two clients INCR
+/// codes `c1..c3000` (and 100 unknown ones), then one run after the writers stopped. Every run
+/// must exit 0: flushed, or found the lock taken. `env_vars` go to every run.
+pub fn overlapping_runs_under_load(
+    env: &TestEnv,
+    rounds: u32,
+    env_vars: &[(&str, &str)],
+) -> Overlap {
+    use std::process::Stdio;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    const ARGS: [&str; 5] = ["run", "--batch-size", "300", "--claim-size", "50"];
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers = start_writers(env, 2, 3000, &stop);
+    let (mut ran, mut locked) = (0, 0);
+    for round in 0..rounds {
+        // Started within 100 ms of each other: some meet the lock, some find it free again.
+        let runs: Vec<Child> = (0..4)
+            .map(|_| {
+                std::thread::sleep(Duration::from_millis(fastrand::u64(0..=33)));
+                let mut cmd = env.cmd();
+                cmd.args(ARGS)
+                    .arg("--json")
+                    .envs(env_vars.iter().copied())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped());
+                cmd.spawn().expect("start redis-flusher")
+            })
+            .collect();
+        for run in runs {
+            let (out, _) = finish_within(run, Duration::from_secs(60));
+            out.expect(0);
+            match out.json()["status"].as_str() {
+                Some("ok") => ran += 1,
+                Some("locked") => locked += 1,
+                other => panic!("round {round}: status {other:?}\n{}", out.stderr),
+            }
+        }
+        env.wait_for_unlock();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (mut known, mut unknown) = (0, 0);
+    for w in writers {
+        let (k, u) = w.join().expect("a writer panicked");
+        known += k;
+        unknown += u;
+    }
+    env.run_with(&ARGS, env_vars).expect(0);
+    eprintln!(
+        "{} runs: {ran} flushed, {locked} found the lock taken; {known} known INCRs, \
+         {unknown} unknown",
+        rounds * 4
+    );
+    Overlap {
+        ran,
+        locked,
+        known,
+        unknown,
+    }
 }
 
 /// Waits for `child` (a run started with [`TestEnv::cmd`]) to end, at most `limit`; returns

@@ -7,10 +7,12 @@
 
 mod cluster;
 mod env;
+mod pgbouncer;
 mod pki;
 mod servers;
 
 pub use cluster::*;
 pub use env::*;
+pub use pgbouncer::*;
 pub use pki::*;
 pub use servers::*;

@@ -46,7 +46,7 @@ pub fn free_port() -> u16 {
         .expect("no free loopback port")
 }
 
-fn is_root() -> bool {
+pub(super) fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
@@ -54,7 +54,7 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-fn id_of(flag: &str, user: &str) -> u32 {
+pub(super) fn id_of(flag: &str, user: &str) -> u32 {
     let out = Command::new("id")
         .args([flag, user])
         .output()
@@ -73,7 +73,7 @@ fn id_of(flag: &str, user: &str) -> u32 {
 /// Stops `pid` with `signal` and removes `dir` once this test process has exited.
 /// The shell outlives us on purpose (statics are never dropped), so it is never waited for.
 #[allow(clippy::zombie_processes)]
-fn watchdog(pid: u32, signal: &str, dir: &Path) {
+pub(super) fn watchdog(pid: u32, signal: &str, dir: &Path) {
     let script = format!(
         "while kill -0 {parent} 2>/dev/null; do sleep 0.5; done; \
          kill -{signal} {pid} 2>/dev/null; sleep 3; kill -KILL {pid} 2>/dev/null; rm -rf '{dir}'",
@@ -224,7 +224,7 @@ impl Drop for RedisServer {
 
 /// Stops a server (it may be stopped already) and removes its files, unless the test failed:
 /// then they stay as evidence until the binary exits.
-fn stop(pid: u32, sig: i32, dir: &Path) {
+pub(super) fn stop(pid: u32, sig: i32, dir: &Path) {
     // SAFETY: kill(2) with a pid this harness started and a constant signal; an error (it
     // has exited) is fine.
     unsafe { libc::kill(pid as i32, sig) };
@@ -393,7 +393,7 @@ fn start_postgres_with(extra: &[&str]) -> PgServer {
     panic!("postgres did not start on a free port (5 tries)");
 }
 
-fn as_pg(cmd: &mut Command, ids: Option<(u32, u32)>) {
+pub(super) fn as_pg(cmd: &mut Command, ids: Option<(u32, u32)>) {
     if let Some((uid, gid)) = ids {
         use std::os::unix::process::CommandExt;
         cmd.uid(uid).gid(gid);

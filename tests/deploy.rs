@@ -1,0 +1,206 @@
+//! Where it really runs: behind PgBouncer (each pooling mode), over a Unix socket, beside Redis
+//! Sentinel, pointed at a replica by mistake. The components in between are the real ones,
+//! started privately (`tests/common/`).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{overlapping_runs_under_load, start_pgbouncer, TestEnv};
+
+/// The run's environment with Postgres behind the pooler on `port`.
+fn through(port: &str) -> [(&str, &str); 1] {
+    [("DB_PORT", port)]
+}
+
+#[test]
+fn overlapping_runs_through_pgbouncer_in_transaction_mode_count_everything_once() {
+    let env = TestEnv::new(3000);
+    let bouncer = start_pgbouncer(env.pg_port, "transaction", 3);
+    let port = bouncer.port.to_string();
+    // Every run exits 0 (none fails on a statement), and every INCR is counted once.
+    let o = overlapping_runs_under_load(&env, 8, &through(&port));
+    assert!(o.ran >= 8, "every round has one run that takes the lock");
+    assert!(o.known > 3000, "the writers made only {} INCRs", o.known);
+    assert_eq!(env.total(), o.known);
+    assert_eq!(env.ledger_unknown_hits(), o.unknown);
+    assert!(env.journals().is_empty());
+    assert!(env.keys(&env.prefix).is_empty());
+
+    // Nothing of ours outlives our transactions on the pooled server connections: three
+    // clients in a transaction at once hold all three, and each looks at its own.
+    let mut clients: Vec<postgres::Client> = (0..3)
+        .map(|_| common::pg_connect(bouncer.port, &env.db).expect("connect through pgbouncer"))
+        .collect();
+    for c in clients.iter_mut() {
+        c.batch_execute("BEGIN").expect("BEGIN through pgbouncer");
+    }
+    let mut seen = Vec::new();
+    for c in clients.iter_mut() {
+        // The simple protocol: a query of our own would be a prepared statement there.
+        let rows = c
+            .simple_query(
+                "SELECT pg_backend_pid(), current_setting('enable_hashjoin'), \
+                 current_setting('enable_mergejoin'), current_setting('statement_timeout'), \
+                 current_setting('lock_timeout'), current_setting('synchronous_commit'), \
+                 (SELECT count(*) FROM pg_prepared_statements)",
+            )
+            .expect("read the server connection's settings");
+        let row = rows
+            .iter()
+            .find_map(|m| match m {
+                postgres::SimpleQueryMessage::Row(r) => Some(r),
+                _ => None,
+            })
+            .expect("a row");
+        let col = |i| row.get(i).expect("a value").to_owned();
+        let pid = col(0);
+        let settings: Vec<String> = (1..6).map(col).collect();
+        let prepared = col(6);
+        // The private server runs with synchronous_commit off; ours never stays on.
+        assert_eq!(
+            settings,
+            ["on", "on", "0", "0", "off"],
+            "server connection {pid}"
+        );
+        assert_eq!(
+            prepared, "0",
+            "prepared statements left on server connection {pid}"
+        );
+        seen.push(pid);
+    }
+    seen.sort_unstable();
+    seen.dedup();
+    assert_eq!(seen.len(), 3, "three server connections looked at");
+    let advisory: i64 = env
+        .pg()
+        .query_one(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(advisory, 0, "advisory locks left on the server");
+}
+
+#[test]
+fn a_killed_runs_lock_expires_and_the_next_run_after_it_flushes() {
+    let env = TestEnv::new(2000);
+    let bouncer = start_pgbouncer(env.pg_port, "transaction", 2);
+    let port = bouncer.port.to_string();
+    let expected = env.set_many(2000, |i| i64::from(i % 5 + 1));
+    let mut killing = through(&port).to_vec();
+    killing.push(("REDIS_FLUSHER_FAULT", "after_claim:3"));
+    env.run_with(
+        &["run", "--batch-size", "400", "--claim-size", "100"],
+        &killing,
+    )
+    .expect_killed();
+    // As if the killed run had run on another machine: no one here can tell it is gone, so
+    // only its lease's expiry frees the lock.
+    env.pg()
+        .batch_execute(
+            "UPDATE redis_flusher_leases SET machine = 'another-machine', \
+             expires_at = now() + interval '3 s'",
+        )
+        .unwrap();
+    let out = env.run_with(&["run", "--json"], &through(&port));
+    out.expect(0);
+    assert_eq!(out.json()["status"], "locked");
+    assert!(
+        out.stderr
+            .contains("another redis-flusher run holds the lock"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(env.total(), 0, "the killed run committed nothing");
+    let expiry = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < expiry {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = env.run_with(&["run", "--json"], &through(&port));
+    out.expect(0);
+    assert_eq!(out.json()["status"], "ok");
+    assert_eq!(out.json()["recovered_batches"], 1);
+    assert_eq!(env.total(), expected);
+    assert!(env.journals().is_empty());
+    assert!(env.keys(&env.prefix).is_empty());
+}
+
+#[test]
+fn a_run_whose_lock_is_taken_over_stops_claiming() {
+    let env = TestEnv::new(100_000);
+    let expected = env.set_many(100_000, |i| i64::from(i % 3 + 1));
+    let mut cmd = env.cmd();
+    cmd.args([
+        "run",
+        "--batch-size",
+        "100",
+        "--claim-size",
+        "50",
+        "--lock-ttl",
+        "4",
+    ])
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    env.wait_for_ledger_rows(1);
+    // Another run takes the lock over (as one would once this one's lease had expired).
+    env.pg()
+        .batch_execute("UPDATE redis_flusher_leases SET holder = 'run-elsewhere'")
+        .unwrap();
+    let (out, took) = common::finish_within(child, Duration::from_secs(20));
+    out.expect(1);
+    assert!(
+        out.stderr.contains("another run took over the run lock"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("stopped by another run taking over the run lock"),
+        "{}",
+        out.stderr
+    );
+    assert!(took < Duration::from_secs(10), "took {took:?}");
+    assert!(env.total() < expected, "it stopped before the end");
+    assert!(env.journals().is_empty(), "what it claimed, it applied");
+    env.pg()
+        .batch_execute("DELETE FROM redis_flusher_leases")
+        .unwrap();
+    env.run(&["run"]).expect(0);
+    assert_eq!(env.total(), expected);
+}
+
+#[test]
+fn session_mode_works_and_statement_mode_is_refused_with_advice() {
+    let env = TestEnv::new(500);
+    let expected = env.set_many(500, |_| 2);
+    let session = start_pgbouncer(env.pg_port, "session", 2);
+    env.run_with(
+        &["run", "--batch-size", "100"],
+        &through(&session.port.to_string()),
+    )
+    .expect(0);
+    assert_eq!(env.total(), expected);
+
+    let more = env.set_many(500, |_| 1);
+    let statement = start_pgbouncer(env.pg_port, "statement", 2);
+    let out = env.run_with(&["run"], &through(&statement.port.to_string()));
+    out.expect(2);
+    assert!(
+        out.stderr
+            .contains("a pooler in statement pooling mode does that"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("pool_mode = transaction"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(env.keys(&env.prefix).len(), 500, "nothing claimed");
+    assert!(env.journals().is_empty());
+    env.run(&["run"]).expect(0);
+    assert_eq!(env.total(), expected + more);
+}
