@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{overlapping_runs_under_load, start_pgbouncer, TestEnv};
+use common::{overlapping_runs_under_load, servers, start_pgbouncer, TestEnv};
 
 /// The run's environment with Postgres behind the pooler on `port`.
 fn through(port: &str) -> [(&str, &str); 1] {
@@ -203,4 +203,113 @@ fn session_mode_works_and_statement_mode_is_refused_with_advice() {
     assert!(env.journals().is_empty());
     env.run(&["run"]).expect(0);
     assert_eq!(env.total(), expected + more);
+}
+
+#[test]
+fn postgres_over_its_unix_socket_in_every_spelling() {
+    let env = TestEnv::new(10);
+    let dir = servers().pg.dir.display().to_string();
+    let (port, db) = (env.pg_port.to_string(), env.db.clone());
+    let encoded = dir.replace('/', "%2F");
+    let forms: Vec<Vec<(&str, String)>> = vec![
+        vec![("DB_HOST", dir.clone())],
+        // libpq ignores sslmode over a socket; so do we.
+        vec![("DB_HOST", dir.clone()), ("DB_SSLMODE", "require".into())],
+        vec![(
+            "DATABASE_URL",
+            format!("postgresql:///{db}?host={dir}&port={port}&user=postgres"),
+        )],
+        vec![(
+            "DATABASE_URL",
+            format!("postgresql://postgres@/{db}?host={dir}&port={port}"),
+        )],
+        vec![(
+            "DATABASE_URL",
+            format!("postgresql://postgres@{encoded}:{port}/{db}?sslmode=prefer"),
+        )],
+        vec![(
+            "DATABASE_URL",
+            format!("host={dir} port={port} dbname={db} user=postgres"),
+        )],
+    ];
+    for (i, form) in forms.iter().enumerate() {
+        env.set_many(10, |_| 1);
+        let vars: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let out = env.run_with(&["run"], &vars);
+        out.expect(0);
+        assert!(
+            out.stderr
+                .contains(&format!("at postgres@{dir}:{port}/{db}")),
+            "{form:?}: {}",
+            out.stderr
+        );
+        assert_eq!(env.total(), 10 * (i as i64 + 1), "{form:?}");
+    }
+}
+
+#[test]
+fn peer_authentication_as_the_os_user_over_the_socket() {
+    use std::os::unix::process::CommandExt;
+    let env = TestEnv::new(10);
+    let pg = &servers().pg;
+    // As root, the tests run PostgreSQL as `postgres`: that is the OS user to be, and the
+    // role peer authentication maps it to. Otherwise the OS user this runs as, given a role.
+    let (os_user, ids) = match pg.ids {
+        Some(ids) => ("postgres".to_owned(), Some(ids)),
+        None => {
+            let me = String::from_utf8(
+                std::process::Command::new("id")
+                    .arg("-un")
+                    .output()
+                    .unwrap()
+                    .stdout,
+            )
+            .unwrap()
+            .trim()
+            .to_owned();
+            env.pg()
+                .batch_execute(&format!("CREATE ROLE \"{me}\" LOGIN SUPERUSER"))
+                .ok();
+            (me, None)
+        }
+    };
+    pg.hba_first(&format!("local {} all peer", env.db));
+    env.set_many(10, |_| 3);
+    let url = format!(
+        "postgresql:///{}?host={}&port={}",
+        env.db,
+        pg.dir.display(),
+        env.pg_port
+    );
+    let mut cmd = env.cmd();
+    cmd.env_remove("DB_USER")
+        .env("DATABASE_URL", &url)
+        .arg("run")
+        .current_dir(&pg.dir);
+    if let Some((uid, gid)) = ids {
+        cmd.uid(uid).gid(gid);
+    }
+    let out = env.output(cmd);
+    out.expect(0);
+    assert!(
+        out.stderr
+            .contains(&format!("at {os_user}@{}", pg.dir.display())),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(env.total(), 30);
+
+    // Peer means the OS user: another role over the same socket is refused.
+    env.set_many(10, |_| 1);
+    let out = env.run_with(
+        &["run"],
+        &[("DATABASE_URL", &url), ("DB_USER", "nobody_in_particular")],
+    );
+    assert_ne!(out.code, Some(0));
+    assert!(
+        out.stderr.contains("Peer authentication failed"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(env.keys(&env.prefix).len(), 10, "nothing claimed");
 }

@@ -21,8 +21,8 @@ use super::pki::Pki;
 pub struct Servers {
     pub redis_port: u16,
     pub pg_port: u16,
+    pub pg: PgServer,
     _redis: RedisServer,
-    _pg: PgServer,
 }
 
 static SERVERS: OnceLock<Servers> = OnceLock::new();
@@ -33,8 +33,8 @@ pub fn servers() -> &'static Servers {
         Servers {
             redis_port: redis.port,
             pg_port: pg.port,
+            pg,
             _redis: redis,
-            _pg: pg,
         }
     })
 }
@@ -291,7 +291,7 @@ pub struct PgServer {
     pub dir: PathBuf,
     data: PathBuf,
     /// The `postgres` user's uid and gid when we are root.
-    ids: Option<(u32, u32)>,
+    pub ids: Option<(u32, u32)>,
     extra: Vec<String>,
 }
 
@@ -472,6 +472,20 @@ impl PgServer {
             signal(c, libc::SIGCONT);
         }
         signal(self.pid, libc::SIGCONT);
+    }
+}
+
+impl PgServer {
+    /// Puts `rule` first in pg_hba.conf and reloads: it wins over the rules below.
+    pub fn hba_first(&self, rule: &str) {
+        let hba = self.data.join("pg_hba.conf");
+        let rules = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+        std::fs::write(&hba, format!("{rule}\n{rules}")).expect("write pg_hba.conf");
+        pg_connect(self.port, "postgres")
+            .and_then(|mut c| c.batch_execute("SELECT pg_reload_conf()"))
+            .expect("reload pg_hba.conf");
+        // The postmaster rereads it on SIGHUP, a moment later.
+        std::thread::sleep(Duration::from_millis(300));
     }
 }
 
