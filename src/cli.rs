@@ -238,6 +238,32 @@ pub struct ConnArgs {
     #[arg(long, env = "REDIS_CLUSTER")]
     pub redis_cluster: bool,
 
+    /// Redis Sentinel nodes, `host:port,host:port,…`: they name the current master of
+    /// `--redis-sentinel-master`, which is checked to be a master and flushed as one Redis
+    /// (`REDIS_PASSWORD`, `REDIS_USERNAME`, `REDIS_DB`, `REDIS_TLS` apply to it)
+    #[arg(long, env = "REDIS_SENTINELS", value_name = "HOST:PORT,…")]
+    pub redis_sentinels: Option<String>,
+
+    /// The master's name in Sentinel (`sentinel monitor <name> …`)
+    #[arg(long, env = "REDIS_SENTINEL_MASTER", default_value = "mymaster")]
+    pub redis_sentinel_master: String,
+
+    /// Sentinel ACL user, for sentinels that require auth (with `REDIS_SENTINEL_PASSWORD`)
+    #[arg(long, env = "REDIS_SENTINEL_USERNAME")]
+    pub redis_sentinel_username: Option<String>,
+
+    /// Before a batch's Postgres COMMIT, wait until this many replicas have its Redis claims
+    /// (`WAIT`); a batch they do not confirm within `--command-timeout` is not committed and
+    /// waits in its journal. Closes the window where a failover loses a claim Postgres has
+    /// committed
+    #[arg(
+        long,
+        env = "REDIS_FLUSHER_WAIT_REPLICAS",
+        default_value_t = 0,
+        value_name = "N"
+    )]
+    pub redis_wait_replicas: u32,
+
     /// Redis host
     #[arg(long, env = "REDIS_HOST", default_value = "localhost")]
     pub redis_host: String,

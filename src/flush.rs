@@ -11,7 +11,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 
-use crate::config::{Config, FlushConfig, RedisConfig};
+use crate::config::{Config, FlushConfig, RedisConfig, UsageError};
 use crate::fault;
 use crate::model::Batch;
 use crate::postgres::{
@@ -64,6 +64,9 @@ struct Flusher<'a> {
 
 fn flush(cfg: &Config, report: &mut Report) -> Result<()> {
     let mut pg = Session::connect(&cfg.pg)?;
+    if let Some(why) = pg.read_only()? {
+        return Err(UsageError(why).into());
+    }
     let facts = pg.check_target(&cfg.flush.target)?;
     if !facts.indexed {
         log::warn!("{}", TableFacts::index_advice(&cfg.flush.target));
@@ -177,8 +180,11 @@ impl Flusher<'_> {
                 return Err(stopped("while recovering journals"));
             }
             // Sealed before reading: no run can add to it any more, so what we apply is
-            // everything the ledger row will stand for.
+            // everything the ledger row will stand for. On the replicas asked for, with the
+            // claims before it, before anything of it is committed.
             let chunks = self.redis.seal(&journal)?;
+            self.redis
+                .confirm_replicated(&format!("the journal of batch {}", journal.id))?;
             let batch = match Batch::from_chunks(&journal.id, chunks) {
                 Ok(b) => b,
                 Err(e) => {

@@ -81,7 +81,7 @@ pub fn scan_in_batches(
                 stop::why()
             );
             if !batch.is_empty() {
-                send(std::mem::take(batch))?;
+                hand_over(redis, take, batch, &mut send)?;
             }
             return Ok(Claiming::Stopped);
         }
@@ -104,10 +104,10 @@ pub fn scan_in_batches(
             if batch.keys as usize + keys.len() > batch_limit(batch_size, seq) && !batch.is_empty()
             {
                 seq += 1;
-                let full = std::mem::replace(batch, Batch::new(format!("{run}-{seq}")));
-                if !send(full)? {
+                if !hand_over(redis, take, batch, &mut send)? {
                     return Ok(Claiming::Stopped); // the applier stopped: its error is reported
                 }
+                *batch = Batch::new(format!("{run}-{seq}"));
             }
             let t = Instant::now();
             let bad = match take {
@@ -129,9 +129,23 @@ pub fn scan_in_batches(
         cursor = next;
     }
     if !batch.is_empty() {
-        send(std::mem::take(batch))?;
+        hand_over(redis, take, batch, &mut send)?;
     }
     Ok(Claiming::Done)
+}
+
+/// Hands a finished batch to `send`; a claimed one only once its claims are on the replicas
+/// `--redis-wait-replicas` asks for (else it stays, and fails the SCAN, in its journal).
+fn hand_over(
+    redis: &mut RedisSource,
+    take: Take,
+    batch: &mut Batch,
+    send: &mut impl FnMut(Batch) -> Result<bool>,
+) -> Result<bool> {
+    if take == Take::Claim {
+        redis.confirm_replicated(&format!("the claims of batch {}", batch.id))?;
+    }
+    send(std::mem::take(batch))
 }
 
 /// Claims a chunk into the batch's journal, as its next chunk (`c<n>`); returns the keys it

@@ -313,3 +313,174 @@ fn peer_authentication_as_the_os_user_over_the_socket() {
     );
     assert_eq!(env.keys(&env.prefix).len(), 10, "nothing claimed");
 }
+
+/// Sets `<prefix>c1..c<n>` to `f(i)` on `con`; returns the sum.
+fn set_on(con: &mut redis::Connection, prefix: &str, n: u32, f: impl Fn(u32) -> i64) -> i64 {
+    let mut pipe = redis::pipe();
+    let mut sum = 0;
+    for i in 1..=n {
+        pipe.cmd("SET")
+            .arg(format!("{prefix}c{i}"))
+            .arg(f(i))
+            .ignore();
+        sum += f(i);
+    }
+    pipe.query::<()>(con).expect("SET on the master");
+    sum
+}
+
+#[test]
+fn redis_behind_sentinel_flushes_exactly_across_a_failover() {
+    let s = common::start_sentinels();
+    let env = TestEnv::on(s.master.port, servers().pg_port, 3000);
+    let list = s.list();
+    let via = [("REDIS_SENTINELS", list.as_str())];
+    let mut expected = set_on(&mut s.master_con(), &env.prefix, 3000, |i| {
+        i64::from(i % 4 + 1)
+    });
+    let out = env.run_with(&["run", "--batch-size", "500"], &via);
+    out.expect(0);
+    assert!(
+        out.stderr
+            .contains("from Redis at master `mymaster` via sentinels"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(env.total(), expected);
+
+    let new = s.failover();
+    assert_ne!(new, s.master.port);
+    expected += set_on(&mut s.master_con(), &env.prefix, 3000, |_| 2);
+    env.run_with(&["run", "--batch-size", "500"], &via)
+        .expect(0);
+    assert_eq!(env.total(), expected);
+    let left = common::scan_keys(&mut s.master_con(), &env.prefix);
+    assert!(left.is_empty(), "{left:?}");
+    assert!(common::scan_keys(&mut s.master_con(), &env.journal_prefix)
+        .iter()
+        .all(|k| k.ends_with("index")));
+}
+
+#[test]
+fn a_failover_mid_run_fails_the_run_and_the_next_one_finishes_exactly() {
+    let s = common::start_sentinels();
+    let env = TestEnv::on(s.master.port, servers().pg_port, 60_000);
+    let list = s.list();
+    let via = [
+        ("REDIS_SENTINELS", list.as_str()),
+        // Every committed batch's claims are on the replica first, so a failover loses
+        // nothing that Postgres has.
+        ("REDIS_FLUSHER_WAIT_REPLICAS", "1"),
+        ("REDIS_FLUSHER_COMMAND_TIMEOUT", "3"),
+    ];
+    let expected = set_on(&mut s.master_con(), &env.prefix, 60_000, |i| {
+        i64::from(i % 3 + 1)
+    });
+    let mut cmd = env.cmd();
+    cmd.args(["run", "--batch-size", "200", "--claim-size", "50"])
+        .envs(via)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    env.wait_for_ledger_rows(2);
+    s.failover();
+    let (out, _) = common::finish_within(child, Duration::from_secs(60));
+    out.expect(1);
+    assert!(env.total() < expected, "the run was stopped part-way");
+    env.wait_for_unlock();
+    let out = env.run_with(&["run", "--json"], &via);
+    out.expect(0);
+    assert_eq!(env.total(), expected);
+    assert!(common::scan_keys(&mut s.master_con(), &env.prefix).is_empty());
+}
+
+#[test]
+fn a_replica_by_mistake_is_refused_before_anything_is_claimed() {
+    let s = common::start_sentinels();
+    let env = TestEnv::on(s.master.port, servers().pg_port, 10);
+    set_on(&mut s.master_con(), &env.prefix, 10, |_| 1);
+    let replica = s.replica.port.to_string();
+    let out = env.run_with(&["run"], &[("REDIS_PORT", &replica)]);
+    out.expect(2);
+    assert!(
+        out.stderr.contains(&format!(
+            "Redis at 127.0.0.1:{replica} db 0 is a replica (of 127.0.0.1:{}), and claims must \
+             be made on the master",
+            s.master.port
+        )),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        common::scan_keys(&mut s.master_con(), &env.prefix).len(),
+        10,
+        "nothing claimed"
+    );
+    assert_eq!(env.total(), 0);
+}
+
+#[test]
+fn unconfirmed_claims_are_not_committed() {
+    let s = common::start_sentinels();
+    let env = TestEnv::on(s.master.port, servers().pg_port, 500);
+    let expected = set_on(&mut s.master_con(), &env.prefix, 500, |_| 3);
+    // Two replicas asked for, one there: the batch waits in its journal.
+    let out = env.run_with(
+        &["run", "--redis-wait-replicas", "2"],
+        &[("REDIS_FLUSHER_COMMAND_TIMEOUT", "2")],
+    );
+    out.expect(1);
+    assert!(
+        out.stderr
+            .contains("only 1 of the 2 replicas `--redis-wait-replicas` asks for confirmed"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(env.total(), 0, "nothing committed");
+    assert_eq!(env.journals().len(), 1);
+    env.run_with(&["run", "--redis-wait-replicas", "1"], &[])
+        .expect(0);
+    assert_eq!(env.total(), expected);
+    assert!(env.journals().is_empty());
+}
+
+#[test]
+fn a_postgres_standby_or_a_read_only_database_is_refused_before_anything_is_claimed() {
+    let env = TestEnv::new(10);
+    env.set_many(10, |_| 1);
+    let standby = common::start_standby(&servers().pg);
+    let out = env.run_with(&["run"], &[("DB_PORT", &standby.port.to_string())]);
+    out.expect(2);
+    assert!(
+        out.stderr
+            .contains("is a hot standby (a read-only replica): point `DATABASE_URL`"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(env.keys(&env.prefix).len(), 10, "nothing claimed");
+
+    let admin = || common::pg_connect(env.pg_port, "postgres").unwrap();
+    admin()
+        .batch_execute(&format!(
+            "ALTER DATABASE {} SET default_transaction_read_only = on",
+            env.db
+        ))
+        .unwrap();
+    let out = env.run(&["run"]);
+    out.expect(2);
+    assert!(
+        out.stderr
+            .contains("makes transactions read-only by default"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(env.keys(&env.prefix).len(), 10, "nothing claimed");
+    admin()
+        .batch_execute(&format!(
+            "ALTER DATABASE {} SET default_transaction_read_only = off",
+            env.db
+        ))
+        .unwrap();
+    env.run(&["run"]).expect(0);
+    assert_eq!(env.total(), 10);
+}

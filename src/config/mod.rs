@@ -13,7 +13,7 @@ mod usage;
 
 pub use self::env::load_env_file;
 pub use self::postgres::PgConfig;
-pub use self::redis::RedisConfig;
+pub use self::redis::{redis_address, RedisConfig, Sentinel};
 use self::usage::usage;
 pub use self::usage::UsageError;
 

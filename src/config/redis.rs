@@ -9,6 +9,13 @@ use super::env::secret_env;
 use super::usage::usage;
 use crate::cli::ConnArgs;
 
+/// The sentinels to ask for the master, and its name there.
+#[derive(Clone)]
+pub struct Sentinel {
+    pub nodes: Vec<redis::ConnectionInfo>,
+    pub master: String,
+}
+
 /// How to reach Redis.
 #[derive(Clone)]
 pub struct RedisConfig {
@@ -18,6 +25,10 @@ pub struct RedisConfig {
     /// A Redis Cluster (`--redis-cluster`); `seeds` are the nodes to ask for its topology.
     pub cluster: bool,
     pub seeds: Vec<redis::ConnectionInfo>,
+    /// Found through Redis Sentinel: `info` has the master's settings but not its address.
+    pub sentinel: Option<Sentinel>,
+    /// `--redis-wait-replicas`: replicas that must have a batch's claims before its COMMIT.
+    pub wait_replicas: u32,
     /// `host:port db N`, without credentials: safe for logs and errors.
     pub display: String,
     pub connect_timeout: Duration,
@@ -86,19 +97,8 @@ impl RedisConfig {
                 if let Some(p) = password {
                     settings = settings.set_password(p);
                 }
-                let addr = if c.redis_tls {
-                    // A URL, since the TLS address's parameters cannot be built by hand.
-                    let host = if c.redis_host.contains(':') {
-                        format!("[{}]", c.redis_host)
-                    } else {
-                        c.redis_host.clone()
-                    };
-                    format!("rediss://{host}:{}", c.redis_port).into_connection_info()
-                } else {
-                    redis::ConnectionAddr::Tcp(c.redis_host.clone(), c.redis_port)
-                        .into_connection_info()
-                };
-                addr.map_err(|e| usage(format!("invalid Redis address: {e}")))?
+                redis_address(&c.redis_host, c.redis_port, c.redis_tls)
+                    .map_err(|e| usage(format!("invalid Redis address: {e}")))?
                     .set_redis_settings(settings)
             }
         };
@@ -139,7 +139,23 @@ impl RedisConfig {
         } else {
             None
         };
-        let display = if c.redis_cluster {
+        let sentinel = match c.redis_sentinels.as_deref() {
+            None => None,
+            Some(list) => Some(sentinels(c, list, is_tls)?),
+        };
+        let display = if let Some(s) = &sentinel {
+            format!(
+                "master `{}` via sentinels {} db {}{}",
+                s.master,
+                s.nodes
+                    .iter()
+                    .map(|n| n.addr().to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                info.redis_settings().db(),
+                if is_tls { " (TLS)" } else { "" }
+            )
+        } else if c.redis_cluster {
             format!(
                 "cluster {}",
                 seeds
@@ -161,9 +177,96 @@ impl RedisConfig {
             tls,
             cluster: c.redis_cluster,
             seeds,
+            sentinel,
+            wait_replicas: c.redis_wait_replicas,
             display,
             connect_timeout: Duration::from_secs(c.connect_timeout.max(1)),
             command_timeout: Duration::from_secs(c.command_timeout.max(1)),
         })
+    }
+}
+
+/// The sentinels `REDIS_SENTINELS` lists (`host:port`, comma-separated), reached over TLS when
+/// Redis is, logging in as `REDIS_SENTINEL_USERNAME`/`REDIS_SENTINEL_PASSWORD` if set.
+fn sentinels(c: &ConnArgs, list: &str, tls: bool) -> anyhow::Result<Sentinel> {
+    if c.redis_cluster {
+        return Err(usage(
+            "`REDIS_SENTINELS` and `REDIS_CLUSTER` do not go together: a Redis Cluster finds \
+             its own masters",
+        ));
+    }
+    if c.redis_url.as_deref().is_some_and(|u| !u.trim().is_empty()) {
+        return Err(usage(
+            "`REDIS_SENTINELS` finds the master, so `REDIS_URL` would name it twice: unset \
+             `REDIS_URL` and give the master's `REDIS_PASSWORD`, `REDIS_USERNAME`, `REDIS_DB` \
+             and `REDIS_TLS` instead",
+        ));
+    }
+    if c.redis_sentinel_master.trim().is_empty() {
+        return Err(usage(
+            "`REDIS_SENTINEL_MASTER` is empty: name the master (`mymaster`)",
+        ));
+    }
+    let password = secret_env("REDIS_SENTINEL_PASSWORD")?;
+    let mut settings = redis::RedisConnectionInfo::default();
+    if let Some(u) = c
+        .redis_sentinel_username
+        .as_deref()
+        .filter(|u| !u.is_empty())
+    {
+        settings = settings.set_username(u);
+    }
+    if let Some(p) = password {
+        settings = settings.set_password(p);
+    }
+    let mut nodes = Vec::new();
+    for node in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let bare = node
+            .strip_prefix("redis://")
+            .or_else(|| node.strip_prefix("rediss://"))
+            .unwrap_or(node)
+            .trim_end_matches('/');
+        let bad = || {
+            usage(format!(
+                "`REDIS_SENTINELS`: {node:?} is not host:port (e.g. 10.0.0.5:26379)"
+            ))
+        };
+        let (host, port) = bare.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(bad());
+        }
+        let addr = redis_address(host, port, tls).map_err(|_| bad())?;
+        nodes.push(addr.set_redis_settings(settings.clone()));
+    }
+    if nodes.is_empty() {
+        return Err(usage(
+            "`REDIS_SENTINELS` is empty: list the sentinels as host:port,host:port",
+        ));
+    }
+    Ok(Sentinel {
+        nodes,
+        master: c.redis_sentinel_master.trim().to_owned(),
+    })
+}
+
+/// The address of a Redis server at `host:port`, over TLS when `tls` (an IPv6 host is
+/// bracketed, as a URL needs).
+pub fn redis_address(
+    host: &str,
+    port: u16,
+    tls: bool,
+) -> redis::RedisResult<redis::ConnectionInfo> {
+    if tls {
+        // A URL, since the TLS address's parameters cannot be built by hand.
+        let h = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_owned()
+        };
+        format!("rediss://{h}:{port}").into_connection_info()
+    } else {
+        redis::ConnectionAddr::Tcp(host.to_owned(), port).into_connection_info()
     }
 }

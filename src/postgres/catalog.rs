@@ -135,6 +135,35 @@ impl Session {
         get(&row, 0, CATALOG)
     }
 
+    /// Why this server would refuse our writes, if it would: a hot standby, or a database
+    /// (or role) whose transactions are read-only by default.
+    pub fn read_only(&mut self) -> Result<Option<String>> {
+        let row = self.query_one(
+            "reading whether the server takes writes",
+            "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only')",
+            &[],
+        )?;
+        let standby: bool = get(&row, 0, CATALOG)?;
+        let read_only: String = get(&row, 1, CATALOG)?;
+        Ok(if standby {
+            Some(format!(
+                "PostgreSQL at {} is a hot standby (a read-only replica): point `DATABASE_URL` \
+                 (or `DB_HOST`/`DB_PORT`) at the primary",
+                self.display
+            ))
+        } else if read_only == "on" {
+            Some(format!(
+                "PostgreSQL at {} makes transactions read-only by default \
+                 (default_transaction_read_only = on, for the database, the role or the server): \
+                 use a writable database or role, or `ALTER ROLE <role> SET \
+                 default_transaction_read_only = off`",
+                self.display
+            ))
+        } else {
+            None
+        })
+    }
+
     pub fn table_exists(&mut self, table: &Ident) -> Result<bool> {
         let row = self.query_one(
             &format!("looking up table `{}`", table.name),

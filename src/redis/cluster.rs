@@ -21,12 +21,12 @@
 use std::collections::{BTreeMap, HashSet};
 
 use anyhow::{Context, Result};
-use redis::{Connection, IntoConnectionInfo, Value};
+use redis::{Connection, Value};
 
 use super::conn::{connect_to, facts, glob_escape, scan_step, RedisFacts};
 use super::scripts::{self, scripts};
 use super::slots::{slot, tags, Topology, SLOTS};
-use crate::config::RedisConfig;
+use crate::config::{redis_address, RedisConfig};
 use crate::model::Claimed;
 
 /// Runs a pipeline whose replies are all `T`. A failure is reported once, with how many
@@ -103,17 +103,7 @@ impl Cluster {
             // Over TLS when the seeds are (`rediss://`), checked against the name the cluster
             // announces (set `cluster-preferred-endpoint-type hostname` for certificates that
             // name hosts).
-            let addr = if cfg.tls.is_some() {
-                let h = if host.contains(':') {
-                    format!("[{host}]")
-                } else {
-                    host.clone()
-                };
-                format!("rediss://{h}:{port}").into_connection_info()
-            } else {
-                redis::ConnectionAddr::Tcp(host.clone(), port).into_connection_info()
-            };
-            let info = addr
+            let info = redis_address(&host, port, cfg.tls.is_some())
                 .with_context(|| {
                     format!("CLUSTER SLOTS named a master {host}:{port} we cannot address")
                 })?
@@ -199,6 +189,20 @@ impl Cluster {
             run_pipe::<i64>(&mut pipe, &mut node.con, &node.addr, "raising the fences")?;
         }
         Ok(())
+    }
+
+    /// `WAIT replicas timeout` on every master: the fewest replicas any of them reached.
+    pub fn wait(&mut self, replicas: u32, timeout: std::time::Duration) -> Result<i64> {
+        let mut fewest = i64::MAX;
+        for node in &mut self.nodes {
+            let n: i64 = redis::cmd("WAIT")
+                .arg(replicas)
+                .arg(timeout.as_millis() as u64)
+                .query(&mut node.con)
+                .with_context(|| format!("Redis at {}: WAIT failed", node.addr))?;
+            fewest = fewest.min(n);
+        }
+        Ok(fewest)
     }
 
     /// Groups keys by slot, and slots by master.

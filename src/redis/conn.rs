@@ -1,15 +1,125 @@
 //! Reaching a Redis server: a connection with the configured timeouts and TLS, checked with a
-//! PING, whose failure names the server and the settings to check; and the few commands every
+//! PING, whose failure names the server and the settings to check; the master Redis Sentinel
+//! names; the check that a server is a master, not a replica; and the few commands every
 //! backend sends the same way (SCAN, INFO).
+//!
+//! Sentinel is a way to find the server, nothing more: what is claimed there, and how, is the
+//! single-Redis backend's. The `redis` crate's own Sentinel client connects without timeouts,
+//! which a hung sentinel would turn into a hung run; here every sentinel and master is reached
+//! with the configured ones.
 
 use anyhow::{Context, Result};
 use redis::Connection;
 
-use crate::config::RedisConfig;
+use crate::config::{redis_address, RedisConfig, Sentinel, UsageError};
 
-/// A connection to the configured server.
+/// A connection to the configured server (the master Sentinel names, if it is found that
+/// way), checked to be a master: a replica would refuse the claims' writes, or take them and
+/// lose them.
 pub fn connect(cfg: &RedisConfig) -> Result<Connection> {
-    connect_to(cfg, &cfg.info, &cfg.display)
+    let (mut con, name) = match &cfg.sentinel {
+        Some(s) => {
+            let (con, addr) = master_from_sentinels(cfg, s)?;
+            (con, format!("{addr} (master `{}`)", s.master))
+        }
+        None => (
+            connect_to(cfg, &cfg.info, &cfg.display)?,
+            cfg.display.clone(),
+        ),
+    };
+    if let Some(Role::Replica(of)) = role(&mut con) {
+        return Err(UsageError(format!(
+            "Redis at {name} is a replica (of {of}), and claims must be made on the master: \
+             point `REDIS_URL` (or `REDIS_HOST`/`REDIS_PORT`) at the master{}",
+            if cfg.sentinel.is_some() {
+                "; the sentinels named it as the master (a failover in progress?): try again"
+            } else {
+                ", or let Sentinel find it (`REDIS_SENTINELS`)"
+            }
+        ))
+        .into());
+    }
+    Ok(con)
+}
+
+/// What a server says it is (`INFO replication`): None when it will not say (an ACL without
+/// INFO), and then it is taken for what it was configured as.
+enum Role {
+    Master,
+    /// A replica, of `host:port`.
+    Replica(String),
+}
+
+fn role(con: &mut Connection) -> Option<Role> {
+    let info: String = redis::cmd("INFO").arg("replication").query(con).ok()?;
+    match info_field(&info, "role").as_deref() {
+        Some("master") => Some(Role::Master),
+        Some("slave") | Some("replica") => Some(Role::Replica(format!(
+            "{}:{}",
+            info_field(&info, "master_host").unwrap_or_default(),
+            info_field(&info, "master_port").unwrap_or_default()
+        ))),
+        _ => None,
+    }
+}
+
+/// Asks each sentinel in turn for the master's address, and connects to the first it names
+/// that answers as a master. Returns the connection and the master's `host:port`.
+fn master_from_sentinels(cfg: &RedisConfig, s: &Sentinel) -> Result<(Connection, String)> {
+    let mut tried = Vec::new();
+    for node in &s.nodes {
+        let sentinel = node.addr().to_string();
+        let named =
+            connect_to(cfg, node, &format!("{sentinel} (a sentinel)")).and_then(|mut con| {
+                redis::cmd("SENTINEL")
+                    .arg("GET-MASTER-ADDR-BY-NAME")
+                    .arg(&s.master)
+                    .query::<Option<(String, u16)>>(&mut con)
+                    .with_context(|| {
+                        format!("sentinel {sentinel}: SENTINEL GET-MASTER-ADDR-BY-NAME failed")
+                    })
+            });
+        let (host, port) = match named {
+            Ok(Some(addr)) => addr,
+            Ok(None) => {
+                tried.push(format!("{sentinel} knows no master `{}`", s.master));
+                continue;
+            }
+            Err(e) => {
+                tried.push(format!("{e:#}"));
+                continue;
+            }
+        };
+        let addr = format!("{host}:{port}");
+        let info = master_info(cfg, &host, port)?;
+        match connect_to(
+            cfg,
+            &info,
+            &format!("{addr} (master `{}` per sentinel {sentinel})", s.master),
+        ) {
+            Ok(mut con) => match role(&mut con) {
+                Some(Role::Replica(of)) => tried.push(format!(
+                    "{sentinel} named {addr}, which is a replica of {of}"
+                )),
+                _ => return Ok((con, addr)),
+            },
+            Err(e) => tried.push(format!("{e:#}")),
+        }
+    }
+    Err(anyhow::anyhow!(
+        "no sentinel named a master `{}` that answers as one ({}): check `REDIS_SENTINELS`, \
+         `REDIS_SENTINEL_MASTER`, and `REDIS_SENTINEL_USERNAME`/`REDIS_SENTINEL_PASSWORD` if \
+         the sentinels ask for them",
+        s.master,
+        tried.join("; ")
+    ))
+}
+
+/// The master at `host:port`, with the master's settings (user, password, db) and TLS.
+fn master_info(cfg: &RedisConfig, host: &str, port: u16) -> Result<redis::ConnectionInfo> {
+    Ok(redis_address(host, port, cfg.tls.is_some())
+        .with_context(|| format!("the sentinels named a master {host}:{port} we cannot address"))?
+        .set_redis_settings(cfg.info.redis_settings().clone()))
 }
 
 /// A connection to `info` (the server, or a cluster node) with `cfg`'s timeouts and TLS,

@@ -15,6 +15,8 @@ mod scripts;
 mod single;
 mod slots;
 
+use std::time::Duration;
+
 use anyhow::{bail, Result};
 
 pub use conn::{connect, RedisFacts};
@@ -45,6 +47,8 @@ pub struct RedisSource {
     journal_prefix: String,
     prefix_len: usize,
     unknown_key: String,
+    /// `--redis-wait-replicas`, and how long `WAIT` may wait for them.
+    wait: (u32, Duration),
 }
 
 impl RedisSource {
@@ -63,6 +67,11 @@ impl RedisSource {
             journal_prefix: source.journal_prefix.clone(),
             prefix_len: source.prefix.len(),
             unknown_key: source.unknown_key.clone(),
+            // Within the socket's read timeout, which would otherwise end the wait as an error.
+            wait: (
+                cfg.wait_replicas,
+                (cfg.command_timeout * 3 / 4).max(Duration::from_millis(100)),
+            ),
         })
     }
 
@@ -112,6 +121,29 @@ impl RedisSource {
             Backend::Single(s) => s.facts(),
             Backend::Cluster(c) => c.facts(),
         }
+    }
+
+    /// With `--redis-wait-replicas N`, waits until N replicas have every write this connection
+    /// made (a batch's claims, a journal's seal), or fails naming `what`: then the batch must
+    /// not be committed, and it waits in its journal.
+    pub fn confirm_replicated(&mut self, what: &str) -> Result<()> {
+        let (wanted, timeout) = self.wait;
+        if wanted == 0 {
+            return Ok(());
+        }
+        let acked = match &mut self.backend {
+            Backend::Single(s) => s.wait(wanted, timeout)?,
+            Backend::Cluster(c) => c.wait(wanted, timeout)?,
+        };
+        if acked < i64::from(wanted) {
+            bail!(
+                "only {acked} of the {wanted} replicas `--redis-wait-replicas` asks for confirmed \
+                 {what} within {} ms: it is not committed and waits in its journal for the next \
+                 run (are the replicas up and connected?)",
+                timeout.as_millis()
+            );
+        }
+        Ok(())
     }
 
     /// Claims `keys` into the chunk `field` of batch `batch_id`'s journal, atomically. Keys

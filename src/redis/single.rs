@@ -84,6 +84,15 @@ impl Single {
         Ok(claimed)
     }
 
+    /// `WAIT replicas timeout`: how many replicas have this connection's writes.
+    pub fn wait(&mut self, replicas: u32, timeout: std::time::Duration) -> Result<i64> {
+        redis::cmd("WAIT")
+            .arg(replicas)
+            .arg(timeout.as_millis() as u64)
+            .query(&mut self.con)
+            .with_context(|| self.ctx("WAIT"))
+    }
+
     pub fn inspect(&mut self, keys: &[Vec<u8>], prefix_len: usize) -> Result<Claimed> {
         let mut inv = scripts().inspect.prepare_invoke();
         for k in keys {

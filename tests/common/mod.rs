@@ -9,10 +9,12 @@ mod cluster;
 mod env;
 mod pgbouncer;
 mod pki;
+mod sentinel;
 mod servers;
 
 pub use cluster::*;
 pub use env::*;
 pub use pgbouncer::*;
 pub use pki::*;
+pub use sentinel::*;
 pub use servers::*;

@@ -324,6 +324,56 @@ pub fn start_postgres_tls(pki: &Pki) -> PgServer {
     ])
 }
 
+/// A hot standby of `primary` (`pg_basebackup -R`): read-only, replaying the primary's WAL.
+pub fn start_standby(primary: &PgServer) -> PgServer {
+    let dir = tempfile::Builder::new()
+        .prefix("flusher-pg-standby-")
+        .tempdir()
+        .expect("temp dir")
+        .keep();
+    if let Some((uid, gid)) = primary.ids {
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown the standby dir");
+    }
+    let data = dir.join("data");
+    let mut backup = Command::new(find_pg_bin("pg_basebackup"));
+    backup
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &primary.port.to_string(),
+            "-U",
+            "postgres",
+        ])
+        // A fast checkpoint: else it waits for the next one, minutes away.
+        .args(["-R", "-X", "stream", "-c", "fast", "-D"])
+        .arg(&data)
+        .stdout(Stdio::null());
+    as_pg(&mut backup, primary.ids);
+    let out = backup.output().expect("run pg_basebackup");
+    assert!(
+        out.status.success(),
+        "pg_basebackup failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut server = PgServer {
+        port: 0,
+        pid: 0,
+        dir,
+        data,
+        ids: primary.ids,
+        extra: Vec::new(),
+    };
+    for _ in 0..5 {
+        server.port = free_port();
+        if let Some(pid) = server.spawn() {
+            server.pid = pid;
+            return server;
+        }
+    }
+    panic!("the standby did not start on a free port (5 tries)");
+}
+
 fn start_postgres_with(extra: &[&str]) -> PgServer {
     let root = is_root();
     let ids = root.then(|| (id_of("-u", "postgres"), id_of("-g", "postgres")));
