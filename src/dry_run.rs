@@ -25,11 +25,23 @@ fn dry(cfg: &Config, report: &mut Report) -> Result<()> {
         log::warn!("{}", TableFacts::index_advice(&f.target));
     }
     let mut redis = RedisSource::connect(&cfg.redis, &f.source)?;
+    let target = f.target_record(&pg.database()?);
+    redis.set_target(&target);
 
     let ledger = pg.table_exists(&f.ledger.ledger_table)?;
     for journal in redis.journals(false)? {
+        let contents = redis.read(&journal)?;
+        if redis.is_other(&contents) {
+            log::info!(
+                "journal {} belongs to another target ({}); a run leaves it alone",
+                journal.key,
+                contents.target.unwrap_or_default()
+            );
+            report.other_targets_journals += 1;
+            continue;
+        }
         let applied = ledger && pg.applied(&f.ledger.ledger_table, &journal.id)?.is_some();
-        let keys = Batch::from_chunks(&journal.id, redis.read(&journal)?).map_or(0, |b| b.keys);
+        let keys = Batch::from_chunks(&journal.id, contents.chunks).map_or(0, |b| b.keys);
         report.pending_journals += 1;
         log::info!(
             "journal {} ({keys} keys) is pending from a failed run; {}",

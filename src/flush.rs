@@ -41,21 +41,39 @@ fn stopped(when: &str) -> anyhow::Error {
     )
 }
 
-/// A batch id unique across runs and hosts: time, randomness, sequence.
-fn run_id() -> String {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    // RandomState is seeded from the OS's randomness; no extra crate for 32 random bits.
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(ms);
-    h.write_u32(std::process::id());
-    format!("{ms:x}-{:08x}", h.finish() as u32)
+/// Who a run is: its id, and what its batches are for.
+struct Run {
+    /// `<owner>.<time>-<random>`, unique across runs and hosts; its batches are `<id>-<n>`.
+    id: String,
+    /// This flusher's tag ([`FlushConfig::owner`]).
+    owner: String,
+    /// What its journals record they are for ([`FlushConfig::target_record`]).
+    target: String,
+}
+
+impl Run {
+    fn new(cfg: &FlushConfig, database: &str) -> Run {
+        let target = cfg.target_record(database);
+        let owner = cfg.owner(&target);
+        let ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        // RandomState is seeded from the OS's randomness; no extra crate for 32 random bits.
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(ms);
+        h.write_u32(std::process::id());
+        Run {
+            id: format!("{owner}.{ms:x}-{:08x}", h.finish() as u32),
+            owner,
+            target,
+        }
+    }
 }
 
 struct Flusher<'a> {
     cfg: &'a FlushConfig,
+    run: &'a Run,
     facts: TableFacts,
     redis: RedisSource,
     pg: &'a mut Session,
@@ -72,14 +90,14 @@ fn flush(cfg: &Config, report: &mut Report) -> Result<()> {
         log::warn!("{}", TableFacts::index_advice(&cfg.flush.target));
     }
     pg.ensure_tables(&cfg.flush.ledger)?;
-    let run = run_id();
+    let run = Run::new(&cfg.flush, &pg.database()?);
     // Lock: one run per journal prefix and table at a time.
     let lease = match Lease::acquire(
         &mut pg,
         &cfg.pg,
         &cfg.flush.ledger.lease_table,
         &cfg.flush.lock_name(),
-        Holder::this_process(&run),
+        Holder::this_process(&run.id),
         cfg.flush.lock_ttl,
     )? {
         Acquired::Held(lease) => lease,
@@ -112,9 +130,10 @@ fn flush_locked(
     report: &mut Report,
     pg: &mut Session,
     facts: TableFacts,
-    run: &str,
+    run: &Run,
 ) -> Result<()> {
     let mut redis = RedisSource::connect(&cfg.redis, &cfg.flush.source)?;
+    redis.set_target(&run.target);
     // On a cluster, before recovery looks: no older run may claim from here on. (One Redis
     // needs no fence: sealing a journal stops an older run's claims into it.)
     let mut token = 0;
@@ -134,30 +153,32 @@ fn flush_locked(
     let started = SystemTime::now();
     let mut f = Flusher {
         cfg: &cfg.flush,
+        run,
         facts,
         redis,
         pg,
         report,
     };
-    if let Err(e) = f.steps(&cfg.redis, run, token) {
+    if let Err(e) = f.steps(&cfg.redis, token) {
         f.report.fail(&e);
     }
-    f.record(run, started);
+    f.record(started);
     Ok(())
 }
 
 impl Flusher<'_> {
     /// What a run does once it holds the lock: recover, claim and apply, prune.
-    fn steps(&mut self, redis: &RedisConfig, run: &str, token: i64) -> Result<()> {
+    fn steps(&mut self, redis: &RedisConfig, token: i64) -> Result<()> {
         self.recover()?;
         let mut claimer = RedisSource::connect(redis, &self.cfg.source)?;
         claimer.set_token(token);
-        if self.claim_and_apply(claimer, run)? == Claiming::Stopped {
+        claimer.set_target(&self.run.target);
+        if self.claim_and_apply(claimer)? == Claiming::Stopped {
             return Err(stopped("before the end of the SCAN"));
         }
         if self.report.status == Status::Ok {
             // Only after every journal was recovered: a ledger row must outlive its journal.
-            let pruned = self.pg.prune(&self.cfg.ledger)?;
+            let pruned = self.pg.prune(&self.cfg.ledger, &self.run.owner)?;
             if pruned > 0 {
                 log::debug!(
                     "pruned {pruned} ledger and run rows older than {} days",
@@ -182,10 +203,22 @@ impl Flusher<'_> {
             // Sealed before reading: no run can add to it any more, so what we apply is
             // everything the ledger row will stand for. On the replicas asked for, with the
             // claims before it, before anything of it is committed.
-            let chunks = self.redis.seal(&journal)?;
+            let contents = match self.redis.seal(&journal)? {
+                Ok(contents) => contents,
+                Err(other) => {
+                    log::warn!(
+                        "journal {} belongs to another target ({other}), not this run's \
+                         ({}): left alone for the flusher of that target",
+                        journal.key,
+                        self.run.target
+                    );
+                    self.report.other_targets_journals += 1;
+                    continue;
+                }
+            };
             self.redis
                 .confirm_replicated(&format!("the journal of batch {}", journal.id))?;
-            let batch = match Batch::from_chunks(&journal.id, chunks) {
+            let batch = match Batch::from_chunks(&journal.id, contents.chunks) {
                 Ok(b) => b,
                 Err(e) => {
                     self.report.pending_journals += 1;
@@ -226,9 +259,9 @@ impl Flusher<'_> {
     /// a batch takes about half as long as applying it, so a deeper queue would not be
     /// emptied any sooner.) If either side fails, the other stops soon after; every batch it
     /// claimed and did not apply stays in its journal.
-    fn claim_and_apply(&mut self, claimer: RedisSource, run: &str) -> Result<Claiming> {
+    fn claim_and_apply(&mut self, claimer: RedisSource) -> Result<Claiming> {
         let (to_apply, batches) = mpsc::sync_channel::<Batch>(0);
-        let cfg = self.cfg;
+        let (cfg, run) = (self.cfg, &self.run.id);
         std::thread::scope(|s| {
             let claim = s.spawn(move || claim_batches(claimer, cfg, run, to_apply));
             let mut failed = None;
@@ -373,10 +406,10 @@ impl Flusher<'_> {
 
     /// Records the run in the run history, for `status`. A Postgres that just failed may
     /// refuse this too; the run's outcome and its exit code stand either way.
-    fn record(&mut self, run: &str, started: SystemTime) {
+    fn record(&mut self, started: SystemTime) {
         let r = &*self.report;
         let record = RunRecord {
-            run_id: run,
+            run_id: &self.run.id,
             started,
             status: r.status.as_str(),
             keys: r.keys,

@@ -69,6 +69,17 @@ pub struct Claimed {
     pub fields: Vec<String>,
 }
 
+/// A 64-bit hash of `s` that is the same across versions and platforms (FNV-1a), for names
+/// that are stored or shared: lock keys, owner tags.
+pub fn stable_hash(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
 /// Checks the code part of a key before it is ever claimed: a key with a code that cannot
 /// be in the table is left alone and reported, never moved to a journal.
 pub fn check_code(key: &[u8], prefix_len: usize) -> Option<BadReason> {

@@ -78,6 +78,9 @@ pub struct Report {
     pub recovered_batches: u64,
     /// Journals still waiting (in a dry run: found waiting; in a run: left after a failure).
     pub pending_journals: u64,
+    /// Journals under this journal prefix that record another target (another flusher's,
+    /// sharing the Redis and the prefix): left alone.
+    pub other_targets_journals: u64,
     pub seconds: f64,
     /// Time spent waiting for Redis (SCAN, claims, journal deletes) and for Postgres (the
     /// batches' transactions). Claims run beside the transactions, so these overlap.
@@ -105,6 +108,7 @@ impl Report {
             batches_failed: 0,
             recovered_batches: 0,
             pending_journals: 0,
+            other_targets_journals: 0,
             seconds: 0.0,
             redis_seconds: 0.0,
             postgres_seconds: 0.0,

@@ -28,6 +28,9 @@ pub struct Pending {
     pub batches: u64,
     pub keys: u64,
     pub hits: i128,
+    /// Journals under the journal prefix that another flusher (another target) left: its
+    /// runs apply them, never this one's.
+    pub other_targets: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -47,10 +50,21 @@ pub struct Status {
 /// Gathers the status. `runs` is how many recent runs to list.
 pub fn gather(cfg: &Config, runs: u32, max_age: Option<Duration>) -> Result<Status> {
     let f = &cfg.flush;
+    let mut pg = Session::connect(&cfg.pg)?;
+    pg.begin(true)?;
+    let target = f.target_record(&pg.database()?);
+    let owner = f.owner(&target);
+
     let mut redis = RedisSource::connect(&cfg.redis, &f.source)?;
+    redis.set_target(&target);
     let mut pending = Pending::default();
     for journal in redis.journals(false)? {
-        let batch = Batch::from_chunks(&journal.id, redis.read(&journal)?)
+        let contents = redis.read(&journal)?;
+        if redis.is_other(&contents) {
+            pending.other_targets += 1;
+            continue;
+        }
+        let batch = Batch::from_chunks(&journal.id, contents.chunks)
             .with_context(|| format!("journal {}", journal.key))?;
         pending.batches += 1;
         pending.keys += batch.keys;
@@ -58,13 +72,11 @@ pub fn gather(cfg: &Config, runs: u32, max_age: Option<Duration>) -> Result<Stat
     }
     let waiting = waiting(&mut redis, f)?;
 
-    let mut pg = Session::connect(&cfg.pg)?;
-    pg.begin(true)?;
     let runs_table = &f.ledger.runs_table;
     let (last_runs, last_success_age_seconds) = if pg.table_exists(runs_table)? {
         (
-            pg.last_runs(runs_table, runs)?,
-            pg.last_success_age(runs_table)?,
+            pg.last_runs(runs_table, runs, &owner)?,
+            pg.last_success_age(runs_table, &owner)?,
         )
     } else {
         log::info!(
@@ -138,6 +150,14 @@ impl Status {
                 "pending journals: {} batches ({} keys, {} hits) left by failed runs; the next \
                  run applies them first",
                 self.pending.batches, self.pending.keys, self.pending.hits
+            );
+        }
+        if self.pending.other_targets > 0 {
+            let _ = writeln!(
+                out,
+                "journals of other targets: {} under the same journal prefix, left to the \
+                 flushers they belong to",
+                self.pending.other_targets
             );
         }
         if self.last_runs.is_empty() {

@@ -368,13 +368,22 @@ fn ledger_rows_older_than_the_retention_are_pruned() {
     let env = TestEnv::new(2);
     env.set("c1", "1");
     env.run(&["run"]).expect(0);
+    // This flusher's batch ids start with its owner tag: it prunes its own rows only.
+    let first: String = env
+        .pg()
+        .query_one("SELECT batch_id FROM redis_flusher_batches", &[])
+        .unwrap()
+        .get(0);
+    let owner = first.split_once('.').expect("an owner tag").0.to_owned();
     env.pg()
-        .batch_execute(
+        .batch_execute(&format!(
             "INSERT INTO redis_flusher_batches (batch_id, applied_at, keys, hits, rows_updated, \
              unknown_keys, unknown_hits, unknown_codes, unknown_counts, recovered) VALUES \
-             ('old', now() - interval '31 days', 1, 1, 1, 0, 0, '{}', '{}', false), \
-             ('recent', now() - interval '29 days', 1, 1, 1, 0, 0, '{}', '{}', false)",
-        )
+             ('{owner}.old', now() - interval '31 days', 1, 1, 1, 0, 0, '{{}}', '{{}}', false), \
+             ('{owner}.recent', now() - interval '29 days', 1, 1, 1, 0, 0, '{{}}', '{{}}', \
+             false), \
+             ('before-0.2', now() - interval '90 days', 1, 1, 1, 0, 0, '{{}}', '{{}}', false)"
+        ))
         .unwrap();
     env.set("c2", "1");
     env.run(&["run"]).expect(0);
@@ -388,20 +397,22 @@ fn ledger_rows_older_than_the_retention_are_pruned() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(ids.len(), 3, "{ids:?}");
-    assert_eq!(ids[0], "recent");
+    assert_eq!(ids.len(), 4, "{ids:?}");
+    // A row from before owner tags may guard another flusher's journal: it stays.
+    assert_eq!(ids[0], "before-0.2");
+    assert_eq!(ids[1], format!("{owner}.recent"));
     env.pg()
-        .batch_execute(
+        .batch_execute(&format!(
             "UPDATE redis_flusher_batches SET applied_at = now() - interval '8 days' \
-             WHERE batch_id = 'recent'",
-        )
+             WHERE batch_id = '{owner}.recent'"
+        ))
         .unwrap();
     env.run(&["run", "--ledger-days", "7"]).expect(0);
     let n: i64 = env
         .pg()
         .query_one(
-            "SELECT count(*) FROM redis_flusher_batches WHERE batch_id = 'recent'",
-            &[],
+            "SELECT count(*) FROM redis_flusher_batches WHERE batch_id = $1",
+            &[&format!("{owner}.recent")],
         )
         .unwrap()
         .get(0);

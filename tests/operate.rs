@@ -238,7 +238,7 @@ fn status_shows_waiting_pending_and_the_last_runs() {
     );
     assert_eq!(
         j["pending"],
-        serde_json::json!({"batches": 1, "keys": 5, "hits": 10})
+        serde_json::json!({"batches": 1, "keys": 5, "hits": 10, "other_targets": 0})
     );
     let runs = j["last_runs"].as_array().unwrap();
     assert_eq!(runs.len(), 2, "the killed run recorded nothing");

@@ -222,6 +222,29 @@ impl FlushConfig {
         })
     }
 
+    /// What this flusher's batches are for, as its journals record it (`for`): the pattern, the
+    /// table and its columns, and the database (`current_database()`). Only a run with the
+    /// same record recovers a journal, so that two flushers sharing a Redis and a journal
+    /// prefix never apply each other's hits.
+    pub fn target_record(&self, database: &str) -> String {
+        format!(
+            "pattern {}*, table {} (code {}, count {}), database {database}",
+            String::from_utf8_lossy(&self.source.prefix),
+            self.target.table.name,
+            self.target.code_column.name,
+            self.target.count_column.name,
+        )
+    }
+
+    /// The tag this flusher's batch and run ids start with (`<owner>.`): 8 hex digits of its
+    /// journal prefix and target record. A flusher prunes only ledger rows with its own tag,
+    /// because only its own recovery tells it that no journal they guard is left.
+    pub fn owner(&self, target_record: &str) -> String {
+        let hash =
+            crate::model::stable_hash(&format!("{}\0{target_record}", self.source.journal_prefix));
+        format!("{:08x}", hash as u32)
+    }
+
     /// What the run lock is named by: one flusher per journal prefix and table at a time.
     pub fn lock_name(&self) -> String {
         format!(

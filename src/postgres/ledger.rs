@@ -60,15 +60,15 @@ pub fn runs_ddl(runs: &Ident) -> String {
     )
 }
 
-/// A stable 64-bit key for a name (FNV-1a, the same across versions and platforms), for
-/// transaction-level advisory locks.
+/// A transaction-level advisory lock key for a name.
 pub fn lock_key(name: &str) -> i64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h as i64
+    crate::model::stable_hash(name) as i64
+}
+
+/// The runs of one flusher (its owner tag's `LIKE` pattern the parameter `$n`), with those
+/// recorded before runs carried an owner.
+fn own_runs(n: usize) -> String {
+    format!("(run_id LIKE ${n} OR run_id NOT LIKE '%.%')")
 }
 
 /// The ledger row of a batch applied earlier, as recovery needs it.
@@ -271,8 +271,9 @@ impl Session {
         }))
     }
 
-    /// The last `limit` runs, newest first.
-    pub fn last_runs(&mut self, runs: &Ident, limit: u32) -> Result<Vec<RunRow>> {
+    /// The last `limit` runs of this flusher (`owner`), newest first, with any run recorded
+    /// before runs carried their owner.
+    pub fn last_runs(&mut self, runs: &Ident, limit: u32, owner: &str) -> Result<Vec<RunRow>> {
         let what = format!("table `{}`", runs.name);
         let rows = self.query(
             &format!("reading {what}"),
@@ -282,10 +283,14 @@ impl Session {
                  extract(epoch FROM finished_at - started_at)::float8, status, keys, \
                  hits::text, unknown_codes, unknown_hits::text, bad_keys, \
                  pending_journals, error \
-                 FROM {} ORDER BY finished_at DESC LIMIT $1",
-                runs.quoted
+                 FROM {} WHERE {} ORDER BY finished_at DESC LIMIT $1",
+                runs.quoted,
+                own_runs(2)
             ),
-            &[(&i64::from(limit), Type::INT8)],
+            &[
+                (&i64::from(limit), Type::INT8),
+                (&format!("{owner}.%"), Type::TEXT),
+            ],
         )?;
         rows.iter()
             .map(|r| {
@@ -308,40 +313,64 @@ impl Session {
             .collect()
     }
 
-    /// Seconds since the last run that ended ok, if any did.
-    pub fn last_success_age(&mut self, runs: &Ident) -> Result<Option<f64>> {
+    /// Seconds since the last run of this flusher (`owner`) that ended ok, if any did.
+    pub fn last_success_age(&mut self, runs: &Ident, owner: &str) -> Result<Option<f64>> {
         let what = format!("table `{}`", runs.name);
         let row = self.query_one(
             &format!("reading {what}"),
             &format!(
                 "SELECT extract(epoch FROM now() - max(finished_at))::float8 FROM {} \
-                 WHERE status = 'ok'",
-                runs.quoted
+                 WHERE status = 'ok' AND {}",
+                runs.quoted,
+                own_runs(1)
             ),
-            &[],
+            &[(&format!("{owner}.%"), Type::TEXT)],
         )?;
         get(&row, 0, &what)
     }
 
     /// Deletes ledger and run rows older than `--ledger-days`. Call only after recovery has
     /// finished: a ledger row must outlive the journal it guards.
-    pub fn prune(&mut self, cfg: &LedgerConfig) -> Result<u64> {
+    ///
+    /// Only this flusher's own rows (ids tagged `<owner>.`): another flusher sharing the
+    /// ledger may still have a journal that one of its rows guards, and only its own recovery
+    /// can tell. Ledger rows written before 0.2 carry no tag and stay (an operator deletes
+    /// them once every flusher has run: the upgrade notes say how); run rows guard nothing, so
+    /// untagged ones go by age.
+    pub fn prune(&mut self, cfg: &LedgerConfig, owner: &str) -> Result<u64> {
         let mut pruned = 0;
-        for (table, column) in [
-            (&cfg.ledger_table, "applied_at"),
-            (&cfg.runs_table, "finished_at"),
+        let mine = format!("{owner}.%");
+        for (table, column, id, legacy) in [
+            (&cfg.ledger_table, "applied_at", "batch_id", ""),
+            (
+                &cfg.runs_table,
+                "finished_at",
+                "run_id",
+                " OR run_id NOT LIKE '%.%'",
+            ),
         ] {
             let sql = format!(
-                "DELETE FROM {} WHERE {column} < now() - make_interval(days => $1)",
+                "DELETE FROM {} WHERE {column} < now() - make_interval(days => $1) \
+                 AND ({id} LIKE $2{legacy})",
                 table.quoted
             );
             let days = cfg.ledger_days as i32;
             pruned += self.execute(
                 &format!("pruning table `{}`", table.name),
                 &sql,
-                &[(&days, Type::INT4)],
+                &[(&days, Type::INT4), (&mine, Type::TEXT)],
             )?;
         }
         Ok(pruned)
+    }
+
+    /// The current database's name, as a target record names it.
+    pub fn database(&mut self) -> Result<String> {
+        let row = self.query_one(
+            "reading the database's name",
+            "SELECT current_database()::text",
+            &[],
+        )?;
+        get(&row, 0, "current_database()")
     }
 }

@@ -24,7 +24,7 @@ use anyhow::{Context, Result};
 use redis::{Connection, Value};
 
 use super::conn::{connect_to, facts, glob_escape, scan_step, RedisFacts};
-use super::scripts::{self, scripts};
+use super::scripts::{self, scripts, Contents};
 use super::slots::{slot, tags, Topology, SLOTS};
 use crate::config::{redis_address, RedisConfig};
 use crate::model::Claimed;
@@ -228,6 +228,7 @@ impl Cluster {
         field: &str,
         keys: &[Vec<u8>],
         prefix_len: usize,
+        target: &str,
     ) -> Result<Claimed> {
         if self.created.0 != batch_id {
             self.created = (batch_id.to_owned(), HashSet::new());
@@ -249,7 +250,8 @@ impl Cluster {
                     .arg(field)
                     .arg(if create { "1" } else { "0" })
                     .arg(batch_id)
-                    .arg(self.token);
+                    .arg(self.token)
+                    .arg(target);
             }
             let node = &mut self.nodes[idx];
             let replies: Vec<(Vec<u8>, Vec<Vec<u8>>)> =
@@ -337,51 +339,60 @@ impl Cluster {
             .collect())
     }
 
-    /// Seals each sub-journal of `batch_id` (in `slots`) and returns its chunks as
-    /// (`<slot>/<field>`, packed).
-    pub fn seal(&mut self, batch_id: &str, slots: &[u16]) -> Result<Vec<(String, Vec<u8>)>> {
-        self.gather(batch_id, slots, "sealing", |con, journal| {
-            // No index on a cluster: the journal stands in for it (seal.lua).
-            scripts()
-                .seal
-                .key(journal)
-                .key(journal)
-                .arg(batch_id)
-                .invoke(con)
-        })
-    }
-
-    /// Reads each sub-journal of `batch_id` (in `slots`), changing nothing.
-    pub fn read(&mut self, batch_id: &str, slots: &[u16]) -> Result<Vec<(String, Vec<u8>)>> {
-        self.gather(batch_id, slots, "reading", |con, journal| {
-            redis::cmd("HGETALL").arg(journal).query(con)
-        })
-    }
-
-    /// Runs `call` (connection, sub-journal key) at the master of each sub-journal of
-    /// `batch_id`, and gathers the fields and values it returns as (`<slot>/<field>`, value),
-    /// without the `open` mark. `doing` names the step in errors.
-    fn gather(
+    /// Seals each sub-journal of `batch_id` (in `slots`) and returns their contents, chunks
+    /// named `<slot>/<field>`; unless they record a target other than `target` (all of a
+    /// batch's record the same): then that target, and they are left as they are.
+    pub fn seal(
         &mut self,
         batch_id: &str,
         slots: &[u16],
-        doing: &str,
-        mut call: impl FnMut(&mut Connection, &str) -> redis::RedisResult<Vec<Vec<u8>>>,
-    ) -> Result<Vec<(String, Vec<u8>)>> {
-        let mut out = Vec::new();
+        target: &str,
+    ) -> Result<Result<Contents, String>> {
+        let mut all = Contents::default();
         for &s in slots {
-            let journal = self.key(s, batch_id);
-            let node = &mut self.nodes[self.owner[s as usize]];
-            let flat = call(&mut node.con, &journal).with_context(|| {
-                format!("Redis at {}: {doing} journal {journal} failed", node.addr)
+            // No index on a cluster: the journal stands in for it (seal.lua).
+            let reply = self.at_master(s, batch_id, "sealing", |con, journal| {
+                scripts()
+                    .seal
+                    .key(journal)
+                    .key(journal)
+                    .arg(batch_id)
+                    .arg(target)
+                    .invoke(con)
             })?;
-            out.extend(
-                scripts::chunks(flat)?
-                    .into_iter()
-                    .map(|(f, v)| (format!("{s}/{f}"), v)),
-            );
+            match scripts::sealed(reply)? {
+                Ok(contents) => all.add(s, contents),
+                Err(other) => return Ok(Err(other)),
+            }
         }
-        Ok(out)
+        Ok(Ok(all))
+    }
+
+    /// Reads each sub-journal of `batch_id` (in `slots`), changing nothing.
+    pub fn read(&mut self, batch_id: &str, slots: &[u16]) -> Result<Contents> {
+        let mut all = Contents::default();
+        for &s in slots {
+            let flat = self.at_master(s, batch_id, "reading", |con, journal| {
+                redis::cmd("HGETALL").arg(journal).query(con)
+            })?;
+            all.add(s, scripts::contents(flat)?);
+        }
+        Ok(all)
+    }
+
+    /// Runs `call` (connection, sub-journal key) at the master of `slot`'s sub-journal of
+    /// `batch_id`; `doing` names the step in errors.
+    fn at_master<T>(
+        &mut self,
+        slot: u16,
+        batch_id: &str,
+        doing: &str,
+        call: impl FnOnce(&mut Connection, &str) -> redis::RedisResult<T>,
+    ) -> Result<T> {
+        let journal = self.key(slot, batch_id);
+        let node = &mut self.nodes[self.owner[slot as usize]];
+        call(&mut node.con, &journal)
+            .with_context(|| format!("Redis at {}: {doing} journal {journal} failed", node.addr))
     }
 
     /// Deletes a committed batch's chunks, sub-journal by sub-journal. True if every one was

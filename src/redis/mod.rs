@@ -20,6 +20,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 
 pub use conn::{connect, RedisFacts};
+pub use scripts::Contents;
 pub use slots::slot;
 
 use crate::config::{RedisConfig, SourceConfig};
@@ -49,6 +50,9 @@ pub struct RedisSource {
     unknown_key: String,
     /// `--redis-wait-replicas`, and how long `WAIT` may wait for them.
     wait: (u32, Duration),
+    /// What this run's batches are for (pattern, table, columns, database), recorded in each
+    /// journal it starts; a journal that records another is not this run's to recover.
+    target: String,
 }
 
 impl RedisSource {
@@ -72,7 +76,15 @@ impl RedisSource {
                 cfg.wait_replicas,
                 (cfg.command_timeout * 3 / 4).max(Duration::from_millis(100)),
             ),
+            target: String::new(),
         })
+    }
+
+    /// What the journals this source starts are for, and which it may seal: see
+    /// [`crate::config::FlushConfig::target_record`]. Unset, journals record nothing and any
+    /// may be sealed (as before 0.2).
+    pub fn set_target(&mut self, target: &str) {
+        self.target = target.to_owned();
     }
 
     /// On Redis Cluster: the masters' addresses.
@@ -158,8 +170,10 @@ impl RedisSource {
         keys: &[Vec<u8>],
     ) -> Result<Claimed> {
         match &mut self.backend {
-            Backend::Single(s) => s.claim(batch_id, field, create, keys, self.prefix_len),
-            Backend::Cluster(c) => c.claim(batch_id, field, keys, self.prefix_len),
+            Backend::Single(s) => {
+                s.claim(batch_id, field, create, keys, self.prefix_len, &self.target)
+            }
+            Backend::Cluster(c) => c.claim(batch_id, field, keys, self.prefix_len, &self.target),
         }
     }
 
@@ -196,17 +210,22 @@ impl RedisSource {
         })
     }
 
-    /// Seals a journal (no more chunks can join it) and returns its chunks as
-    /// (field, packed).
-    pub fn seal(&mut self, journal: &Journal) -> Result<Vec<(String, Vec<u8>)>> {
+    /// Seals a journal (no more chunks can join it) and returns its contents; unless it
+    /// records another target than this source's: then that target, and it is left alone.
+    pub fn seal(&mut self, journal: &Journal) -> Result<std::result::Result<Contents, String>> {
         match &mut self.backend {
-            Backend::Single(s) => s.seal(&journal.id),
-            Backend::Cluster(c) => c.seal(&journal.id, &journal.slots),
+            Backend::Single(s) => s.seal(&journal.id, &self.target),
+            Backend::Cluster(c) => c.seal(&journal.id, &journal.slots, &self.target),
         }
     }
 
-    /// Reads a journal's chunks without sealing it.
-    pub fn read(&mut self, journal: &Journal) -> Result<Vec<(String, Vec<u8>)>> {
+    /// Whether `contents` is another target's than this source's (as `seal` would judge).
+    pub fn is_other(&self, contents: &Contents) -> bool {
+        contents.target.as_ref().is_some_and(|t| *t != self.target)
+    }
+
+    /// Reads a journal's contents without sealing it.
+    pub fn read(&mut self, journal: &Journal) -> Result<Contents> {
         match &mut self.backend {
             Backend::Single(s) => s.read(&journal.id),
             Backend::Cluster(c) => c.read(&journal.id, &journal.slots),

@@ -63,19 +63,53 @@ fn bad_keys(flat: Vec<Vec<u8>>) -> Result<Vec<BadKey>> {
     Ok(out)
 }
 
-/// A journal's flat `HGETALL` (or seal) reply as (field, value), without the `open` mark.
-pub fn chunks(flat: Vec<Vec<u8>>) -> Result<Vec<(String, Vec<u8>)>> {
-    let mut out = Vec::with_capacity(flat.len() / 2);
+/// A journal's contents: what it is for, if it says, and its chunks as (field, value).
+#[derive(Debug, Default)]
+pub struct Contents {
+    pub target: Option<String>,
+    pub chunks: Vec<(String, Vec<u8>)>,
+}
+
+impl Contents {
+    /// Adds a cluster's sub-journal of slot `slot`: its chunks named `<slot>/<field>`.
+    pub fn add(&mut self, slot: u16, sub: Contents) {
+        self.target = self.target.take().or(sub.target);
+        self.chunks.extend(
+            sub.chunks
+                .into_iter()
+                .map(|(f, v)| (format!("{slot}/{f}"), v)),
+        );
+    }
+}
+
+/// A journal's flat `HGETALL` (or seal) reply, read into its contents: the `open` mark is
+/// left out, the `for` field is its target.
+pub fn contents(flat: Vec<Vec<u8>>) -> Result<Contents> {
+    let mut out = Contents::default();
     let mut it = flat.into_iter();
     while let (Some(f), Some(v)) = (it.next(), it.next()) {
         let field = String::from_utf8(f)
             .context("a journal field is not UTF-8; it was not written by redis-flusher")?;
-        if field != OPEN_FIELD {
-            out.push((field, v));
+        match field.as_str() {
+            OPEN_FIELD => {}
+            FOR_FIELD => out.target = Some(String::from_utf8_lossy(&v).into_owned()),
+            _ => out.chunks.push((field, v)),
         }
     }
     Ok(out)
 }
+
+/// A seal's `{'ours', flat}` or `{'other', target}` reply: the contents, or the other target.
+pub fn sealed(reply: (String, redis::Value)) -> Result<std::result::Result<Contents, String>> {
+    match reply {
+        (ours, flat) if ours == "ours" => Ok(Ok(contents(redis::from_redis_value(flat)?)?)),
+        (other, target) if other == "other" => Ok(Err(redis::from_redis_value(target)?)),
+        (what, _) => bail!("BUG: the seal script answered {what:?}"),
+    }
+}
+
+/// The field in which a journal records what it is for (claim.lua).
+pub const FOR_FIELD: &str = "for";
 
 /// Field that marks a journal as still open for more chunks. Recovery removes it first
 /// ("seals" the journal), so a run that lost its lock can no longer add to a journal that

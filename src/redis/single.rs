@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use redis::Connection;
 
 use super::conn::{facts, glob_escape, scan_step, RedisFacts};
-use super::scripts::{self, scripts};
+use super::scripts::{self, scripts, Contents};
 use crate::model::Claimed;
 
 /// This member keeps the index from vanishing when it has no journal: a missing index means
@@ -63,6 +63,7 @@ impl Single {
         create: bool,
         keys: &[Vec<u8>],
         prefix_len: usize,
+        target: &str,
     ) -> Result<Claimed> {
         let mut inv = scripts().claim.prepare_invoke();
         inv.key(self.journal_key(batch_id)).key(self.index_key());
@@ -73,7 +74,8 @@ impl Single {
             .arg(field)
             .arg(if create { "1" } else { "0" })
             .arg(batch_id)
-            .arg("");
+            .arg("")
+            .arg(target);
         let (packed, bad): (Vec<u8>, Vec<Vec<u8>>) = inv
             .invoke(&mut self.con)
             .with_context(|| self.ctx("the claim script"))?;
@@ -152,28 +154,29 @@ impl Single {
         Ok(found)
     }
 
-    /// Seals a batch's journal (no more chunks can join it) and returns its chunks as
-    /// (field, packed).
-    pub fn seal(&mut self, batch_id: &str) -> Result<Vec<(String, Vec<u8>)>> {
+    /// Seals a batch's journal (no more chunks can join it) and returns its contents, unless
+    /// it records a target other than `target`: then that target, and it is left as it is.
+    pub fn seal(&mut self, batch_id: &str, target: &str) -> Result<Result<Contents, String>> {
         let journal = self.journal_key(batch_id);
-        let flat: Vec<Vec<u8>> = scripts()
+        let reply = scripts()
             .seal
             .key(&journal)
             .key(self.index_key())
             .arg(batch_id)
+            .arg(target)
             .invoke(&mut self.con)
             .with_context(|| self.ctx(&format!("sealing journal {journal}")))?;
-        scripts::chunks(flat)
+        scripts::sealed(reply)
     }
 
     /// Reads a batch's journal without sealing it.
-    pub fn read(&mut self, batch_id: &str) -> Result<Vec<(String, Vec<u8>)>> {
+    pub fn read(&mut self, batch_id: &str) -> Result<Contents> {
         let journal = self.journal_key(batch_id);
         let flat: Vec<Vec<u8>> = redis::cmd("HGETALL")
             .arg(&journal)
             .query(&mut self.con)
             .with_context(|| self.ctx(&format!("reading journal {journal}")))?;
-        scripts::chunks(flat)
+        scripts::contents(flat)
     }
 
     /// Deletes a batch's chunks, parking `park` in `unknown_key` in the same atomic step.

@@ -25,5 +25,8 @@ for i = n + 3, #ARGV, 2 do
   if type(r) == 'table' then failed[#failed + 1] = ARGV[i] end
 end
 redis.call('HDEL', KEYS[1], 'open', unpack(ARGV, 3, n + 2))
+-- All that may be left is what the journal was for: then the journal goes.
+local rest = redis.call('HGETALL', KEYS[1])
+if #rest == 2 and rest[1] == 'for' then redis.call('DEL', KEYS[1]) end
 if indexed and redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SREM', KEYS[3], ARGV[1]) end
 return {1, failed}

@@ -11,6 +11,9 @@
   ARGV[3]  '1' when this chunk creates the journal
   ARGV[4]  the batch id
   ARGV[5]  on a Redis Cluster, this run's token; '' on one Redis
+  ARGV[6]  what the batch is for (pattern, table, columns, database), recorded in the
+           journal's `for` field so that only a run for the same target recovers it; ''
+           records nothing
   Returns {packed, bad} as collect() makes them.
 ]]
 local journal = KEYS[1]
@@ -29,6 +32,7 @@ local packed, bad, n = collect(3, tonumber(ARGV[1]), true)
 if n > 0 then
   if ARGV[3] == '1' then
     redis.call('HSET', journal, 'open', '1', ARGV[2], packed)
+    if ARGV[6] ~= '' then redis.call('HSET', journal, 'for', ARGV[6]) end
     if not fenced then redis.call('SADD', KEYS[2], ARGV[4]) end
   else
     redis.call('HSET', journal, ARGV[2], packed)
