@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::config::{Config, FlushConfig, PgConfig, RedisConfig};
-use crate::postgres::{lease_ddl, ledger_ddl, runs_ddl, Session, TableFacts};
+use crate::postgres::{lease_ddl, ledger_ddl, quarantine_ddl, runs_ddl, Session, TableFacts};
 use crate::redis::RedisSource;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -129,7 +129,7 @@ fn check_postgres(pg: &PgConfig, f: &FlushConfig, out: &mut Findings) {
     }
     let ledger = &f.ledger;
     const WRITE: &[&str] = &["SELECT", "INSERT", "DELETE"];
-    const LEASE: &[&str] = &["SELECT", "INSERT", "UPDATE", "DELETE"];
+    const ALL: &[&str] = &["SELECT", "INSERT", "UPDATE", "DELETE"];
     for (table, ddl, needed) in [
         (
             &ledger.ledger_table,
@@ -137,7 +137,12 @@ fn check_postgres(pg: &PgConfig, f: &FlushConfig, out: &mut Findings) {
             WRITE,
         ),
         (&ledger.runs_table, runs_ddl(&ledger.runs_table), WRITE),
-        (&ledger.lease_table, lease_ddl(&ledger.lease_table), LEASE),
+        (&ledger.lease_table, lease_ddl(&ledger.lease_table), ALL),
+        (
+            &ledger.quarantine_table,
+            quarantine_ddl(&ledger.quarantine_table),
+            ALL,
+        ),
     ] {
         let exists = match sink.table_exists(table) {
             Ok(e) => e,

@@ -442,6 +442,16 @@ pub struct TargetArgs {
     )]
     pub runs_table: String,
 
+    /// Postgres table where the hits of codes Postgres refuses row by row wait (a trigger, a
+    /// constraint, a count past the column's range, a code matching several rows), tried
+    /// again by every run (created if missing)
+    #[arg(
+        long,
+        env = "REDIS_FLUSHER_QUARANTINE_TABLE",
+        default_value = "redis_flusher_quarantine"
+    )]
+    pub quarantine_table: String,
+
     /// Postgres table holding the run lock: a lease per journal prefix and table, renewed
     /// while a run lasts (created if missing)
     #[arg(

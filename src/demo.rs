@@ -45,6 +45,8 @@ pub fn args(table: &str, pattern: &str) -> Vec<String> {
         &format!("{table}_runs"),
         "--lease-table",
         &format!("{table}_leases"),
+        "--quarantine-table",
+        &format!("{table}_quarantine"),
     ]
     .iter()
     .map(|s| s.to_string())

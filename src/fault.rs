@@ -13,6 +13,7 @@
 //! | `after_commit` | COMMIT returned, before the journal is deleted |
 //! | `recovery_before_commit` | as `before_commit`, while recovering a failed run's journal |
 //! | `recovery_after_commit` | as `after_commit`, while recovering a failed run's journal |
+//! | `quarantine_before_commit` | quarantined codes tried again, before COMMIT |
 
 #[cfg(debug_assertions)]
 pub fn point(name: &str) {

@@ -167,15 +167,21 @@ fn flush_locked(
 }
 
 impl Flusher<'_> {
-    /// What a run does once it holds the lock: recover, claim and apply, prune.
+    /// What a run does once it holds the lock: recover, retry the quarantine, claim and
+    /// apply, prune.
     fn steps(&mut self, redis: &RedisConfig, token: i64) -> Result<()> {
         self.recover()?;
+        self.retry_quarantine()?;
         let mut claimer = RedisSource::connect(redis, &self.cfg.source)?;
         claimer.set_token(token);
         claimer.set_target(&self.run.target);
         if self.claim_and_apply(claimer)? == Claiming::Stopped {
             return Err(stopped("before the end of the SCAN"));
         }
+        let (waiting, _) = self
+            .pg
+            .quarantined(&self.cfg.ledger.quarantine_table, &self.run.owner)?;
+        self.report.quarantine_waiting = waiting as u64;
         if self.report.status == Status::Ok {
             // Only after every journal was recovered: a ledger row must outlive its journal.
             let pruned = self.pg.prune(&self.cfg.ledger, &self.run.owner)?;
@@ -253,6 +259,41 @@ impl Flusher<'_> {
         Ok(())
     }
 
+    /// Tries the codes Postgres refused before again (as many as
+    /// [`crate::postgres::RETRY_LIMIT`]): those it
+    /// takes now are applied and leave the quarantine, in one transaction.
+    fn retry_quarantine(&mut self) -> Result<()> {
+        let t = Instant::now();
+        let to = apply_to(self.cfg, &self.facts, self.run);
+        let id = format!("{}-q", self.run.id);
+        let retried = self.pg.retry_quarantine(&to, &id)?;
+        self.report.postgres_seconds += t.elapsed().as_secs_f64();
+        let Some((batch, applied)) = retried else {
+            return Ok(());
+        };
+        let again = applied.quarantined.len();
+        self.report.released_from_quarantine += (batch.hits.len() - again) as u64;
+        self.report.released_hits += applied.hits_applied(&batch);
+        self.report.rows_updated += applied.rows_updated;
+        self.report.add_unknown(&applied.unknown);
+        if again > 0 {
+            log::warn!(
+                "{again} codes in table `{}` are still refused (tried again; they keep \
+                 waiting there): {}",
+                self.cfg.ledger.quarantine_table.name,
+                report::quarantine_examples(&applied.quarantined).join("; ")
+            );
+        }
+        if again < batch.hits.len() {
+            log::info!(
+                "{} codes left the quarantine: Postgres took their {} hits this time",
+                batch.hits.len() - again,
+                applied.hits_applied(&batch)
+            );
+        }
+        Ok(())
+    }
+
     /// Claims batches on a second thread while this one applies them, so that Redis and
     /// Postgres work at the same time. At most two batches exist at once: the channel holds
     /// none, so a claimed batch waits in the claim thread until this one takes it. (Claiming
@@ -305,15 +346,12 @@ impl Flusher<'_> {
         Ok(true)
     }
 
-    /// The batch's transaction: its UPDATE and its ledger row. None when Postgres refused it
-    /// for what it holds (the refusal is in the report).
+    /// The batch's transaction: its UPDATE, its ledger row, and the quarantine of codes
+    /// Postgres refuses row by row. None when Postgres refused the whole batch (a locked
+    /// row; the refusal is in the report).
     fn apply(&mut self, batch: &Batch, recovered: bool) -> Result<Option<Applied>> {
-        let to = ApplyTo {
-            target: &self.cfg.target,
-            facts: &self.facts,
-            ledger: &self.cfg.ledger.ledger_table,
-        };
         let t = Instant::now();
+        let to = apply_to(self.cfg, &self.facts, self.run);
         let result = self.pg.apply(&to, batch, recovered);
         self.report.postgres_seconds += t.elapsed().as_secs_f64();
         match result {
@@ -393,6 +431,26 @@ impl Flusher<'_> {
         self.report.hits += batch.total_hits();
         self.report.rows_updated += applied.rows_updated;
         self.report.add_unknown(&applied.unknown);
+        if !applied.quarantined.is_empty() {
+            self.report.add_quarantined(&applied.quarantined);
+            let e = anyhow::anyhow!(
+                "batch {}: Postgres refused {} codes row by row ({} of them new there); their \
+                 hits wait in table `{}` and every run tries them again, the rest of the batch \
+                 is applied: {}",
+                batch.id,
+                applied.quarantined.len(),
+                applied.newly_quarantined,
+                self.cfg.ledger.quarantine_table.name,
+                report::quarantine_examples(&applied.quarantined).join("; ")
+            );
+            // A code refused for the first time fails the run, so that someone looks; more
+            // hits for a code already waiting there do not, again and again.
+            if applied.newly_quarantined > 0 {
+                self.report.fail(&e);
+            } else {
+                log::warn!("{e:#}");
+            }
+        }
         report::keep_so_far(self.report);
         progress::applied(batch.keys, batch.total_hits());
         log::debug!(
@@ -427,6 +485,17 @@ impl Flusher<'_> {
         if let Err(e) = self.pg.record_run(&self.cfg.ledger.runs_table, &record) {
             log::warn!("{e:#}");
         }
+    }
+}
+
+/// Where a run's batches go.
+fn apply_to<'a>(cfg: &'a FlushConfig, facts: &'a TableFacts, run: &'a Run) -> ApplyTo<'a> {
+    ApplyTo {
+        target: &cfg.target,
+        facts,
+        ledger: &cfg.ledger.ledger_table,
+        quarantine: &cfg.ledger.quarantine_table,
+        owner: &run.owner,
     }
 }
 

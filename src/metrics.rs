@@ -78,6 +78,11 @@ pub fn render(report: &Report, now: f64, last_success: Option<f64>) -> String {
         report.batches as f64,
     );
     gauge(
+        "redis_flusher_quarantined_codes",
+        "Codes whose hits wait in the quarantine table after the last run (Postgres refused their rows; every run tries them again).",
+        report.quarantine_waiting as f64,
+    );
+    gauge(
         "redis_flusher_pending_journals",
         "Batches waiting in Redis journals after the last run, for the next run to apply.",
         report.pending_journals as f64,

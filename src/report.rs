@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::config::UsageError;
 use crate::model::{BadKey, BadReason};
+use crate::postgres::Poisoned;
 
 /// How many example keys or codes a report names.
 pub const EXAMPLES: usize = 5;
@@ -78,6 +79,18 @@ pub struct Report {
     pub recovered_batches: u64,
     /// Journals still waiting (in a dry run: found waiting; in a run: left after a failure).
     pub pending_journals: u64,
+    /// Codes Postgres refused row by row in this run's batches, and their hits: in the
+    /// quarantine table now, tried again by every run.
+    pub quarantined_codes: u64,
+    pub quarantined_hits: i128,
+    /// A few of them, with why.
+    pub quarantine_examples: Vec<String>,
+    /// Quarantined codes this run applied (or found without a row) on trying them again,
+    /// and the hits that reached a row.
+    pub released_from_quarantine: u64,
+    pub released_hits: i128,
+    /// Codes waiting in the quarantine when the run ended.
+    pub quarantine_waiting: u64,
     /// Journals under this journal prefix that record another target (another flusher's,
     /// sharing the Redis and the prefix): left alone.
     pub other_targets_journals: u64,
@@ -109,6 +122,12 @@ impl Report {
             recovered_batches: 0,
             pending_journals: 0,
             other_targets_journals: 0,
+            quarantined_codes: 0,
+            quarantined_hits: 0,
+            quarantine_examples: Vec::new(),
+            released_from_quarantine: 0,
+            released_hits: 0,
+            quarantine_waiting: 0,
             seconds: 0.0,
             redis_seconds: 0.0,
             postgres_seconds: 0.0,
@@ -154,6 +173,15 @@ impl Report {
         }
     }
 
+    /// Counts codes refused row by row (now in the quarantine).
+    pub fn add_quarantined(&mut self, poisoned: &[Poisoned]) {
+        self.quarantined_codes += poisoned.len() as u64;
+        self.quarantined_hits += poisoned.iter().map(|p| i128::from(p.hits)).sum::<i128>();
+        let room = EXAMPLES.saturating_sub(self.quarantine_examples.len());
+        self.quarantine_examples
+            .extend(quarantine_examples(&poisoned[..poisoned.len().min(room)]));
+    }
+
     /// Adds what the claim thread counted (bad keys, its time waiting on Redis).
     pub fn merge_claims(&mut self, claims: &Report) {
         self.bad_keys += claims.bad_keys;
@@ -196,10 +224,7 @@ impl Report {
         let verb = match (self.dry_run, self.status) {
             (true, Status::Failed) => "dry run failed; it got as far as: would flush",
             (true, _) => "would flush",
-            (false, Status::Failed) => {
-                "run failed, nothing is lost (what it claimed waits in Redis journals for the \
-                 next run); before that it flushed"
-            }
+            (false, Status::Failed) => "run failed (the error above says why); it flushed",
             (false, _) => "flushed",
         };
         let mut s = format!(
@@ -236,10 +261,32 @@ impl Report {
                 .collect();
             let _ = write!(s, ": {}", ex.join(", "));
         }
+        if self.quarantined_codes > 0 {
+            let _ = write!(
+                s,
+                "; {} codes ({} hits) refused by Postgres row by row, put in quarantine",
+                self.quarantined_codes, self.quarantined_hits
+            );
+        }
+        if self.released_from_quarantine > 0 {
+            let _ = write!(
+                s,
+                "; {} codes ({} hits) taken out of quarantine",
+                self.released_from_quarantine, self.released_hits
+            );
+        }
+        if self.quarantine_waiting > 0 {
+            let _ = write!(
+                s,
+                "; {} codes wait in quarantine, tried again every run",
+                self.quarantine_waiting
+            );
+        }
         if self.batches_failed > 0 || self.pending_journals > 0 {
             let _ = write!(
                 s,
-                "; {} batches failed, {} journals wait for the next run",
+                "; {} batches failed, {} journals wait for the next run (nothing in them is \
+                 lost)",
                 self.batches_failed, self.pending_journals
             );
         }
@@ -286,6 +333,22 @@ fn list(items: &[String]) -> String {
     } else {
         format!(", e.g. {}", items.join(", "))
     }
+}
+
+/// Quarantined codes as a log line names them: the code, Postgres' error, and the advice.
+pub fn quarantine_examples(poisoned: &[Poisoned]) -> Vec<String> {
+    poisoned
+        .iter()
+        .take(EXAMPLES)
+        .map(|p| {
+            format!(
+                "{} ({}: {})",
+                show_bytes(p.code.as_bytes()),
+                p.error.message,
+                p.error.advice
+            )
+        })
+        .collect()
 }
 
 /// The report as of the run's last finished step, kept for a run that must end before it

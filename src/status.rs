@@ -33,10 +33,18 @@ pub struct Pending {
     pub other_targets: u64,
 }
 
+#[derive(Debug, Default, Serialize)]
+pub struct Quarantine {
+    /// Codes whose hits Postgres refused row by row; every run tries them again.
+    pub codes: i64,
+    pub hits: i128,
+}
+
 #[derive(Debug, Serialize)]
 pub struct Status {
     pub waiting: Waiting,
     pub pending: Pending,
+    pub quarantine: Quarantine,
     /// Newest first.
     pub last_runs: Vec<RunRow>,
     /// Seconds since the last run that ended ok; null when none is recorded.
@@ -72,6 +80,12 @@ pub fn gather(cfg: &Config, runs: u32, max_age: Option<Duration>) -> Result<Stat
     }
     let waiting = waiting(&mut redis, f)?;
 
+    let quarantine = if pg.table_exists(&f.ledger.quarantine_table)? {
+        let (codes, hits) = pg.quarantined(&f.ledger.quarantine_table, &owner)?;
+        Quarantine { codes, hits }
+    } else {
+        Quarantine::default()
+    };
     let runs_table = &f.ledger.runs_table;
     let (last_runs, last_success_age_seconds) = if pg.table_exists(runs_table)? {
         (
@@ -90,6 +104,7 @@ pub fn gather(cfg: &Config, runs: u32, max_age: Option<Duration>) -> Result<Stat
     Ok(Status {
         waiting,
         pending,
+        quarantine,
         last_runs,
         last_success_age_seconds,
         max_age_seconds: max_age.map(|d| d.as_secs()),
@@ -150,6 +165,17 @@ impl Status {
                 "pending journals: {} batches ({} keys, {} hits) left by failed runs; the next \
                  run applies them first",
                 self.pending.batches, self.pending.keys, self.pending.hits
+            );
+        }
+        if self.quarantine.codes > 0 {
+            let _ = writeln!(
+                out,
+                "quarantine: {} codes ({} hits) Postgres refused row by row, in table `{}`; \
+                 every run tries them again (`SELECT * FROM {}` says why)",
+                self.quarantine.codes,
+                self.quarantine.hits,
+                f.ledger.quarantine_table.name,
+                f.ledger.quarantine_table.quoted
             );
         }
         if self.pending.other_targets > 0 {

@@ -108,3 +108,176 @@ fn a_flusher_never_prunes_a_ledger_row_another_flusher_still_needs() {
     env.run(&["run", "--ledger-days", "30"]).expect(0);
     assert_eq!(env.ledger_rows(), 0);
 }
+
+#[test]
+fn a_row_a_trigger_refuses_is_quarantined_and_the_rest_flushes() {
+    let env = TestEnv::new(50);
+    env.pg()
+        .batch_execute(
+            "CREATE FUNCTION refuse_c7() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+               IF NEW.short_code = 'c7' THEN RAISE EXCEPTION 'c7 is frozen'; END IF;
+               RETURN NEW;
+             END $$;
+             CREATE TRIGGER refuse_c7 BEFORE UPDATE ON urls FOR EACH ROW EXECUTE FUNCTION refuse_c7();",
+        )
+        .unwrap();
+    env.set_many(50, |_| 2);
+    let out = env.run(&["run", "--json"]);
+    out.expect(1);
+    let j = out.json();
+    assert_eq!(j["quarantined_codes"], 1);
+    assert_eq!(j["quarantined_hits"], 2);
+    assert!(out.stderr.contains("c7 is frozen"), "{}", out.stderr);
+    assert_eq!(env.total(), 98, "every other code applied");
+    assert_eq!(env.count("c7"), 0);
+    let q = env.quarantine();
+    assert_eq!(q.len(), 1);
+    assert_eq!((q[0].0.as_str(), q[0].1), ("c7", 2));
+    assert!(q[0].2.contains("c7 is frozen"), "{q:?}");
+    assert!(
+        env.journals().is_empty(),
+        "the batch's journal is done with"
+    );
+    assert!(env.keys(&env.prefix).is_empty());
+
+    // Later runs flush everything else, and do not stall on c7. More hits for a code that
+    // already waits there go there too, without failing the run again.
+    env.set_many(10, |_| 1);
+    env.set("c7", "3");
+    let out = env.run(&["run", "--json"]);
+    out.expect(0);
+    assert!(
+        out.stderr.contains("(0 of them new there)"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.json()["quarantine_waiting"], 1);
+    assert_eq!(env.total(), 98 + 9);
+    assert_eq!(
+        env.quarantine()[0].1,
+        5,
+        "c7's new hits join its quarantine"
+    );
+    env.run(&["run"]).expect(0);
+    assert_eq!(env.total(), 107, "nothing applied twice");
+
+    // Once the trigger lets it through, the next run applies what waited.
+    env.pg()
+        .batch_execute("DROP TRIGGER refuse_c7 ON urls")
+        .unwrap();
+    let out = env.run(&["run", "--json"]);
+    out.expect(0);
+    assert_eq!(out.json()["released_from_quarantine"], 1);
+    assert_eq!(env.count("c7"), 5);
+    assert_eq!(env.total(), 112);
+    assert!(env.quarantine().is_empty());
+}
+
+#[test]
+fn a_check_constraint_refuses_one_row_and_only_that_row_waits() {
+    let env = TestEnv::new(2000);
+    env.pg()
+        .batch_execute(
+            "UPDATE urls SET access_count = 990 WHERE short_code = 'c1234';
+             ALTER TABLE urls ADD CONSTRAINT capped CHECK (access_count < 1000)",
+        )
+        .unwrap();
+    let expected = env.set_many(2000, |i| i64::from(i % 7 + 20));
+    let out = env.run(&["run", "--json"]);
+    out.expect(1);
+    assert_eq!(out.json()["quarantined_codes"], 1);
+    assert!(out.stderr.contains("capped"), "{}", out.stderr);
+    let c1234 = i64::from(1234 % 7 + 20);
+    assert_eq!(env.total(), 990 + expected - c1234);
+    assert_eq!(env.quarantine()[0].1, c1234);
+}
+
+#[test]
+fn a_code_the_database_encoding_cannot_hold_is_quarantined() {
+    let env = TestEnv::with_encoding(5, "LATIN1");
+    env.set_many(5, |_| 1);
+    env.set("😀", "4");
+    env.set("é", "2"); // in LATIN1, and without a row: unknown, not poisoned
+    let out = env.run(&["run", "--json"]);
+    out.expect(1);
+    let j = out.json();
+    assert_eq!(j["quarantined_codes"], 1);
+    assert_eq!(j["unknown_codes"], 1);
+    assert_eq!(env.total(), 5);
+    let q = env.quarantine();
+    assert_eq!((q[0].0.as_str(), q[0].1), ("😀", 4));
+    assert!(q[0].2.contains("LATIN1"), "{q:?}");
+    assert!(env.keys(&env.prefix).is_empty());
+}
+
+#[test]
+fn a_code_that_matches_two_rows_is_not_counted_twice() {
+    let env = TestEnv::new(0);
+    env.pg()
+        .batch_execute(
+            "CREATE TABLE links (code text, hits bigint NOT NULL DEFAULT 0);
+             INSERT INTO links (code) VALUES ('a'), ('b'), ('b'), ('c');",
+        )
+        .unwrap();
+    env.set("a", "10");
+    env.set("b", "10");
+    env.set("c", "10");
+    let args = [
+        "run",
+        "--json",
+        "--table",
+        "links",
+        "--code-column",
+        "code",
+        "--count-column",
+        "hits",
+    ];
+    let out = env.run(&args);
+    out.expect(1);
+    let sum: i64 = env
+        .pg()
+        .query_one("SELECT sum(hits)::int8 FROM links", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(sum, 20, "b's hits added to both of its rows");
+    assert!(
+        out.stderr.contains("matches 2 rows of `links`")
+            && out.stderr.contains("CREATE UNIQUE INDEX"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(env.quarantine()[0].0, "b");
+}
+
+#[test]
+fn kills_around_a_batch_with_a_refused_row_lose_and_double_nothing() {
+    let env = TestEnv::new(300);
+    env.pg()
+        .batch_execute(
+            "CREATE FUNCTION refuse_c9() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN
+               IF NEW.short_code = 'c9' THEN RAISE EXCEPTION 'no'; END IF;
+               RETURN NEW;
+             END $$;
+             CREATE TRIGGER refuse_c9 BEFORE UPDATE ON urls FOR EACH ROW EXECUTE FUNCTION refuse_c9();",
+        )
+        .unwrap();
+    let mut expected = 0;
+    for point in ["before_commit", "after_commit", "quarantine_before_commit"] {
+        expected += env.set_many(300, |i| i64::from(i % 5 + 1));
+        env.run_with(&["run"], &[("REDIS_FLUSHER_FAULT", point)])
+            .expect_killed();
+        // Whatever the kill left, a run finishes it, c9 aside in the quarantine.
+        env.run(&["run"]);
+        let waiting: i64 = env.quarantine().iter().map(|q| q.1).sum();
+        assert_eq!(env.total() + waiting, expected, "after a kill at {point}");
+        assert!(env.journals().is_empty(), "after a kill at {point}");
+    }
+    env.pg()
+        .batch_execute("DROP TRIGGER refuse_c9 ON urls")
+        .unwrap();
+    env.run(&["run"]).expect(0);
+    assert_eq!(env.total(), expected);
+    assert!(env.quarantine().is_empty());
+}

@@ -332,7 +332,8 @@ fn a_role_that_may_not_create_the_ledger_gets_its_ddl() {
     assert!(
         out.stderr.contains(
             "table `redis_flusher_batches` and table `redis_flusher_runs` and table \
-             `redis_flusher_leases` are missing and this role may not create them"
+             `redis_flusher_leases` and table `redis_flusher_quarantine` are missing and this \
+             role may not create them"
         ),
         "{}",
         out.stderr
@@ -353,7 +354,8 @@ fn a_role_that_may_not_create_the_ledger_gets_its_ddl() {
     env.pg()
         .batch_execute(&format!(
             "{ddl}\nGRANT SELECT, INSERT, DELETE ON redis_flusher_batches, redis_flusher_runs \
-             TO {role}; GRANT SELECT, INSERT, UPDATE, DELETE ON redis_flusher_leases TO {role};"
+             TO {role}; GRANT SELECT, INSERT, UPDATE, DELETE ON redis_flusher_leases, \
+             redis_flusher_quarantine TO {role};"
         ))
         .unwrap();
     env.run_with(&["run"], &[("DB_USER", &role)]).expect(0);

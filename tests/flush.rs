@@ -448,40 +448,42 @@ fn bad_keys_are_left_untouched_and_reported() {
 }
 
 #[test]
-fn an_overflowing_batch_waits_in_its_journal_until_the_column_is_widened() {
+fn an_overflowing_code_waits_in_quarantine_until_the_column_is_widened() {
     let env = TestEnv::new(5);
     env.pg()
         .batch_execute("UPDATE urls SET access_count = 2147483600 WHERE short_code = 'c1'")
         .unwrap();
     env.set_many(5, |_| 100);
-    // One key per batch, so exactly one batch overflows and the others go through.
-    let out = env.run(&["run", "--json", "--batch-size", "1"]);
+    // One batch: the code that would overflow waits aside, the others go through.
+    let out = env.run(&["run", "--json"]);
     out.expect(1);
     let j = out.json();
     assert_eq!(j["status"], "failed");
-    assert_eq!(j["batches"], 4);
-    assert_eq!(j["batches_failed"], 1);
+    assert_eq!(j["batches"], 1);
+    assert_eq!(j["quarantined_codes"], 1);
+    assert_eq!(j["quarantined_hits"], 100);
     assert!(out.stderr.contains("access_count"), "{}", out.stderr);
     assert!(out.stderr.contains("(integer)"), "{}", out.stderr);
     assert!(out.stderr.contains("TYPE bigint"), "{}", out.stderr);
     assert_eq!(env.count("c1"), 2147483600);
     assert_eq!(env.total(), 2147483600 + 400);
-    assert_eq!(env.journals().len(), 1);
+    assert!(env.journals().is_empty());
     assert!(env.keys(&env.prefix).is_empty());
 
-    // Still failing: the next run keeps it again, and applies nothing twice.
-    env.run(&["run"]).expect(1);
+    // Still refused: the next run tries it again, and applies nothing twice.
+    env.run(&["run"]).expect(0);
     assert_eq!(env.total(), 2147483600 + 400);
+    assert_eq!(env.quarantine().len(), 1);
 
     env.pg()
         .batch_execute("ALTER TABLE urls ALTER COLUMN access_count TYPE bigint")
         .unwrap();
     let out = env.run(&["run", "--json"]);
     out.expect(0);
-    assert_eq!(out.json()["recovered_batches"], 1);
+    assert_eq!(out.json()["released_from_quarantine"], 1);
     assert_eq!(env.count("c1"), 2147483700);
     assert_eq!(env.total(), 2147483700 + 400);
-    assert!(env.journals().is_empty());
+    assert!(env.quarantine().is_empty());
 }
 
 #[test]

@@ -129,6 +129,8 @@ pub struct LedgerConfig {
     pub runs_table: Ident,
     /// The run lock's table (`postgres/lease.rs`).
     pub lease_table: Ident,
+    /// Where refused codes' hits wait (`postgres/quarantine.rs`).
+    pub quarantine_table: Ident,
     pub ledger_days: u32,
 }
 
@@ -215,6 +217,7 @@ impl FlushConfig {
                 ledger_table: Ident::parse("--ledger-table", &t.ledger_table)?,
                 runs_table: Ident::parse("--runs-table", &t.runs_table)?,
                 lease_table: Ident::parse("--lease-table", &t.lease_table)?,
+                quarantine_table: Ident::parse("--quarantine-table", &t.quarantine_table)?,
                 ledger_days: t.ledger_days,
             },
             batch_size: t.batch_size as usize,

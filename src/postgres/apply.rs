@@ -1,5 +1,6 @@
-//! Applying one batch: the bulk UPDATE and the batch's ledger row, in one transaction that
-//! commits both or neither; and the read-only look a dry run takes instead.
+//! Applying one batch: the bulk UPDATE, the batch's ledger row and the quarantine of the codes
+//! Postgres refuses row by row, in one transaction that commits all or nothing; trying the
+//! quarantined codes again; and the read-only look a dry run takes instead.
 //!
 //! Table and column names reach SQL only as `Ident`s (checked and quoted in `config`); codes
 //! and counts are always bound parameters.
@@ -12,14 +13,14 @@ use postgres::error::SqlState;
 use postgres::types::{ToSql, Type};
 
 use super::catalog::TableFacts;
+use super::quarantine::{duplicate, row_level, Poisoned, RowError};
 use super::session::{get, Param, Session};
 use crate::config::{Ident, TargetConfig, UpdateForm};
 use crate::fault;
 use crate::model::Batch;
 
-/// A batch Postgres refused for what it holds: a count that overflows the column, or a row
-/// that another session keeps locked. The run goes on with the other batches; this one stays
-/// in its journal.
+/// A batch Postgres refused for what it holds as a whole: a row that another session keeps
+/// locked. The run goes on with the other batches; this one stays in its journal.
 #[derive(Debug)]
 pub struct BatchRejected(pub String);
 
@@ -34,10 +35,28 @@ impl std::error::Error for BatchRejected {}
 /// What one applied batch did.
 #[derive(Debug, Default)]
 pub struct Applied {
-    /// Rows the UPDATE changed (more than codes if the code column is not unique).
+    /// Rows the UPDATE changed.
     pub rows_updated: u64,
     /// Codes with no row, and their hits.
     pub unknown: Vec<(String, i64)>,
+    /// Codes Postgres refused row by row, and why: their hits are in the quarantine (for a
+    /// batch from the quarantine: they stay there).
+    pub quarantined: Vec<Poisoned>,
+    /// How many of them were not in the quarantine before.
+    pub newly_quarantined: usize,
+}
+
+impl Applied {
+    /// The hits that reached a row.
+    pub fn hits_applied(&self, batch: &Batch) -> i128 {
+        let aside: i128 = self
+            .unknown
+            .iter()
+            .map(|(_, h)| i128::from(*h))
+            .chain(self.quarantined.iter().map(|p| i128::from(p.hits)))
+            .sum();
+        batch.total_hits() - aside
+    }
 }
 
 /// Rows per `VALUES` statement: Postgres binds at most 65,535 parameters, two per row.
@@ -109,23 +128,124 @@ pub struct ApplyTo<'a> {
     pub target: &'a TargetConfig,
     pub facts: &'a TableFacts,
     pub ledger: &'a Ident,
+    pub quarantine: &'a Ident,
+    /// This flusher's tag: its quarantined codes are its own.
+    pub owner: &'a str,
 }
 
+/// What the UPDATEs of a batch (or a part of it) found.
+struct Outcome {
+    /// By code, in the batch's order: whether a row got its hits.
+    found: Vec<bool>,
+    rows_updated: u64,
+    /// By index in the batch: codes refused row by row.
+    poisoned: Vec<(usize, RowError)>,
+}
+
+/// How the UPDATE of a part of a batch went.
+enum Part {
+    /// Its rows, by code in the part: whether each got its hits.
+    Done(Vec<bool>, u64),
+    /// A row-level error, or codes that matched several rows (index in the part, rows).
+    Refused(RowError, Vec<(usize, usize)>),
+}
+
+/// Parts of at most this many codes are tried code by code once they fail, rather than
+/// halved again.
+const ONE_BY_ONE: usize = 4;
+
+/// How many quarantined codes a run tries again, those tried longest ago first.
+pub const RETRY_LIMIT: i64 = 1000;
+
 impl Session {
-    /// Applies one batch in one transaction: the UPDATE and the ledger row commit together
-    /// or not at all. `batch.hits` is sorted by code, so that every writer locks rows in one
-    /// order. A refusal for what the batch holds is a [`BatchRejected`].
+    /// Applies one batch in one transaction: the UPDATE, its ledger row, and the quarantine
+    /// of any code Postgres refuses row by row (a trigger, a constraint, a count past the
+    /// column's range, an encoding, a code matching several rows) commit together or not at
+    /// all. `batch.hits` is sorted by code, so that every writer locks rows in one order. A
+    /// refusal of the whole batch (a row locked too long) is a [`BatchRejected`].
     pub fn apply(&mut self, to: &ApplyTo, batch: &Batch, recovered: bool) -> Result<Applied> {
+        let before_commit = if recovered {
+            "recovery_before_commit"
+        } else {
+            "before_commit"
+        };
+        self.in_transaction(&batch.id, before_commit, |pg| {
+            // The whole batch at once first: the common case, one statement (unnest).
+            let outcome = match pg.update(to, batch, 0, batch.hits.len())? {
+                Part::Done(found, rows) => Outcome {
+                    found,
+                    rows_updated: rows,
+                    poisoned: Vec::new(),
+                },
+                Part::Refused(..) => {
+                    // The error aborted the transaction: again, narrowing it down to the
+                    // codes that cause it, each part under a savepoint.
+                    pg.rollback();
+                    pg.begin(false)?;
+                    pg.isolate_all(to, batch)?
+                }
+            };
+            let mut applied = settle(batch, outcome);
+            if !applied.quarantined.is_empty() {
+                applied.newly_quarantined =
+                    pg.quarantine(to.quarantine, to.owner, &batch.id, &applied.quarantined)?;
+            }
+            pg.record_batch(to, batch, &applied, recovered)?;
+            Ok(applied)
+        })
+    }
+
+    /// Tries this flusher's quarantined codes again (up to [`RETRY_LIMIT`]), as batch
+    /// `batch_id`: in one transaction, those that now reach a row (or have none) are applied
+    /// and leave the quarantine, the others stay. None when nothing waits there.
+    pub fn retry_quarantine(
+        &mut self,
+        to: &ApplyTo,
+        batch_id: &str,
+    ) -> Result<Option<(Batch, Applied)>> {
+        let mut batch = Batch::new(batch_id.to_owned());
+        let applied = self.in_transaction(batch_id, "quarantine_before_commit", |pg| {
+            let taken = pg.take_quarantined(to.quarantine, to.owner, RETRY_LIMIT)?;
+            if taken.is_empty() {
+                return Ok(None);
+            }
+            for (code, hits) in taken {
+                batch.hits.insert(code, hits);
+                batch.keys += 1;
+            }
+            let applied = settle(&batch, pg.isolate_all(to, &batch)?);
+            let again: HashSet<&str> = applied
+                .quarantined
+                .iter()
+                .map(|p| p.code.as_str())
+                .collect();
+            let done: Vec<&str> = batch
+                .hits
+                .keys()
+                .map(String::as_str)
+                .filter(|c| !again.contains(c))
+                .collect();
+            pg.settle_quarantine(to.quarantine, to.owner, &done, &applied.quarantined)?;
+            pg.record_batch(to, &batch, &applied, false)?;
+            Ok(Some(applied))
+        })?;
+        Ok(applied.map(|a| (batch, a)))
+    }
+
+    /// Runs `f` in a transaction of ours and commits it (batch `id`'s), fault point
+    /// `before_commit` just before; rolls back if `f` fails.
+    fn in_transaction<T>(
+        &mut self,
+        id: &str,
+        before_commit: &str,
+        f: impl FnOnce(&mut Session) -> Result<T>,
+    ) -> Result<T> {
         self.begin(false)?;
-        match self.apply_in_transaction(to, batch, recovered) {
-            Ok(applied) => {
-                fault::point(if recovered {
-                    "recovery_before_commit"
-                } else {
-                    "before_commit"
-                });
-                self.commit(&format!("batch {}", batch.id))?;
-                Ok(applied)
+        match f(self) {
+            Ok(v) => {
+                fault::point(before_commit);
+                self.commit(&format!("batch {id}"))?;
+                Ok(v)
             }
             Err(e) => {
                 self.rollback();
@@ -134,48 +254,136 @@ impl Session {
         }
     }
 
-    fn apply_in_transaction(
-        &mut self,
-        to: &ApplyTo,
-        batch: &Batch,
-        recovered: bool,
-    ) -> Result<Applied> {
-        let codes: Vec<&str> = batch.hits.keys().map(String::as_str).collect();
-        let counts: Vec<i64> = batch.hits.values().copied().collect();
+    /// The UPDATE of codes `from..to` of the batch (one statement, or several of at most
+    /// [`VALUES_ROWS`] for VALUES). Rows are read as they arrive, not collected: the batch's
+    /// codes are its memory. A row-level error, and codes the UPDATE returned more than once,
+    /// are a [`Part::Refused`]; any other error is the run's.
+    fn update(&mut self, to: &ApplyTo, batch: &Batch, from: usize, until: usize) -> Result<Part> {
+        let codes: Vec<&str> = batch
+            .hits
+            .keys()
+            .skip(from)
+            .take(until - from)
+            .map(String::as_str)
+            .collect();
+        let counts: Vec<i64> = batch
+            .hits
+            .values()
+            .skip(from)
+            .take(until - from)
+            .copied()
+            .collect();
         let part = statement_rows(to.target.form, codes.len());
-        // The UPDATE returns the code of every row it changed. Rows are read as they arrive,
-        // not collected: the batch's codes are its memory, whatever the batch size.
-        let mut found = vec![false; codes.len()];
+        let mut seen = vec![0usize; codes.len()];
         let mut rows_updated = 0u64;
         let what = format!("the UPDATE of table `{}`", to.target.table.name);
         for (part_codes, part_counts) in codes.chunks(part).zip(counts.chunks(part)) {
             let sql = update_sql(to.target, part_codes.len());
             let params = update_params(to.target.form, &part_codes, &part_counts);
-            self.for_each_row(&what, &sql, params, |row| {
+            let done = self.for_each_row(&what, &sql, params, |row| {
                 let code: &str = get(row, 0, "the UPDATE's RETURNING")?;
                 // `codes` is sorted (a BTreeMap's keys); a returned code is one of them.
                 let i = codes.binary_search(&code).map_err(|_| {
                     anyhow::anyhow!("BUG: the UPDATE returned code {code:?}, not in the batch")
                 })?;
-                found[i] = true;
+                seen[i] += 1;
                 rows_updated += 1;
                 Ok(())
-            })?
-            .map_err(|e| self.refusal(e, to, batch))?;
+            })?;
+            if let Err(e) = done {
+                return match row_level(&e, to.target, to.facts) {
+                    Some(refused) => Ok(Part::Refused(refused, Vec::new())),
+                    None => Err(self.refusal(e, to, batch)),
+                };
+            }
         }
-        let unknown: Vec<(String, i64)> = batch
-            .hits
+        let twice: Vec<(usize, usize)> = seen
             .iter()
-            .zip(&found)
-            .filter(|(_, &found)| !found)
-            .map(|((c, h), _)| (c.clone(), *h))
+            .enumerate()
+            .filter(|(_, &n)| n > 1)
+            .map(|(i, &n)| (i, n))
             .collect();
+        if let Some(&(_, rows)) = twice.first() {
+            return Ok(Part::Refused(duplicate(to.target, rows), twice));
+        }
+        Ok(Part::Done(
+            seen.iter().map(|&n| n == 1).collect(),
+            rows_updated,
+        ))
+    }
+
+    /// Applies the whole batch, part by part under savepoints, narrowing any refused part
+    /// down to the codes that cause it.
+    fn isolate_all(&mut self, to: &ApplyTo, batch: &Batch) -> Result<Outcome> {
+        let mut outcome = Outcome {
+            found: vec![false; batch.hits.len()],
+            rows_updated: 0,
+            poisoned: Vec::new(),
+        };
+        self.isolate(to, batch, 0, batch.hits.len(), &mut outcome)?;
+        Ok(outcome)
+    }
+
+    /// Tries codes `from..until` under a savepoint; refused, rolls them back and tries their
+    /// halves (parts of up to [`ONE_BY_ONE`] codes, code by code), until each refused code
+    /// stands alone. Costs two statements a refused code a halving, none when all goes.
+    fn isolate(
+        &mut self,
+        to: &ApplyTo,
+        batch: &Batch,
+        from: usize,
+        until: usize,
+        out: &mut Outcome,
+    ) -> Result<()> {
+        self.simple("setting a savepoint", "SAVEPOINT part")?;
+        match self.update(to, batch, from, until)? {
+            Part::Done(found, rows) => {
+                self.simple("releasing a savepoint", "RELEASE SAVEPOINT part")?;
+                out.found[from..until].copy_from_slice(&found);
+                out.rows_updated += rows;
+            }
+            Part::Refused(error, twice) => {
+                self.simple(
+                    "rolling back to a savepoint",
+                    "ROLLBACK TO SAVEPOINT part; RELEASE SAVEPOINT part",
+                )?;
+                if until - from == 1 {
+                    out.poisoned.push((from, error));
+                } else if !twice.is_empty() && twice.len() == until - from {
+                    // Every code here matched several rows: each is refused as such.
+                    for (i, rows) in twice {
+                        out.poisoned.push((from + i, duplicate(to.target, rows)));
+                    }
+                } else if until - from <= ONE_BY_ONE {
+                    for i in from..until {
+                        self.isolate(to, batch, i, i + 1, out)?;
+                    }
+                } else {
+                    let mid = from + (until - from) / 2;
+                    self.isolate(to, batch, from, mid, out)?;
+                    self.isolate(to, batch, mid, until, out)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The batch's ledger row: the hits that reached a row or had none (quarantined ones are
+    /// counted where they are applied in the end), and the unknown codes.
+    fn record_batch(
+        &mut self,
+        to: &ApplyTo,
+        batch: &Batch,
+        applied: &Applied,
+        recovered: bool,
+    ) -> Result<()> {
+        let unknown = &applied.unknown;
         let unknown_total = unknown.iter().map(|(_, h)| i128::from(*h)).sum::<i128>();
         let unknown_codes: Vec<&str> = unknown.iter().map(|(c, _)| c.as_str()).collect();
         let unknown_counts: Vec<i64> = unknown.iter().map(|(_, h)| *h).collect();
-        let (keys, hits) = (batch.keys as i64, batch.total_hits().to_string());
-        let (rows, unknown_keys) = (rows_updated as i64, unknown.len() as i64);
-        let unknown_hits = unknown_total.to_string();
+        let hits = (applied.hits_applied(batch) + unknown_total).to_string();
+        let (keys, rows) = (batch.keys as i64, applied.rows_updated as i64);
+        let (unknown_keys, unknown_hits) = (unknown.len() as i64, unknown_total.to_string());
         self.execute(
             &format!(
                 "recording batch {} in ledger table `{}`",
@@ -199,29 +407,14 @@ impl Session {
                 (&recovered, Type::BOOL),
             ],
         )?;
-        Ok(Applied {
-            rows_updated,
-            unknown,
-        })
+        Ok(())
     }
 
-    /// What a failed UPDATE means for its batch: refused for what it holds (it waits in its
-    /// journal and the run goes on), or a failure of the run.
+    /// What a failed UPDATE means for its batch, when no row in particular caused it: the
+    /// whole batch refused (it waits in its journal and the run goes on), or a failure of the
+    /// run.
     fn refusal(&self, e: postgres::Error, to: &ApplyTo, batch: &Batch) -> anyhow::Error {
         let (t, id) = (to.target, &batch.id);
-        if e.code() == Some(&SqlState::NUMERIC_VALUE_OUT_OF_RANGE) {
-            return BatchRejected(format!(
-                "batch {id} would overflow column `{}.{}` ({}): widen it with \
-                 `ALTER TABLE {} ALTER COLUMN {} TYPE bigint`; the batch stays in its \
-                 journal and the next run applies it",
-                t.table.name,
-                t.count_column.name,
-                to.facts.count_type,
-                t.table.quoted,
-                t.count_column.quoted
-            ))
-            .into();
-        }
         if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
             return BatchRejected(format!(
                 "batch {id} waited more than {} s for a row of `{}` that another \
@@ -272,4 +465,29 @@ impl Session {
         }
         Ok((found, rows.len() as u64))
     }
+}
+
+/// The outcome of a batch's UPDATEs as what was applied: unknown codes (no row, not refused)
+/// and quarantined ones, with their hits.
+fn settle(batch: &Batch, outcome: Outcome) -> Applied {
+    let mut poisoned: Vec<Option<RowError>> = vec![None; batch.hits.len()];
+    for (i, e) in outcome.poisoned {
+        poisoned[i] = Some(e);
+    }
+    let mut applied = Applied {
+        rows_updated: outcome.rows_updated,
+        ..Applied::default()
+    };
+    for (((code, &hits), &found), refused) in batch.hits.iter().zip(&outcome.found).zip(poisoned) {
+        match (found, refused) {
+            (_, Some(error)) => applied.quarantined.push(Poisoned {
+                code: code.clone(),
+                hits,
+                error,
+            }),
+            (false, None) => applied.unknown.push((code.clone(), hits)),
+            (true, None) => {}
+        }
+    }
+    applied
 }

@@ -9,6 +9,7 @@ use postgres::error::SqlState;
 use postgres::types::Type;
 
 use super::lease::lease_ddl;
+use super::quarantine::quarantine_ddl;
 use super::session::{get, Session};
 use crate::config::{Ident, LedgerConfig};
 
@@ -132,6 +133,7 @@ impl Session {
             (&cfg.ledger_table, ledger_ddl(&cfg.ledger_table)),
             (&cfg.runs_table, runs_ddl(&cfg.runs_table)),
             (&cfg.lease_table, lease_ddl(&cfg.lease_table)),
+            (&cfg.quarantine_table, quarantine_ddl(&cfg.quarantine_table)),
         ] {
             if !self.table_exists(table)? {
                 missing.push((table, ddl));

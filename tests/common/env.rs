@@ -33,13 +33,28 @@ impl TestEnv {
         Self::on(s.redis_port, s.pg_port, rows)
     }
 
+    /// As [`TestEnv::new`], with a database in `encoding` (e.g. LATIN1).
+    pub fn with_encoding(rows: u32, encoding: &str) -> TestEnv {
+        let s = servers();
+        Self::make(
+            s.redis_port,
+            s.pg_port,
+            rows,
+            &format!("ENCODING '{encoding}' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"),
+        )
+    }
+
     /// A fresh namespace on the given servers (tests that stop or break a server own one).
     pub fn on(redis_port: u16, pg_port: u16, rows: u32) -> TestEnv {
+        Self::make(redis_port, pg_port, rows, "")
+    }
+
+    fn make(redis_port: u16, pg_port: u16, rows: u32, db_options: &str) -> TestEnv {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let tag = format!("t{n}_{}", std::process::id());
         let mut admin = pg_connect(pg_port, "postgres").expect("connect to the test PostgreSQL");
         admin
-            .batch_execute(&format!("CREATE DATABASE {tag}"))
+            .batch_execute(&format!("CREATE DATABASE {tag} {db_options}"))
             .expect("create the test database");
         let env = TestEnv {
             n,
@@ -370,6 +385,37 @@ impl TestEnv {
             .query_one("SELECT coalesce(sum(access_count), 0)::int8 FROM urls", &[])
             .expect("sum counts")
             .get(0)
+    }
+
+    /// What waits in the quarantine: (code, hits, error), by code.
+    pub fn quarantine(&self) -> Vec<(String, i64, String)> {
+        let mut pg = self.pg();
+        let exists: bool = pg
+            .query_one(
+                "SELECT to_regclass('redis_flusher_quarantine') IS NOT NULL",
+                &[],
+            )
+            .expect("look up the quarantine")
+            .get(0);
+        if !exists {
+            return Vec::new();
+        }
+        // Bytes, decoded here: the database's encoding may not hold the code.
+        pg.query(
+            "SELECT code, hits::int8, error FROM redis_flusher_quarantine ORDER BY code",
+            &[],
+        )
+        .expect("read the quarantine")
+        .iter()
+        .map(|r| {
+            let code: Vec<u8> = r.get(0);
+            (
+                String::from_utf8_lossy(&code).into_owned(),
+                r.get(1),
+                r.get(2),
+            )
+        })
+        .collect()
     }
 
     /// The hits of unknown codes that the ledger records as dropped or parked.
