@@ -18,7 +18,7 @@ use crate::postgres::{
     Acquired, Applied, ApplyTo, BatchRejected, Holder, Lease, RunRecord, Session, TableFacts,
 };
 use crate::progress;
-use crate::redis::RedisSource;
+use crate::redis::{Acked, RedisSource};
 use crate::report::{self, show_bytes, Report, Status};
 use crate::scan::{scan_in_batches, Claiming, Take};
 use crate::stop;
@@ -370,14 +370,16 @@ impl Flusher<'_> {
     }
 
     /// Deletes the batch's chunks from its journal, parking unknown hits first if asked.
-    fn acknowledge(&mut self, batch: &Batch, unknown: &[(String, i64)]) -> Result<()> {
+    /// Returns false when Redis would not park them (out of memory) and the journal stays,
+    /// for the next run to park them: the batch is applied, and the run fails.
+    fn acknowledge(&mut self, batch: &Batch, unknown: &[(String, i64)]) -> Result<bool> {
         let park: &[(String, i64)] = if self.cfg.source.keep_unknown {
             unknown
         } else {
             &[]
         };
         let t = Instant::now();
-        let (_, failed) = self
+        let acked = self
             .redis
             .ack(&batch.id, &batch.fields, park)
             .with_context(|| {
@@ -388,21 +390,39 @@ impl Flusher<'_> {
                 )
             })?;
         self.report.redis_seconds += t.elapsed().as_secs_f64();
-        if !failed.is_empty() {
-            log::warn!(
-                "batch {}: hits of {} unknown codes would overflow their field in {} and were \
-                 not parked (they are in the ledger): {}",
-                batch.id,
-                failed.len(),
-                self.cfg.source.unknown_key,
-                failed
-                    .iter()
-                    .map(|c| show_bytes(c.as_bytes()))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+        let hash = &self.cfg.source.unknown_key;
+        match acked {
+            Acked::Done(failed) => {
+                self.report.unknown_parked += (park.len() - failed.len()) as u64;
+                if !failed.is_empty() {
+                    log::warn!(
+                        "batch {}: the hits of {} unknown codes could not be parked in {hash} \
+                         ({}); they are recorded in the ledger only: {}",
+                        batch.id,
+                        failed.len(),
+                        failed[0].1,
+                        failed
+                            .iter()
+                            .map(|(c, _)| show_bytes(c.as_bytes()))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                }
+                Ok(true)
+            }
+            Acked::Kept(why) => {
+                self.report.pending_journals += 1;
+                self.report.fail(&anyhow::anyhow!(
+                    "batch {}: Redis is out of memory ({why}), so the hits of its {} unknown \
+                     codes could not be parked in {hash}; the batch is applied and its journal \
+                     stays, so that the next run parks them (free memory, or raise \
+                     maxmemory)",
+                    batch.id,
+                    park.len()
+                ));
+                Ok(false)
+            }
         }
-        Ok(())
     }
 
     /// Counts an applied and acknowledged batch in the report.

@@ -67,6 +67,10 @@ pub struct Report {
     pub unknown_examples: Vec<String>,
     /// The Redis hash holding unknown codes' hits (`--keep-unknown`); null when dropped.
     pub unknown_parked_in: Option<String>,
+    /// Unknown codes this run parked there (those of earlier runs' batches it acknowledged
+    /// included). Others are recorded in the ledger only, or, with Redis out of memory, wait
+    /// in their journal for the next run to park them.
+    pub unknown_parked: u64,
     /// Keys left untouched in Redis because they cannot be flushed.
     pub bad_keys: u64,
     pub bad_by_reason: BTreeMap<BadReason, u64>,
@@ -114,6 +118,7 @@ impl Report {
             unknown_hits: 0,
             unknown_examples: Vec::new(),
             unknown_parked_in: keep_unknown.map(str::to_owned),
+            unknown_parked: 0,
             bad_keys: 0,
             bad_by_reason: BTreeMap::new(),
             bad_examples: Vec::new(),
@@ -243,13 +248,22 @@ impl Report {
             "; {} unknown codes ({} hits",
             self.unknown_codes, self.unknown_hits
         );
+        let shown = self.shown_unknown().join(", ");
         match (&self.unknown_parked_in, self.unknown_codes) {
             (_, 0) => s.push(')'),
-            (Some(k), _) => {
-                let _ = write!(s, ", kept in {k}: {})", self.shown_unknown().join(", "));
+            (Some(k), n) if self.dry_run || self.unknown_parked >= n => {
+                let _ = write!(s, ", kept in {k}: {shown})");
+            }
+            (Some(k), n) => {
+                let _ = write!(
+                    s,
+                    ", {} kept in {k}, {} not (see above): {shown})",
+                    self.unknown_parked,
+                    n.saturating_sub(self.unknown_parked)
+                );
             }
             (None, _) => {
-                let _ = write!(s, ", dropped: {})", self.shown_unknown().join(", "));
+                let _ = write!(s, ", dropped: {shown})");
             }
         }
         let _ = write!(s, "; {} bad keys left in Redis", self.bad_keys);

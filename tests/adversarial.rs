@@ -281,3 +281,125 @@ fn kills_around_a_batch_with_a_refused_row_lose_and_double_nothing() {
     assert_eq!(env.total(), expected);
     assert!(env.quarantine().is_empty());
 }
+
+#[test]
+fn the_readme_acl_with_a_custom_journal_prefix_is_enough() {
+    // The README: replace `~redis_flusher:*` with the new journal prefix. Without
+    // `--keep-unknown`, nothing else: the unknown-codes hash is not this user's.
+    let env = TestEnv::new(30);
+    let user = format!("flusher_{}", env.n);
+    redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(env.acl_with_keys(&user, "acl-pw", &[]))
+        .query::<()>(&mut env.redis())
+        .unwrap();
+    let expected = env.set_many(30, |i| i64::from(i % 3 + 1));
+    env.set("ghost", "6");
+    let creds = [
+        ("REDIS_USERNAME", user.as_str()),
+        ("REDIS_PASSWORD", "acl-pw"),
+    ];
+    let mut killing = creds.to_vec();
+    killing.push(("REDIS_FLUSHER_FAULT", "after_claim"));
+    env.run_with(&["run", "--batch-size", "10"], &killing)
+        .expect_killed();
+    let out = env.run_with(&["run", "--batch-size", "10", "--json"], &creds);
+    out.expect(0);
+    assert_eq!(out.json()["recovered_batches"], 1);
+    assert_eq!(env.total(), expected);
+    assert_eq!(env.ledger_unknown_hits(), 6);
+    assert!(env.journals().is_empty());
+    assert!(env.keys(&env.prefix).is_empty());
+}
+
+#[test]
+fn unknown_hits_redis_has_no_memory_to_park_are_parked_by_the_next_run() {
+    let redis = common::start_redis(&[]);
+    let env = TestEnv::on(redis.port, common::servers().pg_port, 10);
+    // A first run makes the journal index, which an out-of-memory Redis would refuse.
+    env.run(&["run"]).expect(0);
+    let expected = env.set_many(10, |_| 2);
+    env.set("ghost", "5");
+    env.set("phantom", "7");
+    let mut con = env.redis();
+    let config = |con: &mut redis::Connection, k: &str, v: &str| {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(k)
+            .arg(v)
+            .query::<()>(con)
+            .unwrap()
+    };
+    config(&mut con, "maxmemory-policy", "noeviction");
+    config(&mut con, "maxmemory", "1");
+    let out = env.run(&["run", "--keep-unknown", "--json"]);
+    out.expect(1);
+    let j = out.json();
+    assert_eq!(env.total(), expected, "the known codes are applied");
+    assert_eq!(j["unknown_codes"], 2);
+    assert_eq!(j["unknown_parked"], 0);
+    assert_eq!(j["pending_journals"], 1);
+    assert!(
+        out.stderr.contains("out of memory") && out.stderr.contains("the next run parks them"),
+        "{}",
+        out.stderr
+    );
+    let parked: Vec<(String, i64)> = redis::cmd("HGETALL")
+        .arg(&env.unknown_key)
+        .query(&mut con)
+        .unwrap();
+    assert!(
+        parked.is_empty(),
+        "the summary must not claim what is not there"
+    );
+    assert_eq!(
+        env.journals().len(),
+        1,
+        "the journal keeps the hits to park"
+    );
+
+    config(&mut con, "maxmemory", "0");
+    let out = env.run(&["run", "--keep-unknown", "--json"]);
+    out.expect(0);
+    let mut parked: Vec<(String, i64)> = redis::cmd("HGETALL")
+        .arg(&env.unknown_key)
+        .query(&mut con)
+        .unwrap();
+    parked.sort();
+    assert_eq!(parked, [("ghost".into(), 5), ("phantom".into(), 7)]);
+    assert_eq!(env.total(), expected, "nothing applied twice");
+    assert!(env.journals().is_empty());
+}
+
+#[test]
+fn unknown_hits_whose_hash_field_would_overflow_are_said_to_be_in_the_ledger_only() {
+    let env = TestEnv::new(3);
+    redis::cmd("HSET")
+        .arg(&env.unknown_key)
+        .arg("ghost")
+        .arg(i64::MAX)
+        .query::<()>(&mut env.redis())
+        .unwrap();
+    env.set("ghost", "5");
+    env.set("phantom", "7");
+    env.set("c1", "1");
+    let out = env.run(&["run", "--keep-unknown", "--json"]);
+    out.expect(0);
+    assert_eq!(out.json()["unknown_parked"], 1);
+    assert!(
+        out.stderr
+            .contains("the hits of 1 unknown codes could not be parked")
+            && out.stderr.contains("overflow")
+            && out.stderr.contains("recorded in the ledger only: ghost")
+            && out.stderr.contains("1 kept in"),
+        "{}",
+        out.stderr
+    );
+    let phantom: Option<i64> = redis::cmd("HGET")
+        .arg(&env.unknown_key)
+        .arg("phantom")
+        .query(&mut env.redis())
+        .unwrap();
+    assert_eq!(phantom, Some(7));
+    assert_eq!(env.ledger_unknown_hits(), 12);
+}

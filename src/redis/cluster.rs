@@ -409,12 +409,12 @@ impl Cluster {
         let mut all = true;
         for (s, fs) in by_slot {
             let journal = self.key(s, batch_id);
-            let unknown = self.key(s, "unknown");
             let node = &mut self.nodes[self.owner[s as usize]];
             let mut inv = scripts().ack.prepare_invoke();
-            // No index on a cluster: the journal stands in for it (ack.lua).
+            // No index and nothing to park on a cluster: the journal stands in for both
+            // (ack.lua).
             inv.key(&journal)
-                .key(unknown)
+                .key(&journal)
                 .key(&journal)
                 .arg(batch_id)
                 .arg(fs.len());

@@ -20,7 +20,7 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 
 pub use conn::{connect, RedisFacts};
-pub use scripts::Contents;
+pub use scripts::{Acked, Contents};
 pub use slots::slot;
 
 use crate::config::{RedisConfig, SourceConfig};
@@ -234,16 +234,14 @@ impl RedisSource {
 
     /// Deletes a batch's chunks from its journal, after its transaction committed, parking
     /// `park` (unknown codes' hits) in the unknown-codes hash in the same atomic step.
-    /// Returns false when the chunks were already gone (another run acknowledged them), and
-    /// the codes that could not be parked (their hash field would overflow).
     pub fn ack(
         &mut self,
         batch_id: &str,
         fields: &[String],
         park: &[(String, i64)],
-    ) -> Result<(bool, Vec<String>)> {
+    ) -> Result<Acked> {
         if fields.is_empty() {
-            return Ok((true, Vec::new()));
+            return Ok(Acked::Done(Vec::new()));
         }
         match &mut self.backend {
             Backend::Single(s) => s.ack(batch_id, fields, &self.unknown_key, park),
@@ -252,7 +250,8 @@ impl RedisSource {
                 if !park.is_empty() {
                     bail!("BUG: parking unknown codes on Redis Cluster");
                 }
-                Ok((c.ack(batch_id, fields)?, Vec::new()))
+                c.ack(batch_id, fields)?;
+                Ok(Acked::Done(Vec::new()))
             }
         }
     }

@@ -108,6 +108,17 @@ pub fn sealed(reply: (String, redis::Value)) -> Result<std::result::Result<Conte
     }
 }
 
+/// What acknowledging a batch came to.
+#[derive(Debug)]
+pub enum Acked {
+    /// Its journal is gone, and its unknown codes were parked, but for these (code, why):
+    /// a field that would overflow. The ledger has their hits.
+    Done(Vec<(String, String)>),
+    /// Redis would not park (out of memory): nothing was parked and the journal stays, so
+    /// that the next run parks it all. Why, as Redis said.
+    Kept(String),
+}
+
 /// The field in which a journal records what it is for (claim.lua).
 pub const FOR_FIELD: &str = "for";
 

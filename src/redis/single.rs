@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use redis::Connection;
 
 use super::conn::{facts, glob_escape, scan_step, RedisFacts};
-use super::scripts::{self, scripts, Contents};
+use super::scripts::{self, scripts, Acked, Contents};
 use crate::model::Claimed;
 
 /// This member keeps the index from vanishing when it has no journal: a missing index means
@@ -186,11 +186,17 @@ impl Single {
         fields: &[String],
         unknown_key: &str,
         park: &[(String, i64)],
-    ) -> Result<(bool, Vec<String>)> {
+    ) -> Result<Acked> {
         let journal = self.journal_key(batch_id);
         let mut inv = scripts().ack.prepare_invoke();
+        // The unknown-codes hash only when there is something to park: an ACL user without
+        // `--keep-unknown` need not be given it (the journal stands in for it, ack.lua).
         inv.key(&journal)
-            .key(unknown_key)
+            .key(if park.is_empty() {
+                &journal
+            } else {
+                unknown_key
+            })
             .key(self.index_key())
             .arg(batch_id)
             .arg(fields.len());
@@ -200,9 +206,17 @@ impl Single {
         for (code, hits) in park {
             inv.arg(code).arg(*hits);
         }
-        let (done, failed): (i64, Vec<String>) = inv
+        let (done, details): (i64, Vec<String>) = inv
             .invoke(&mut self.con)
             .with_context(|| self.ctx(&format!("deleting journal {journal}")))?;
-        Ok((done == 1, failed))
+        Ok(match done {
+            2 => Acked::Kept(details.concat()),
+            _ => Acked::Done(
+                details
+                    .chunks(2)
+                    .map(|p| (p[0].clone(), p.get(1).cloned().unwrap_or_default()))
+                    .collect(),
+            ),
+        })
     }
 }

@@ -222,39 +222,50 @@ impl TestEnv {
         }
     }
 
-    /// The README's ACL line, for a test namespace: only the commands and keys a flusher needs.
+    /// The README's ACL line, for a test namespace: only the commands and keys a flusher needs
+    /// (the unknown-codes hash too, for `--keep-unknown`).
     pub fn least_acl(&self, user: &str, password: &str) -> Vec<String> {
-        [
-            user,
-            "on",
-            &format!(">{password}"),
-            "resetkeys",
-            &format!("~{}*", self.prefix),
-            &format!("~{}*", self.journal_prefix),
-            &format!("~{}", self.unknown_key),
-            "resetchannels",
-            "-@all",
-            "+ping",
-            "+info",
-            "+scan",
-            "+evalsha",
-            "+eval",
-            "+script|load",
-            "+mget",
-            "+del",
-            "+exists",
-            "+hset",
-            "+hdel",
-            "+hexists",
-            "+hgetall",
-            "+hincrby",
-            "+sadd",
-            "+srem",
-            "+smembers",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+        let unknown = format!("~{}", self.unknown_key);
+        self.acl_with_keys(user, password, &[&unknown])
+    }
+
+    /// The README's ACL line with its key patterns for this namespace's pattern and journal
+    /// prefix, and `more` patterns.
+    pub fn acl_with_keys(&self, user: &str, password: &str, more: &[&str]) -> Vec<String> {
+        let (counters, journals) = (
+            format!("~{}*", self.prefix),
+            format!("~{}*", self.journal_prefix),
+        );
+        let keys: Vec<&str> = [counters.as_str(), journals.as_str()]
+            .into_iter()
+            .chain(more.iter().copied())
+            .collect();
+        [user, "on", &format!(">{password}"), "resetkeys"]
+            .into_iter()
+            .chain(keys)
+            .chain([
+                "resetchannels",
+                "-@all",
+                "+ping",
+                "+info",
+                "+scan",
+                "+evalsha",
+                "+eval",
+                "+script|load",
+                "+mget",
+                "+del",
+                "+exists",
+                "+hset",
+                "+hdel",
+                "+hexists",
+                "+hgetall",
+                "+hincrby",
+                "+sadd",
+                "+srem",
+                "+smembers",
+            ])
+            .map(|s| s.to_string())
+            .collect()
     }
 
     /// Waits until the ledger holds at least `rows` rows (a run is that far along).
