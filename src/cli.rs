@@ -335,7 +335,8 @@ pub struct ConnArgs {
         long,
         env = "REDIS_FLUSHER_CONNECT_TIMEOUT",
         default_value_t = 10,
-        value_name = "SECS"
+        value_name = "SECS",
+        value_parser = clap::value_parser!(u64).range(1..=86400)
     )]
     pub connect_timeout: u64,
 
@@ -345,17 +346,19 @@ pub struct ConnArgs {
         long,
         env = "REDIS_FLUSHER_COMMAND_TIMEOUT",
         default_value_t = 10,
-        value_name = "SECS"
+        value_name = "SECS",
+        value_parser = clap::value_parser!(u64).range(1..=86400)
     )]
     pub command_timeout: u64,
 
-    /// Seconds one Postgres statement may take (`statement_timeout`); a server that does not
-    /// answer at all is given up on 5 s later
+    /// Seconds one Postgres statement may take (`statement_timeout`; 1 to 2147483, what
+    /// Postgres takes); a server that does not answer at all is given up on 5 s later
     #[arg(
         long,
         env = "REDIS_FLUSHER_STATEMENT_TIMEOUT",
         default_value_t = 60,
-        value_name = "SECS"
+        value_name = "SECS",
+        value_parser = clap::value_parser!(u64).range(1..=2147483)
     )]
     pub statement_timeout: u64,
 
@@ -365,7 +368,8 @@ pub struct ConnArgs {
         long,
         env = "REDIS_FLUSHER_LOCK_TIMEOUT",
         default_value_t = 10,
-        value_name = "SECS"
+        value_name = "SECS",
+        value_parser = clap::value_parser!(u64).range(1..=2147483)
     )]
     pub lock_timeout: u64,
 }

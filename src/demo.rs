@@ -10,6 +10,13 @@ use crate::flush;
 use crate::postgres::connect_client;
 use crate::report::Report;
 
+/// A line on stdout; a reader that went away is not an error (`output::write_stdout`).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        crate::output::write_stdout(format!("{}\n", format_args!($($arg)*)).as_bytes())?
+    };
+}
+
 /// Codes the demo creates, and the INCRs it makes for each.
 const CODES: [(&str, i64); 5] = [
     ("home", 3),
@@ -93,7 +100,7 @@ pub fn run(cfg: &Config) -> Result<Report> {
                 .with_context(|| format!("INCR at Redis {} failed", redis.display))?;
         }
     }
-    println!(
+    say!(
         "app: INCRed {} hits on {} keys {prefix}<code>",
         CODES.iter().map(|c| c.1).sum::<i64>() + 4,
         CODES.len() + 1
@@ -101,7 +108,7 @@ pub fn run(cfg: &Config) -> Result<Report> {
     print_table(&mut client, table, "before the flush")?;
     let report = flush::run(cfg);
     print_table(&mut client, table, "after the flush")?;
-    println!(
+    say!(
         "\nthe hits of `{UNKNOWN}` had no row: they were {}. Try `redis-flusher demo` again: \
          counts grow by the same amounts, exactly once.",
         if flush_cfg.source.keep_unknown {
@@ -114,7 +121,7 @@ pub fn run(cfg: &Config) -> Result<Report> {
 }
 
 fn print_table(client: &mut postgres::Client, table: &Ident, when: &str) -> Result<()> {
-    println!("\n{} {when}:", table.name);
+    say!("\n{} {when}:", table.name);
     let rows = client
         .query(
             &format!(
@@ -128,7 +135,7 @@ fn print_table(client: &mut postgres::Client, table: &Ident, when: &str) -> Resu
     for r in rows {
         let code: String = r.try_get(0)?;
         let n: i32 = r.try_get(1)?;
-        println!("  {code:<10} {n}");
+        say!("  {code:<10} {n}");
     }
     Ok(())
 }

@@ -80,9 +80,9 @@ pub fn execute(cli: Cli) -> Result<ExitCode> {
             let cfg = Config::from_args(&args.conn, &args.target)?;
             let findings = check::run(&cfg);
             if args.json {
-                println!("{}", serde_json::to_string(&findings)?);
+                write_stdout(format!("{}\n", serde_json::to_string(&findings)?).as_bytes())?;
             } else {
-                print!("{}", findings.text());
+                write_stdout(findings.text().as_bytes())?;
             }
             Ok(if findings.ok() {
                 ExitCode::SUCCESS
@@ -100,9 +100,9 @@ pub fn execute(cli: Cli) -> Result<ExitCode> {
                 }
             };
             if args.json {
-                println!("{}", serde_json::to_string(&status)?);
+                write_stdout(format!("{}\n", serde_json::to_string(&status)?).as_bytes())?;
             } else {
-                print!("{}", status.text(&cfg.flush));
+                write_stdout(status.text(&cfg.flush).as_bytes())?;
             }
             Ok(if status.healthy == Some(false) {
                 ExitCode::from(1)
@@ -115,7 +115,7 @@ pub fn execute(cli: Cli) -> Result<ExitCode> {
             let mut script = Vec::new();
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "redis-flusher", &mut script);
-            write_stdout(&script)
+            write_stdout(&script).map(|()| ExitCode::SUCCESS)
         }
         Command::Man { dir } => {
             let cmd = <Cli as clap::CommandFactory>::command();
@@ -128,7 +128,7 @@ pub fn execute(cli: Cli) -> Result<ExitCode> {
             clap_mangen::Man::new(cmd)
                 .render(&mut page)
                 .context("could not render the man page")?;
-            write_stdout(&page)
+            write_stdout(&page).map(|()| ExitCode::SUCCESS)
         }
         Command::Demo(args) => {
             let mut run = cli::run_args(demo::args(&args.table, &args.pattern))

@@ -1,5 +1,6 @@
 //! The binary: load `.env`, parse, set up logging, call the library, map to an exit code.
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -22,7 +23,8 @@ fn main() -> ExitCode {
             if json {
                 log::error!("{e:#}");
             } else {
-                eprintln!("error: {e:#}");
+                // Not eprintln!, which panics when stderr is closed.
+                let _ = writeln!(std::io::stderr(), "error: {e:#}");
             }
             if e.downcast_ref::<UsageError>().is_some() {
                 ExitCode::from(2)

@@ -34,28 +34,44 @@ pub fn finish(report: &Report, out: &Output) -> ExitCode {
     } else {
         log::info!("{}", report.summary());
     }
-    if out.json {
+    let text = if out.json {
         match serde_json::to_string(report) {
-            Ok(s) => println!("{s}"),
-            Err(e) => log::error!("BUG: the report cannot be written as JSON: {e}"),
+            Ok(s) => Some(s + "\n"),
+            Err(e) => {
+                log::error!("BUG: the report cannot be written as JSON: {e}");
+                None
+            }
         }
     } else if out.dry_run {
-        print!("{}", report.dry_run_text());
-    }
-    match report.status {
-        Status::Ok | Status::Locked => ExitCode::SUCCESS,
-        Status::Failed => ExitCode::from(1),
-        Status::SetupError => ExitCode::from(2),
+        Some(report.dry_run_text())
+    } else {
+        None
+    };
+    let code = match report.status {
+        Status::Ok | Status::Locked => 0,
+        Status::Failed => 1,
+        Status::SetupError => 2,
+    };
+    match text.map(|t| write_stdout(t.as_bytes())) {
+        // The run's work is done either way; a report that could not be written is a
+        // failure only when the run itself did not fail already.
+        Some(Err(e)) => {
+            log::error!("could not write the report to stdout: {e:#}");
+            ExitCode::from(code.max(1))
+        }
+        _ => ExitCode::from(code),
     }
 }
 
-/// Writes generated text to stdout; a reader that went away (`| head`) is not an error.
-pub fn write_stdout(bytes: &[u8]) -> Result<ExitCode> {
+/// Writes text to stdout. A reader that went away (`| head`, a closed pipe) is not an error:
+/// the output ends there, quietly, as ripgrep's does.
+pub fn write_stdout(bytes: &[u8]) -> Result<()> {
     use std::io::Write;
-    match std::io::stdout().write_all(bytes) {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
             Err(e).context("could not write to stdout")
         }
-        _ => Ok(ExitCode::SUCCESS),
+        _ => Ok(()),
     }
 }

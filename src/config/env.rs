@@ -1,7 +1,31 @@
 //! The environment as redis-flusher reads it: `.env` (or `--env-file`) loaded beneath the real
-//! environment, and the secrets that never come from a flag.
+//! environment, with where each of its values came from; and the secrets that never come from
+//! a flag.
+//!
+//! `.env` is parsed by dotenvy (quoting, `export`, `${VAR}`), but its errors are ours: a line
+//! that does not parse is named by file, line number and variable, never shown, since the
+//! value it holds is often a password.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use super::usage::usage;
+
+/// The `.env` file that was loaded: its path, and the line of each variable it set (those the
+/// real environment did not already have).
+#[derive(Debug, Default)]
+pub struct EnvFile {
+    pub path: PathBuf,
+    pub set: BTreeMap<String, usize>,
+}
+
+static LOADED: OnceLock<EnvFile> = OnceLock::new();
+
+/// The `.env` file this process loaded, if any.
+pub fn loaded() -> Option<&'static EnvFile> {
+    LOADED.get()
+}
 
 /// Loads `--env-file PATH` or `./.env` into the environment, without overriding variables that
 /// are already set (real environment wins over the file). Looks for `--env-file` itself,
@@ -10,20 +34,88 @@ pub fn load_env_file(args: &[String]) -> anyhow::Result<()> {
     let mut explicit = None;
     for (i, a) in args.iter().enumerate() {
         if let Some(v) = a.strip_prefix("--env-file=") {
-            explicit = Some(v.to_owned());
+            explicit = Some(PathBuf::from(v));
         } else if a == "--env-file" {
-            explicit = args.get(i + 1).cloned();
+            explicit = args.get(i + 1).map(PathBuf::from);
         }
     }
-    match explicit {
-        Some(path) => dotenvy::from_path(&path)
-            .map_err(|e| usage(format!("could not read `--env-file` {path}: {e}"))),
-        None => match dotenvy::dotenv() {
-            Ok(_) => Ok(()),
-            Err(e) if e.not_found() => Ok(()),
-            Err(e) => Err(usage(format!("could not read ./.env: {e}"))),
-        },
+    let (path, what) = match explicit {
+        Some(path) => (path, "`--env-file`"),
+        None => (PathBuf::from(".env"), "./.env"),
+    };
+    let text = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && what == "./.env" => {
+            return Ok(());
+        }
+        Err(e) => {
+            return Err(usage(format!(
+                "could not read {what} {}: {e}",
+                path.display()
+            )))
+        }
+    };
+    let mut set = BTreeMap::new();
+    for (name, (value, line)) in parse(&path, &text)? {
+        if std::env::var_os(&name).is_none() {
+            // This runs in `main` before any thread starts, as set_var asks.
+            std::env::set_var(&name, value);
+            set.insert(name, line);
+        }
     }
+    let _ = LOADED.set(EnvFile { path, set });
+    Ok(())
+}
+
+/// The variables of a `.env` file: name → (value, line of its first definition, which is the
+/// one that counts).
+fn parse(path: &Path, text: &[u8]) -> anyhow::Result<BTreeMap<String, (String, usize)>> {
+    let content = String::from_utf8_lossy(text);
+    let mut out = BTreeMap::new();
+    for item in dotenvy::from_read_iter(text) {
+        match item {
+            Ok((name, value)) => {
+                let line = line_of(&content, &name).unwrap_or(0);
+                out.entry(name).or_insert((value, line));
+            }
+            Err(dotenvy::Error::LineParse(bad, _)) => {
+                let at = content
+                    .find(bad.as_str())
+                    .map(|i| content[..i].bytes().filter(|&b| b == b'\n').count() + 1);
+                let name = bad
+                    .split('=')
+                    .next()
+                    .map(|n| n.trim().trim_start_matches("export ").trim())
+                    .filter(|n| {
+                        !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    });
+                return Err(usage(format!(
+                    "{} {}{} does not parse (an unbalanced quote, or a character that needs \
+                     quoting?); its value is not shown here",
+                    path.display(),
+                    at.map_or_else(|| "a line".to_owned(), |n| format!("line {n}")),
+                    name.map(|n| format!(" (`{n}`)")).unwrap_or_default(),
+                )));
+            }
+            Err(e) => {
+                return Err(usage(format!("could not read {}: {e}", path.display())));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The line (from 1) where `name` is first defined in a `.env` text.
+fn line_of(content: &str, name: &str) -> Option<usize> {
+    content
+        .lines()
+        .position(|l| {
+            let l = l.trim_start();
+            let l = l.strip_prefix("export ").map_or(l, str::trim_start);
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|i| i + 1)
 }
 
 /// Reads a secret that must not be given as a flag: the variable `name`, or the file that
@@ -62,4 +154,28 @@ pub(super) fn secret_env(name: &str) -> anyhow::Result<Option<String>> {
         }
     }
     Ok(Some(text).filter(|t| !t.is_empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_that_does_not_parse_is_named_but_not_shown() {
+        let text = b"A=1\n\n# c\nexport DB_PASSWORD=\"hunter2\nB=2\n";
+        let err = parse(Path::new(".env"), text).unwrap_err().to_string();
+        assert!(
+            err.starts_with(".env line 4 (`DB_PASSWORD`) does not parse"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn values_come_with_the_line_that_set_them() {
+        let text = b"# c\nA=1\n export B = 'x y'\nA=2\n";
+        let vars = parse(Path::new(".env"), text).unwrap();
+        assert_eq!(vars["A"], ("1".to_owned(), 2));
+        assert_eq!(vars["B"], ("x y".to_owned(), 3));
+    }
 }

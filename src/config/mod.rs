@@ -11,7 +11,7 @@ mod postgres;
 mod redis;
 mod usage;
 
-pub use self::env::load_env_file;
+pub use self::env::{load_env_file, loaded, EnvFile};
 pub use self::postgres::PgConfig;
 pub use self::redis::{redis_address, RedisConfig, Sentinel};
 use self::usage::usage;
@@ -42,6 +42,27 @@ impl Config {
     }
 }
 
+/// How an error names a setting: as the variable it came from (with its `.env` line when it
+/// came from there), or as the flag. `value` is what the setting holds.
+pub fn named(flag: &str, var: &str, value: &str) -> String {
+    if std::env::var(var).is_ok_and(|v| v == value) {
+        match loaded().and_then(|f| Some((f, *f.set.get(var)?))) {
+            Some((file, line)) => format!("`{var}` ({} line {line})", file.path.display()),
+            None => format!("`{var}`"),
+        }
+    } else {
+        format!("`{flag}`")
+    }
+}
+
+/// The error for a setting that is set, but empty (or blank: `value`).
+pub(crate) fn empty(flag: &str, var: &str, value: &str) -> anyhow::Error {
+    usage(format!(
+        "{} is empty: set it, or unset it for the default",
+        named(flag, var, value)
+    ))
+}
+
 /// A table or column name, checked and quoted for SQL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ident {
@@ -53,6 +74,7 @@ pub struct Ident {
 
 impl Ident {
     /// Accepts `name` or `schema.name`, each part a plain identifier of at most 63 bytes.
+    /// `what` names the setting in errors (see [`named`]).
     pub fn parse(what: &str, value: &str) -> anyhow::Result<Ident> {
         let parts: Vec<&str> = value.split('.').collect();
         let plain = |p: &str| {
@@ -66,7 +88,7 @@ impl Ident {
         };
         if parts.len() > 2 || !parts.iter().all(|p| plain(p)) {
             return Err(usage(format!(
-                "`{what}` must be a plain SQL name (letters, digits, `_`, at most 63 bytes, \
+                "{what} must be a plain SQL name (letters, digits, `_`, at most 63 bytes, \
                  optionally `schema.name`), got {value:?}"
             )));
         }
@@ -146,17 +168,23 @@ pub struct FlushConfig {
     pub lock_ttl: std::time::Duration,
 }
 
+/// A table or column name from the setting `flag`/`var`.
+fn ident(flag: &str, var: &str, value: &str) -> anyhow::Result<Ident> {
+    Ident::parse(&named(flag, var, value), value)
+}
+
 /// Splits `prefix*` into its prefix. Anything but a non-empty literal prefix and one trailing
-/// `*` is refused: the code must be exactly "key minus prefix".
+/// `*` is refused: the code must be exactly "key minus prefix". The error says what is wrong
+/// with the pattern, for the caller to name the setting.
 pub fn parse_pattern(pattern: &str) -> anyhow::Result<String> {
     let Some(prefix) = pattern.strip_suffix('*') else {
         return Err(usage(format!(
-            "`--pattern` must end in one `*` (like `url_hits:*`), got {pattern:?}"
+            "must end in one `*` (like `url_hits:*`), got {pattern:?}"
         )));
     };
     if prefix.is_empty() {
         return Err(usage(
-            "`--pattern` needs a literal prefix before the `*` (like `url_hits:*`): \
+            "needs a literal prefix before the `*` (like `url_hits:*`): \
              `*` alone would flush every key in Redis",
         ));
     }
@@ -165,7 +193,7 @@ pub fn parse_pattern(pattern: &str) -> anyhow::Result<String> {
         .find(|c| matches!(c, '*' | '?' | '[' | ']' | '\\'))
     {
         return Err(usage(format!(
-            "`--pattern` may hold only one `*`, at the end, and no other glob character; \
+            "may hold only one `*`, at the end, and no other glob character; \
              found {c:?} in {pattern:?}"
         )));
     }
@@ -174,7 +202,10 @@ pub fn parse_pattern(pattern: &str) -> anyhow::Result<String> {
 
 impl FlushConfig {
     pub fn from_args(t: &TargetArgs) -> anyhow::Result<FlushConfig> {
-        let prefix = parse_pattern(&t.pattern)?;
+        let prefix = parse_pattern(&t.pattern).map_err(|e| {
+            let name = named("--pattern", "REDIS_FLUSHER_PATTERN", &t.pattern);
+            usage(format!("{name} {e}"))
+        })?;
         // Neither a journal nor the unknown hash may ever be scanned as a counter: that would
         // flush our own bookkeeping into the table. A journal key is the journal prefix and a
         // batch id, so neither prefix may start with the other (`url_` and `url_1*` would
@@ -205,19 +236,31 @@ impl FlushConfig {
                 unknown_key: t.unknown_key.clone(),
             },
             target: TargetConfig {
-                table: Ident::parse("--table", &t.table)?,
-                code_column: Ident::parse("--code-column", &t.code_column)?,
-                count_column: Ident::parse("--count-column", &t.count_column)?,
+                table: ident("--table", "REDIS_FLUSHER_TABLE", &t.table)?,
+                code_column: ident("--code-column", "REDIS_FLUSHER_CODE_COLUMN", &t.code_column)?,
+                count_column: ident(
+                    "--count-column",
+                    "REDIS_FLUSHER_COUNT_COLUMN",
+                    &t.count_column,
+                )?,
                 form: match t.statement {
                     Statement::Unnest => UpdateForm::Unnest,
                     Statement::Values => UpdateForm::Values,
                 },
             },
             ledger: LedgerConfig {
-                ledger_table: Ident::parse("--ledger-table", &t.ledger_table)?,
-                runs_table: Ident::parse("--runs-table", &t.runs_table)?,
-                lease_table: Ident::parse("--lease-table", &t.lease_table)?,
-                quarantine_table: Ident::parse("--quarantine-table", &t.quarantine_table)?,
+                ledger_table: ident(
+                    "--ledger-table",
+                    "REDIS_FLUSHER_LEDGER_TABLE",
+                    &t.ledger_table,
+                )?,
+                runs_table: ident("--runs-table", "REDIS_FLUSHER_RUNS_TABLE", &t.runs_table)?,
+                lease_table: ident("--lease-table", "REDIS_FLUSHER_LEASE_TABLE", &t.lease_table)?,
+                quarantine_table: ident(
+                    "--quarantine-table",
+                    "REDIS_FLUSHER_QUARANTINE_TABLE",
+                    &t.quarantine_table,
+                )?,
                 ledger_days: t.ledger_days,
             },
             batch_size: t.batch_size as usize,
@@ -322,9 +365,12 @@ mod tests {
 
     #[test]
     fn identifiers_are_checked_and_quoted() {
-        assert_eq!(Ident::parse("--table", "urls").unwrap().quoted, "\"urls\"");
         assert_eq!(
-            Ident::parse("--table", "app.Urls_2").unwrap().quoted,
+            Ident::parse("`--table`", "urls").unwrap().quoted,
+            "\"urls\""
+        );
+        assert_eq!(
+            Ident::parse("`--table`", "app.Urls_2").unwrap().quoted,
             "\"app\".\"Urls_2\""
         );
         for bad in [

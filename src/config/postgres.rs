@@ -9,6 +9,7 @@ use postgres::config::Host;
 
 use super::env::secret_env;
 use super::usage::usage;
+use super::{empty, named};
 use crate::cli::ConnArgs;
 
 /// How to reach PostgreSQL.
@@ -43,32 +44,47 @@ impl PgConfig {
             cert: None,
             key: None,
         };
-        let url_given = c.database_url.as_deref().is_some_and(|u| !u.is_empty());
-        let mut config = match c.database_url.as_deref().filter(|u| !u.is_empty()) {
+        if let Some(url) = &c.database_url {
+            if url.trim().is_empty() {
+                return Err(empty("--database-url", "DATABASE_URL", url));
+            }
+        }
+        let url_given = c.database_url.is_some();
+        let mut config = match c.database_url.as_deref() {
             // The parser's messages name the option, never its value, so they are safe.
             Some(url) => {
-                let (url, in_url) = crate::tls::split_url(url)
-                    .map_err(|e| usage(format!("`DATABASE_URL`: {e}")))?;
+                let name = named("--database-url", "DATABASE_URL", url);
+                let (url, in_url) =
+                    crate::tls::split_conninfo(url).map_err(|e| usage(format!("{name}: {e}")))?;
                 tls.mode = in_url.mode.or(tls.mode);
                 tls.rootcert = in_url.rootcert.or(tls.rootcert);
                 tls.cert = in_url.cert;
                 tls.key = in_url.key;
                 postgres::Config::from_str(&url).map_err(|e| {
                     usage(format!(
-                        "`DATABASE_URL` is not a valid PostgreSQL URL \
-                     (expected postgres://user[:password]@host[:port]/dbname): {e}"
+                        "{name} is not a valid PostgreSQL URL (expected \
+                         postgres://user[:password]@host[:port]/dbname, or libpq's \
+                         `host=… dbname=…`): {e}"
                     ))
                 })?
             }
             None => {
-                if c.db_host.is_empty() {
-                    return Err(usage("`DB_HOST` is empty: set it or `DATABASE_URL`"));
+                for (flag, var, value) in [
+                    ("--db-host", "DB_HOST", &c.db_host),
+                    ("--db-name", "DB_NAME", &c.db_name),
+                ] {
+                    if value.trim().is_empty() {
+                        return Err(empty(flag, var, value));
+                    }
                 }
                 let mut config = postgres::Config::new();
                 config.host(&c.db_host).port(c.db_port).dbname(&c.db_name);
                 config
             }
         };
+        if let Some(user) = c.db_user.as_deref().filter(|u| u.trim().is_empty()) {
+            return Err(empty("--db-user", "DB_USER", user));
+        }
         if config.get_password().is_none() {
             if let Some(p) = password {
                 config.password(p);
@@ -104,7 +120,7 @@ impl PgConfig {
         config.ssl_mode(mode.for_crate());
         let connector = crate::tls::pg_connector(&tls).map_err(|e| usage(format!("{e:#}")))?;
         config
-            .connect_timeout(Duration::from_secs(c.connect_timeout.max(1)))
+            .connect_timeout(Duration::from_secs(c.connect_timeout))
             .application_name("redis-flusher")
             // Notices ("relation … already exists, skipping") are not news to an operator.
             .notice_callback(|n| log::debug!("PostgreSQL notice: {}", n.message()));
@@ -127,8 +143,8 @@ impl PgConfig {
             config,
             tls: connector,
             display,
-            statement_timeout: Duration::from_secs(c.statement_timeout.max(1)),
-            lock_timeout: Duration::from_secs(c.lock_timeout.max(1)),
+            statement_timeout: Duration::from_secs(c.statement_timeout),
+            lock_timeout: Duration::from_secs(c.lock_timeout),
             unix_socket,
         })
     }

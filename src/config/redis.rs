@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use redis::IntoConnectionInfo;
 
+use super::empty;
 use super::env::secret_env;
 use super::usage::usage;
 use crate::cli::ConnArgs;
@@ -39,6 +40,9 @@ pub struct RedisConfig {
 impl RedisConfig {
     pub fn from_args(c: &ConnArgs) -> anyhow::Result<RedisConfig> {
         let password = secret_env("REDIS_PASSWORD")?;
+        if let Some(url) = c.redis_url.as_deref().filter(|u| u.trim().is_empty()) {
+            return Err(empty("--redis-url", "REDIS_URL", url));
+        }
         // Several seeds, comma-separated, only for a cluster: a single URL's password may
         // hold a comma.
         let url = c.redis_url.as_deref().unwrap_or_default();
@@ -87,8 +91,8 @@ impl RedisConfig {
                 info.set_redis_settings(settings)
             }
             None => {
-                if c.redis_host.is_empty() {
-                    return Err(usage("`REDIS_HOST` is empty: set it or `REDIS_URL`"));
+                if c.redis_host.trim().is_empty() {
+                    return Err(empty("--redis-host", "REDIS_HOST", &c.redis_host));
                 }
                 let mut settings = redis::RedisConnectionInfo::default().set_db(c.redis_db);
                 if let Some(u) = c.redis_username.as_deref().filter(|u| !u.is_empty()) {
@@ -180,8 +184,8 @@ impl RedisConfig {
             sentinel,
             wait_replicas: c.redis_wait_replicas,
             display,
-            connect_timeout: Duration::from_secs(c.connect_timeout.max(1)),
-            command_timeout: Duration::from_secs(c.command_timeout.max(1)),
+            connect_timeout: Duration::from_secs(c.connect_timeout),
+            command_timeout: Duration::from_secs(c.command_timeout),
         })
     }
 }
