@@ -1,9 +1,11 @@
-//! `redis-flusher check`: everything a flush needs, checked before the first cron run, each
-//! finding with what to do about it. Changes nothing.
+//! What a flush needs, checked: for `redis-flusher check` (everything, each finding with what to
+//! do about it) and for `run`, which checks the same before it claims anything and refuses
+//! (exit 2) what `check` calls a failure. Changes nothing.
 
+use anyhow::Result;
 use serde::Serialize;
 
-use crate::config::{Config, FlushConfig, PgConfig, RedisConfig};
+use crate::config::{Config, FlushConfig, UsageError};
 use crate::postgres::{lease_ddl, ledger_ddl, quarantine_ddl, runs_ddl, Session, TableFacts};
 use crate::redis::RedisSource;
 
@@ -30,16 +32,42 @@ pub struct Findings {
 }
 
 impl Findings {
-    fn add(&mut self, level: Level, message: impl Into<String>) {
+    pub fn add(&mut self, level: Level, message: impl Into<String>) {
         self.findings.push(Finding {
             level,
             message: message.into(),
         });
     }
 
+    /// Adds a failure for `e`, a check that could not be made.
+    fn failed(&mut self, e: &anyhow::Error) {
+        self.add(Level::Fail, format!("{e:#}"));
+    }
+
     /// True when nothing would stop a flush.
     pub fn ok(&self) -> bool {
         !self.findings.iter().any(|f| f.level == Level::Fail)
+    }
+
+    /// For a run: warnings go to the log; failures, if any, are its error (exit 2).
+    pub fn for_run(self) -> Result<()> {
+        let mut fails = Vec::new();
+        for f in self.findings {
+            match f.level {
+                Level::Good => {}
+                Level::Warn => log::warn!("{}", f.message),
+                Level::Fail => fails.push(f.message),
+            }
+        }
+        if fails.is_empty() {
+            return Ok(());
+        }
+        Err(UsageError(format!(
+            "a flush cannot work here, so nothing was claimed: {} (`redis-flusher check` \
+             lists everything)",
+            fails.join("; ")
+        ))
+        .into())
     }
 
     pub fn text(&self) -> String {
@@ -63,54 +91,93 @@ impl Findings {
     }
 }
 
-/// Runs every check; never fails itself (a failed connection is a finding).
+/// Runs every check (`redis-flusher check`); never fails itself (a failed connection is a
+/// finding).
 pub fn run(cfg: &Config) -> Findings {
     let mut out = Findings::default();
-    check_postgres(&cfg.pg, &cfg.flush, &mut out);
-    check_redis(&cfg.redis, &cfg.flush, &mut out);
+    match Session::connect(&cfg.pg) {
+        Ok(mut pg) => {
+            match pg.server_facts() {
+                Ok((version, sync)) => {
+                    out.add(
+                        Level::Good,
+                        format!(
+                            "PostgreSQL at {}: connected (version {version})",
+                            cfg.pg.display
+                        ),
+                    );
+                    if sync == "off" {
+                        out.add(
+                            Level::Good,
+                            "synchronous_commit is off on this server; redis-flusher turns it \
+                             on for its own transactions, so a Postgres crash cannot forget a \
+                             committed batch",
+                        );
+                    }
+                }
+                Err(e) => out.failed(&e),
+            }
+            postgres(&mut pg, &cfg.flush, true, &mut out);
+            quarantine(&mut pg, &cfg.flush, &mut out);
+        }
+        Err(e) => out.failed(&e),
+    }
+    match RedisSource::connect(&cfg.redis, &cfg.flush.source) {
+        Ok(mut redis) => {
+            out.add(
+                Level::Good,
+                format!("Redis at {}: connected, a master", cfg.redis.display),
+            );
+            redis_checks(&mut redis, &cfg.flush, true, &mut out);
+        }
+        Err(e) => out.failed(&e),
+    }
     out
 }
 
-fn check_postgres(pg: &PgConfig, f: &FlushConfig, out: &mut Findings) {
-    let mut sink = match Session::connect(pg) {
-        Ok(s) => s,
-        Err(e) => return out.add(Level::Fail, format!("{e:#}")),
-    };
-    match sink.server_facts() {
-        Ok((version, sync)) => {
-            out.add(
-                Level::Good,
-                format!(
-                    "PostgreSQL at {}: connected (version {version})",
-                    pg.display
-                ),
-            );
-            if sync == "off" {
-                // Session::connect raised it for this session; say so, as it is the server's.
-                out.add(
-                    Level::Good,
-                    "synchronous_commit is off on this server; redis-flusher turns it on for \
-                     its own transactions, so a Postgres crash cannot forget a committed batch",
-                );
-            }
-        }
-        Err(e) => out.add(Level::Fail, format!("{e:#}")),
+/// What Postgres must be for a flush: writable, the table and its columns there, of types
+/// the hits can be added to, updatable, the role's privileges, and our own tables there (or
+/// creatable). Returns the table's facts when it could read them.
+///
+/// With `all` (`check`), also what only hurts: an integer count column, a missing index.
+pub fn postgres(
+    pg: &mut Session,
+    f: &FlushConfig,
+    all: bool,
+    out: &mut Findings,
+) -> Option<TableFacts> {
+    match pg.read_only() {
+        Ok(Some(why)) => out.add(Level::Fail, why),
+        Ok(None) => {}
+        Err(e) => out.failed(&e),
     }
     let target = &f.target;
-    let facts = match sink.check_target(target) {
+    let facts = match pg.check_target(target) {
         Ok(t) => t,
-        Err(e) => return out.add(Level::Fail, format!("{e:#}")),
+        Err(e) => {
+            out.failed(&e);
+            return None;
+        }
     };
-    check_types(f, &facts, out);
-    if facts.indexed {
+    types(f, &facts, all, out);
+    if !facts.updatable {
+        out.add(
+            Level::Fail,
+            format!(
+                "`{}` is a view Postgres cannot update (a join, an aggregate…): set `--table` \
+                 to the table that holds the counts",
+                target.table.name
+            ),
+        );
+    } else if facts.indexed {
         out.add(
             Level::Good,
             format!("`{}` is indexed", target.code_column.name),
         );
-    } else {
+    } else if facts.is_table {
         out.add(Level::Warn, TableFacts::index_advice(target));
     }
-    match sink.missing_privileges(&target.table, &["SELECT", "UPDATE"]) {
+    match pg.missing_privileges(&target.table, &["SELECT", "UPDATE"]) {
         Ok(m) if m.is_empty() => out.add(
             Level::Good,
             format!("this role may SELECT and UPDATE `{}`", target.table.name),
@@ -125,11 +192,19 @@ fn check_postgres(pg: &PgConfig, f: &FlushConfig, out: &mut Findings) {
                 tq = target.table.quoted
             ),
         ),
-        Err(e) => out.add(Level::Fail, format!("{e:#}")),
+        Err(e) => out.failed(&e),
     }
+    own_tables(pg, f, out);
+    Some(facts)
+}
+
+/// The ledger, run history, lease and quarantine tables: there and usable, or creatable. The
+/// ones this role may not create are one failure, with the DDL of all of them for a DBA.
+fn own_tables(pg: &mut Session, f: &FlushConfig, out: &mut Findings) {
     let ledger = &f.ledger;
     const WRITE: &[&str] = &["SELECT", "INSERT", "DELETE"];
     const ALL: &[&str] = &["SELECT", "INSERT", "UPDATE", "DELETE"];
+    let mut uncreatable = Vec::new();
     for (table, ddl, needed) in [
         (
             &ledger.ledger_table,
@@ -144,53 +219,93 @@ fn check_postgres(pg: &PgConfig, f: &FlushConfig, out: &mut Findings) {
             ALL,
         ),
     ] {
-        let exists = match sink.table_exists(table) {
-            Ok(e) => e,
-            Err(e) => {
-                out.add(Level::Fail, format!("{e:#}"));
-                continue;
-            }
-        };
         let (t, tq) = (&table.name, &table.quoted);
-        let result = if exists {
-            sink.missing_privileges(table, needed)
-                .map(|m| match m.is_empty() {
-                    true => out.add(
+        let found = pg.table_exists(table).and_then(|exists| {
+            if !exists {
+                return Ok(pg.may_create(table)?.then(|| {
+                    (
                         Level::Good,
-                        format!("table `{t}` exists and this role may use it"),
-                    ),
-                    false => out.add(
-                        Level::Fail,
-                        format!(
-                            "this role lacks {} on `{t}`: GRANT {} ON {tq} TO <this role>",
-                            m.join(" and "),
-                            needed.join(", "),
-                        ),
-                    ),
-                })
-        } else {
-            sink.may_create(table).map(|may| match may {
-                true => out.add(
+                        format!("table `{t}` does not exist yet; the first run creates it"),
+                    )
+                }));
+            }
+            let m = pg.missing_privileges(table, needed)?;
+            Ok(Some(match m.is_empty() {
+                true => (
                     Level::Good,
-                    format!("table `{t}` does not exist yet; the first run creates it"),
+                    format!("table `{t}` exists and this role may use it"),
                 ),
-                false => out.add(
+                false => (
                     Level::Fail,
                     format!(
-                        "table `{t}` does not exist and this role may not create it; ask a DBA \
-                         to run:\n\n{ddl}\n\nand to GRANT {} ON {tq} TO <this role>",
+                        "this role lacks {} on `{t}`: GRANT {} ON {tq} TO <this role>",
+                        m.join(" and "),
                         needed.join(", "),
                     ),
                 ),
-            })
-        };
-        if let Err(e) = result {
-            out.add(Level::Fail, format!("{e:#}"));
+            }))
+        });
+        match found {
+            Ok(Some((level, message))) => out.add(level, message),
+            Ok(None) => uncreatable.push((table, ddl, needed)),
+            Err(e) => out.failed(&e),
         }
+    }
+    if uncreatable.is_empty() {
+        return;
+    }
+    let one = uncreatable.len() == 1;
+    out.add(
+        Level::Fail,
+        format!(
+            "{} {} missing and this role may not create {}; ask a DBA to run:\n\n{}\n\nand \
+             to grant this role {}",
+            uncreatable
+                .iter()
+                .map(|(t, _, _)| format!("table `{}`", t.name))
+                .collect::<Vec<_>>()
+                .join(" and "),
+            if one { "is" } else { "are" },
+            if one { "it" } else { "them" },
+            uncreatable
+                .iter()
+                .map(|(_, ddl, _)| ddl.as_str())
+                .collect::<Vec<_>>()
+                .join("\n"),
+            uncreatable
+                .iter()
+                .map(|(t, _, needed)| format!("{} ON {}", needed.join(", "), t.quoted))
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+    );
+}
+
+/// What waits in this flusher's quarantine (a warning: someone should look).
+fn quarantine(pg: &mut Session, f: &FlushConfig, out: &mut Findings) {
+    let table = &f.ledger.quarantine_table;
+    let waiting = pg.table_exists(table).and_then(|exists| {
+        if !exists {
+            return Ok(0);
+        }
+        let owner = f.owner(&f.target_record(&pg.database()?));
+        Ok(pg.quarantined(table, &owner)?.0)
+    });
+    match waiting {
+        Ok(0) => out.add(Level::Good, "no codes wait in quarantine"),
+        Ok(n) => out.add(
+            Level::Warn,
+            format!(
+                "{n} codes wait in quarantine: Postgres refused their rows (`SELECT * FROM {}` \
+                 says why); every run tries them again",
+                table.quoted
+            ),
+        ),
+        Err(e) => out.failed(&e),
     }
 }
 
-fn check_types(f: &FlushConfig, facts: &TableFacts, out: &mut Findings) {
+fn types(f: &FlushConfig, facts: &TableFacts, all: bool, out: &mut Findings) {
     let target = &f.target;
     let (t, code, count) = (
         &target.table.name,
@@ -200,11 +315,12 @@ fn check_types(f: &FlushConfig, facts: &TableFacts, out: &mut Findings) {
     let count_type = facts.count_type.as_str();
     match count_type {
         "bigint" | "numeric" => out.add(Level::Good, format!("`{t}.{count}` is {count_type}")),
+        "integer" | "smallint" if !all => {}
         "integer" | "smallint" => out.add(
             Level::Warn,
             format!(
-                "`{t}.{count}` is {count_type}: it holds at most {}; a batch that would pass \
-                 it waits in its journal until the column is widened: ALTER TABLE {} ALTER \
+                "`{t}.{count}` is {count_type}: it holds at most {}; a code whose count would \
+                 pass it waits in quarantine until the column is widened: ALTER TABLE {} ALTER \
                  COLUMN {} TYPE bigint",
                 if count_type == "integer" {
                     "2,147,483,647"
@@ -220,7 +336,10 @@ fn check_types(f: &FlushConfig, facts: &TableFacts, out: &mut Findings) {
         }
         other => out.add(
             Level::Fail,
-            format!("`{t}.{count}` is {other}, not a number the hits can be added to; use bigint"),
+            format!(
+                "`{t}.{count}` is {other}, not a number the hits can be added to: set \
+                 `--count-column`, or make it bigint"
+            ),
         ),
     }
     let code_type = facts.code_type.as_str();
@@ -229,32 +348,34 @@ fn check_types(f: &FlushConfig, facts: &TableFacts, out: &mut Findings) {
     } else {
         out.add(
             Level::Fail,
-            format!("`{t}.{code}` is {code_type}; codes are text: use text or varchar"),
+            format!(
+                "`{t}.{code}` is {code_type}, and codes are text: set `--code-column`, or make \
+                 it text or varchar"
+            ),
         );
     }
 }
 
-fn check_redis(redis: &RedisConfig, f: &FlushConfig, out: &mut Findings) {
-    let mut source = match RedisSource::connect(redis, &f.source) {
-        Ok(s) => s,
-        Err(e) => return out.add(Level::Fail, format!("{e:#}")),
-    };
-    let facts = match source.facts() {
+/// What Redis must allow for a flush: scripts, and the keys a run touches (the counters, the
+/// journals, the unknown-codes hash with `--keep-unknown`); with `all` (`check`), what will
+/// hurt too: persistence, eviction, pending journals.
+pub fn redis_checks(redis: &mut RedisSource, f: &FlushConfig, all: bool, out: &mut Findings) {
+    let facts = match redis.facts() {
         Ok(f) => f,
-        Err(e) => return out.add(Level::Fail, format!("{e:#}")),
+        Err(e) => return out.failed(&e),
     };
-    out.add(
-        Level::Good,
-        format!(
-            "Redis at {}: connected (version {})",
-            redis.display, facts.version
-        ),
-    );
+    if all {
+        out.add(Level::Good, format!("Redis version {}", facts.version));
+    }
     match facts.scripting {
-        Ok(()) => out.add(
-            Level::Good,
-            "this Redis user may run Lua scripts (each claim is one)",
-        ),
+        Ok(()) => {
+            if all {
+                out.add(
+                    Level::Good,
+                    "this Redis user may run Lua scripts (each claim is one)",
+                );
+            }
+        }
         Err(e) => out.add(
             Level::Fail,
             format!(
@@ -262,6 +383,26 @@ fn check_redis(redis: &RedisConfig, f: &FlushConfig, out: &mut Findings) {
                  EVAL, EVALSHA and SCRIPT in its ACL (README, Deployment)"
             ),
         ),
+    }
+    match redis.may_touch(f.source.keep_unknown) {
+        Ok(()) => {}
+        Err(e) => out.add(
+            Level::Fail,
+            format!(
+                "this Redis user may not touch every key a run needs ({e:#}): its ACL needs \
+                 `~{}*` and `~{}*`{} (README, Deployment)",
+                String::from_utf8_lossy(&f.source.prefix),
+                f.source.journal_prefix,
+                if f.source.keep_unknown {
+                    format!(" and `~{}`", f.source.unknown_key)
+                } else {
+                    String::new()
+                }
+            ),
+        ),
+    }
+    if !all {
+        return;
     }
     const AOF: &str = "turn on AOF (appendonly yes)";
     let rdb = facts.rdb_save.as_deref().map(|s| !s.trim().is_empty());
@@ -311,7 +452,7 @@ fn check_redis(redis: &RedisConfig, f: &FlushConfig, out: &mut Findings) {
              counters",
         ),
     }
-    match source.journals(false) {
+    match redis.journals(false) {
         Ok(j) if j.is_empty() => out.add(Level::Good, "no journals pending from failed runs"),
         Ok(j) => out.add(
             Level::Warn,
@@ -321,6 +462,6 @@ fn check_redis(redis: &RedisConfig, f: &FlushConfig, out: &mut Findings) {
                 j.len()
             ),
         ),
-        Err(e) => out.add(Level::Fail, format!("{e:#}")),
+        Err(e) => out.failed(&e),
     }
 }

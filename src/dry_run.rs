@@ -3,9 +3,10 @@
 
 use anyhow::Result;
 
+use crate::check::{self, Findings};
 use crate::config::{Config, FlushConfig};
 use crate::model::Batch;
-use crate::postgres::{Session, TableFacts};
+use crate::postgres::Session;
 use crate::redis::RedisSource;
 use crate::report::Report;
 use crate::scan::{scan_in_batches, Take};
@@ -21,10 +22,14 @@ fn dry(cfg: &Config, report: &mut Report) -> Result<()> {
     let f = &cfg.flush;
     let mut pg = Session::connect(&cfg.pg)?;
     pg.begin(true)?;
-    if !pg.check_target(&f.target)?.indexed {
-        log::warn!("{}", TableFacts::index_advice(&f.target));
-    }
+    // What would stop a run stops the dry run, as a setup error.
+    let mut findings = Findings::default();
+    check::postgres(&mut pg, f, false, &mut findings);
+    findings.for_run()?;
     let mut redis = RedisSource::connect(&cfg.redis, &f.source)?;
+    let mut findings = Findings::default();
+    check::redis_checks(&mut redis, f, false, &mut findings);
+    findings.for_run()?;
     let target = f.target_record(&pg.database()?);
     redis.set_target(&target);
 

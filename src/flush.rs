@@ -11,7 +11,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 
-use crate::config::{Config, FlushConfig, RedisConfig, UsageError};
+use crate::check::{self, Findings};
+use crate::config::{Config, FlushConfig, RedisConfig};
 use crate::fault;
 use crate::model::Batch;
 use crate::postgres::{
@@ -82,13 +83,11 @@ struct Flusher<'a> {
 
 fn flush(cfg: &Config, report: &mut Report) -> Result<()> {
     let mut pg = Session::connect(&cfg.pg)?;
-    if let Some(why) = pg.read_only()? {
-        return Err(UsageError(why).into());
-    }
-    let facts = pg.check_target(&cfg.flush.target)?;
-    if !facts.indexed {
-        log::warn!("{}", TableFacts::index_advice(&cfg.flush.target));
-    }
+    // What `check` calls a failure stops the run here, before anything is claimed.
+    let mut findings = Findings::default();
+    let facts = check::postgres(&mut pg, &cfg.flush, false, &mut findings);
+    findings.for_run()?;
+    let facts = facts.ok_or_else(|| anyhow::anyhow!("BUG: no facts of the table"))?;
     pg.ensure_tables(&cfg.flush.ledger)?;
     let run = Run::new(&cfg.flush, &pg.database()?);
     // Lock: one run per journal prefix and table at a time.
@@ -133,6 +132,9 @@ fn flush_locked(
     run: &Run,
 ) -> Result<()> {
     let mut redis = RedisSource::connect(&cfg.redis, &cfg.flush.source)?;
+    let mut findings = Findings::default();
+    check::redis_checks(&mut redis, &cfg.flush, false, &mut findings);
+    findings.for_run()?;
     redis.set_target(&run.target);
     // On a cluster, before recovery looks: no older run may claim from here on. (One Redis
     // needs no fence: sealing a journal stops an older run's claims into it.)

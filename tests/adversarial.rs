@@ -403,3 +403,138 @@ fn unknown_hits_whose_hash_field_would_overflow_are_said_to_be_in_the_ledger_onl
     assert_eq!(phantom, Some(7));
     assert_eq!(env.ledger_unknown_hits(), 12);
 }
+
+/// `check --json`'s failures.
+fn check_failures(out: &common::Outcome) -> Vec<String> {
+    out.json()["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .filter(|f| f["level"] == "fail")
+        .map(|f| f["message"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[test]
+fn a_target_no_flush_could_use_is_refused_before_anything_is_claimed_and_check_says_why() {
+    let env = TestEnv::new(3);
+    let role = format!("flusher_ro_{}", env.n);
+    env.pg()
+        .batch_execute(&format!(
+            "CREATE TABLE texty (code text PRIMARY KEY, n text NOT NULL DEFAULT '0');
+             INSERT INTO texty (code) VALUES ('c1'), ('c2'), ('c3');
+             CREATE TABLE numbered (code int PRIMARY KEY, n bigint NOT NULL DEFAULT 0);
+             CREATE TABLE owners (code text PRIMARY KEY, owner text);
+             INSERT INTO owners VALUES ('c1', 'x'), ('c2', 'y'), ('c3', 'z');
+             CREATE VIEW joined AS SELECT u.short_code AS code, u.access_count AS n, o.owner
+               FROM urls u JOIN owners o ON o.code = u.short_code;
+             CREATE ROLE {role} LOGIN;
+             GRANT SELECT ON urls TO {role};
+             GRANT ALL ON SCHEMA public TO {role};"
+        ))
+        .unwrap();
+    env.set_many(3, |_| 1);
+    /// (what, the run's arguments, its environment, what the refusal says)
+    type Case<'a> = (&'a str, Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "a text count column",
+            vec![
+                "--table",
+                "texty",
+                "--code-column",
+                "code",
+                "--count-column",
+                "n",
+            ],
+            vec![],
+            "`texty.n` is text",
+        ),
+        (
+            "an integer code column",
+            vec![
+                "--table",
+                "numbered",
+                "--code-column",
+                "code",
+                "--count-column",
+                "n",
+            ],
+            vec![],
+            "`numbered.code` is integer",
+        ),
+        (
+            "a join view",
+            vec![
+                "--table",
+                "joined",
+                "--code-column",
+                "code",
+                "--count-column",
+                "n",
+            ],
+            vec![],
+            "`joined` is a view Postgres cannot update",
+        ),
+        (
+            "a role without UPDATE",
+            vec![],
+            vec![("DB_USER", role.as_str())],
+            "this role lacks UPDATE on `urls`",
+        ),
+    ];
+    for (case, args, vars, why) in cases {
+        let run: Vec<&str> = ["run"].into_iter().chain(args.iter().copied()).collect();
+        let out = env.run_with(&run, &vars);
+        out.expect(2);
+        assert!(out.stderr.contains(why), "{case}: {}", out.stderr);
+        assert_eq!(
+            env.keys(&env.prefix).len(),
+            3,
+            "{case}: something was claimed"
+        );
+        assert!(env.journals().is_empty(), "{case}: a journal was made");
+        let check: Vec<&str> = ["check", "--json"]
+            .into_iter()
+            .chain(args.iter().copied())
+            .collect();
+        let out = env.run_with(&check, &vars);
+        out.expect(1);
+        let fails = check_failures(&out);
+        assert!(fails.iter().any(|f| f.contains(why)), "{case}: {fails:#?}");
+    }
+    env.run(&["run"]).expect(0);
+    assert_eq!(env.total(), 3);
+}
+
+#[test]
+fn a_redis_user_without_the_rights_a_flush_needs_is_refused_before_anything_is_claimed() {
+    let env = TestEnv::new(3);
+    env.set_many(3, |_| 1);
+    let user = format!("narrow_{}", env.n);
+    // The README's ACL, but without the journal prefix: claims could not be journaled.
+    let acl: Vec<String> = env
+        .acl_with_keys(&user, "pw", &[])
+        .into_iter()
+        .filter(|a| *a != format!("~{}*", env.journal_prefix))
+        .collect();
+    redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(acl)
+        .query::<()>(&mut env.redis())
+        .unwrap();
+    let creds = [("REDIS_USERNAME", user.as_str()), ("REDIS_PASSWORD", "pw")];
+    let out = env.run_with(&["run"], &creds);
+    out.expect(2);
+    assert!(out.stderr.contains(&env.journal_prefix), "{}", out.stderr);
+    assert_eq!(env.keys(&env.prefix).len(), 3);
+    let out = env.run_with(&["check", "--json"], &creds);
+    out.expect(1);
+    assert!(
+        check_failures(&out)
+            .iter()
+            .any(|f| f.contains(&env.journal_prefix)),
+        "{}",
+        out.stdout
+    );
+}

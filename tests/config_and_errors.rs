@@ -328,7 +328,7 @@ fn a_role_that_may_not_create_the_ledger_gets_its_ddl() {
         ))
         .unwrap();
     let out = env.run_with(&["run"], &[("DB_USER", &role)]);
-    out.expect(1);
+    out.expect(2);
     assert!(
         out.stderr.contains(
             "table `redis_flusher_batches` and table `redis_flusher_runs` and table \

@@ -18,6 +18,10 @@ pub struct TableFacts {
     /// Whether an index starts with the code column; without one every batch reads the whole
     /// table.
     pub indexed: bool,
+    /// A table (plain or partitioned), not a view or a foreign table.
+    pub is_table: bool,
+    /// Whether Postgres can UPDATE it (a join view cannot).
+    pub updatable: bool,
 }
 
 impl TableFacts {
@@ -73,11 +77,14 @@ impl Session {
                 );
             }
         }
+        // pg_relation_is_updatable: a bitmask of the commands it takes; UPDATE is 1 << 2.
         let row = self.query_one(
             &format!("looking up the indexes of `{}`", table.name),
             "SELECT EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a \
              ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
-             WHERE i.indrelid = to_regclass($1) AND a.attname = $2)",
+             WHERE i.indrelid = to_regclass($1) AND a.attname = $2), \
+             (SELECT relkind IN ('r', 'p') FROM pg_class WHERE oid = to_regclass($1)), \
+             pg_relation_is_updatable(to_regclass($1), false) & 4 = 4",
             &[
                 (&table.quoted, Type::TEXT),
                 (&target.code_column.name, Type::TEXT),
@@ -87,6 +94,8 @@ impl Session {
             code_type: columns[&target.code_column.name].clone(),
             count_type: columns[&target.count_column.name].clone(),
             indexed: get(&row, 0, CATALOG)?,
+            is_table: get(&row, 1, CATALOG)?,
+            updatable: get(&row, 2, CATALOG)?,
         })
     }
 

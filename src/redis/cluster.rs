@@ -191,6 +191,26 @@ impl Cluster {
         Ok(())
     }
 
+    /// `EVAL "return 1"` naming each of `keys`, at its slot's master: refused if this user may
+    /// not touch it.
+    pub fn probe(&mut self, keys: &[String]) -> Result<()> {
+        for key in keys {
+            let node = &mut self.nodes[self.owner[slot(key.as_bytes()) as usize]];
+            redis::cmd("EVAL")
+                .arg("return 1")
+                .arg(1)
+                .arg(key)
+                .query::<i64>(&mut node.con)
+                .with_context(|| {
+                    format!(
+                        "Redis at {}: a script naming the keys a run touches failed",
+                        node.addr
+                    )
+                })?;
+        }
+        Ok(())
+    }
+
     /// `WAIT replicas timeout` on every master: the fewest replicas any of them reached.
     pub fn wait(&mut self, replicas: u32, timeout: std::time::Duration) -> Result<i64> {
         let mut fewest = i64::MAX;

@@ -46,6 +46,8 @@ enum Backend {
 pub struct RedisSource {
     backend: Backend,
     journal_prefix: String,
+    /// The pattern's prefix; a code is a key past it.
+    prefix: Vec<u8>,
     prefix_len: usize,
     unknown_key: String,
     /// `--redis-wait-replicas`, and how long `WAIT` may wait for them.
@@ -69,6 +71,7 @@ impl RedisSource {
         Ok(RedisSource {
             backend,
             journal_prefix: source.journal_prefix.clone(),
+            prefix: source.prefix.clone(),
             prefix_len: source.prefix.len(),
             unknown_key: source.unknown_key.clone(),
             // Within the socket's read timeout, which would otherwise end the wait as an error.
@@ -109,6 +112,24 @@ impl RedisSource {
     pub fn set_token(&mut self, token: i64) {
         if let Backend::Cluster(c) = &mut self.backend {
             c.token = token;
+        }
+    }
+
+    /// Whether this user may touch the keys a run does (the counters, the journals and their
+    /// index, and the unknown-codes hash if `parking`): an `EVAL` of nothing, naming them, which
+    /// an ACL refuses as a claim would, but before anything has moved.
+    pub fn may_touch(&mut self, parking: bool) -> Result<()> {
+        let mut keys = vec![
+            format!("{}~probe", String::from_utf8_lossy(&self.prefix)),
+            format!("{}~probe", self.journal_prefix),
+            format!("{}index", self.journal_prefix),
+        ];
+        if parking {
+            keys.push(self.unknown_key.clone());
+        }
+        match &mut self.backend {
+            Backend::Single(s) => s.probe(&keys),
+            Backend::Cluster(c) => c.probe(&keys),
         }
     }
 

@@ -86,6 +86,17 @@ impl Single {
         Ok(claimed)
     }
 
+    /// `EVAL "return 1"` naming `keys`: refused if this user may not touch one of them.
+    pub fn probe(&mut self, keys: &[String]) -> Result<()> {
+        redis::cmd("EVAL")
+            .arg("return 1")
+            .arg(keys.len())
+            .arg(keys)
+            .query::<i64>(&mut self.con)
+            .with_context(|| self.ctx("a script naming the keys a run touches"))?;
+        Ok(())
+    }
+
     /// `WAIT replicas timeout`: how many replicas have this connection's writes.
     pub fn wait(&mut self, replicas: u32, timeout: std::time::Duration) -> Result<i64> {
         redis::cmd("WAIT")
