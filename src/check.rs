@@ -41,7 +41,7 @@ impl Findings {
 
     /// Adds a failure for `e`, a check that could not be made.
     fn failed(&mut self, e: &anyhow::Error) {
-        self.add(Level::Fail, format!("{e:#}"));
+        self.add(Level::Fail, crate::error::text(e));
     }
 
     /// True when nothing would stop a flush.
@@ -389,8 +389,9 @@ pub fn redis_checks(redis: &mut RedisSource, f: &FlushConfig, all: bool, out: &m
         Err(e) => out.add(
             Level::Fail,
             format!(
-                "this Redis user may not touch every key a run needs ({e:#}): its ACL needs \
+                "this Redis user may not touch every key a run needs ({}): its ACL needs \
                  `~{}*` and `~{}*`{} (README, Deployment)",
+                crate::error::text(&e),
                 String::from_utf8_lossy(&f.source.prefix),
                 f.source.journal_prefix,
                 if f.source.keep_unknown {

@@ -28,7 +28,7 @@ struct Watch {
 struct State {
     next_id: u64,
     /// Armed calls: id → (deadline, what is waited on, its limit).
-    armed: BTreeMap<u64, (Instant, String, Duration)>,
+    armed: BTreeMap<u64, Armed>,
 }
 
 static WATCH: OnceLock<Watch> = OnceLock::new();
@@ -48,15 +48,36 @@ impl Drop for Guard {
     }
 }
 
+/// An armed call: its deadline, what is waited on, its limit, and what no answer means.
+#[derive(Clone)]
+struct Armed {
+    at: Instant,
+    what: String,
+    limit: Duration,
+    meaning: String,
+}
+
 /// Watches a call that must return within `limit`; `what` names the server and the step for
 /// the log line if it does not.
 pub fn arm(what: impl Into<String>, limit: Duration) -> Guard {
+    arm_meaning(what, limit, "so the server or the network to it hangs")
+}
+
+/// As [`arm`], with what no answer means, for the log line.
+pub fn arm_meaning(what: impl Into<String>, limit: Duration, meaning: &str) -> Guard {
     let w = watch();
     let mut s = w.state.lock().unwrap_or_else(|p| p.into_inner());
     s.next_id += 1;
     let id = s.next_id;
-    s.armed
-        .insert(id, (Instant::now() + limit, what.into(), limit));
+    s.armed.insert(
+        id,
+        Armed {
+            at: Instant::now() + limit,
+            what: what.into(),
+            limit,
+            meaning: meaning.to_owned(),
+        },
+    );
     w.changed.notify_one();
     Guard(id)
 }
@@ -90,26 +111,27 @@ fn run() {
     let mut s = w.state.lock().unwrap_or_else(|p| p.into_inner());
     loop {
         let now = Instant::now();
-        let first = s.armed.values().min_by_key(|(at, _, _)| *at).cloned();
+        let first = s.armed.values().min_by_key(|a| a.at).cloned();
         match first {
             None => s = w.changed.wait(s).unwrap_or_else(|p| p.into_inner()),
-            Some((at, _, _)) if at > now => {
+            Some(a) if a.at > now => {
                 s = w
                     .changed
-                    .wait_timeout(s, at - now)
+                    .wait_timeout(s, a.at - now)
                     .unwrap_or_else(|p| p.into_inner())
                     .0
             }
-            Some((_, what, limit)) => {
+            Some(a) => {
                 let e = anyhow::anyhow!(
-                    "{what}: no answer in {} s, so the server or the network to it hangs; \
-                     giving up. Nothing is lost: claimed batches wait in their journals and \
-                     the next run applies them",
-                    limit.as_secs()
+                    "{}: no answer in {} s, {}; giving up. Nothing is lost: claimed batches \
+                     wait in their journals and the next run applies them",
+                    a.what,
+                    a.limit.as_secs(),
+                    a.meaning
                 );
                 match ON_EXPIRY.get() {
                     Some(f) => f(e),
-                    None => log::error!("{e:#}"),
+                    None => log::error!("{}", crate::error::text(&e)),
                 }
                 std::process::exit(1);
             }

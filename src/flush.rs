@@ -118,7 +118,7 @@ fn flush(cfg: &Config, report: &mut Report) -> Result<()> {
     let result = flush_locked(cfg, report, &mut pg, facts, &run);
     if let Err(e) = lease.release(&mut pg) {
         // It expires by itself.
-        log::warn!("{e:#}");
+        log::warn!("{}", crate::error::text(&e));
     }
     result
 }
@@ -470,7 +470,7 @@ impl Flusher<'_> {
             if applied.newly_quarantined > 0 {
                 self.report.fail(&e);
             } else {
-                log::warn!("{e:#}");
+                log::warn!("{}", crate::error::text(&e));
             }
         }
         report::keep_so_far(self.report);
@@ -505,7 +505,7 @@ impl Flusher<'_> {
             error: (!r.errors.is_empty()).then(|| r.errors.join("\n")),
         };
         if let Err(e) = self.pg.record_run(&self.cfg.ledger.runs_table, &record) {
-            log::warn!("{e:#}");
+            log::warn!("{}", crate::error::text(&e));
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod deadline;
 pub mod demo;
 pub mod dry_run;
+pub mod error;
 pub mod fault;
 pub mod flush;
 pub mod logging;
@@ -95,7 +96,7 @@ pub fn execute(cli: Cli) -> Result<ExitCode> {
             let status = match status::gather(&cfg, args.runs, args.max_age) {
                 Ok(s) => s,
                 Err(e) => {
-                    log::error!("{e:#}");
+                    log::error!("{}", crate::error::text(&e));
                     return Ok(ExitCode::from(1));
                 }
             };
@@ -138,7 +139,7 @@ pub fn execute(cli: Cli) -> Result<ExitCode> {
             match demo::run(&cfg) {
                 Ok(r) => Ok(finish(&r, &Output::default())),
                 Err(e) => {
-                    log::error!("{e:#}");
+                    log::error!("{}", crate::error::text(&e));
                     Ok(ExitCode::from(1))
                 }
             }

@@ -21,10 +21,14 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             if json {
-                log::error!("{e:#}");
+                log::error!("{}", redis_flusher::error::text(&e));
             } else {
                 // Not eprintln!, which panics when stderr is closed.
-                let _ = writeln!(std::io::stderr(), "error: {e:#}");
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "error: {}",
+                    redis_flusher::error::text(&e)
+                );
             }
             if e.downcast_ref::<UsageError>().is_some() {
                 ExitCode::from(2)

@@ -160,6 +160,8 @@ pub struct Batch {
     pub hits: BTreeMap<String, i64>,
     /// Keys claimed (before summing), for the report.
     pub keys: u64,
+    /// The bytes of its codes: what its memory grows with.
+    pub bytes: usize,
 }
 
 impl Batch {
@@ -187,6 +189,7 @@ impl Batch {
     pub fn add(&mut self, entries: Vec<Entry>) -> Result<()> {
         for e in entries {
             self.keys += 1;
+            self.bytes += e.code.len();
             let slot = self.hits.entry(e.code).or_insert(0);
             *slot = slot.checked_add(e.hits).with_context(|| {
                 format!(

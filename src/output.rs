@@ -25,7 +25,7 @@ pub fn finish(report: &Report, out: &Output) -> ExitCode {
         // run that holds the lock writes its own figures.
         if !out.dry_run && report.status != Status::Locked {
             if let Err(e) = metrics::write(path, report) {
-                log::warn!("{e:#}");
+                log::warn!("{}", crate::error::text(&e));
             }
         }
     }
@@ -56,7 +56,10 @@ pub fn finish(report: &Report, out: &Output) -> ExitCode {
         // The run's work is done either way; a report that could not be written is a
         // failure only when the run itself did not fail already.
         Some(Err(e)) => {
-            log::error!("could not write the report to stdout: {e:#}");
+            log::error!(
+                "could not write the report to stdout: {}",
+                crate::error::text(&e)
+            );
             ExitCode::from(code.max(1))
         }
         _ => ExitCode::from(code),

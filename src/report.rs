@@ -173,7 +173,7 @@ impl Report {
         for (code, hits) in unknown {
             self.unknown_hits += i128::from(*hits);
             if self.unknown_examples.len() < EXAMPLES {
-                self.unknown_examples.push(code.clone());
+                self.unknown_examples.push(capped(code));
             }
         }
     }
@@ -204,13 +204,14 @@ impl Report {
     /// Records an error; the run's status becomes failed, or a setup error when the error
     /// is one a person must fix ([`UsageError`]) and nothing else failed first.
     pub fn fail(&mut self, err: &anyhow::Error) {
-        log::error!("{err:#}");
+        let text = crate::error::text(err);
+        log::error!("{text}");
         self.status = match self.status {
             Status::Ok if err.downcast_ref::<UsageError>().is_some() => Status::SetupError,
             Status::SetupError => Status::SetupError,
             _ => Status::Failed,
         };
-        self.errors.push(format!("{err:#}"));
+        self.errors.push(text);
     }
 
     /// The one info line a run ends with.
@@ -308,11 +309,11 @@ impl Report {
         s
     }
 
-    /// Unknown codes as a log line may show them (see [`show_bytes`]).
+    /// Unknown codes as a log line may show them (see [`show_bytes`]; they are kept cut).
     fn shown_unknown(&self) -> Vec<String> {
         self.unknown_examples
             .iter()
-            .map(|c| show_bytes(c.as_bytes()))
+            .map(|c| escape(c.as_bytes()))
             .collect()
     }
 
@@ -389,10 +390,45 @@ pub fn so_far() -> Report {
     }
 }
 
+/// How much of a key or code a report shows: room for a long code (a path, a slug), not for a
+/// pasted blob (ten 10 KB codes made a 51 KB summary line).
+const SHOWN: usize = 320;
+
 /// Shows a key or code safely on one log line: UTF-8 as is, but control characters (NUL,
 /// newline, ESC…) and bytes that are not UTF-8 as `\xNN` / `\u{NNNN}`, so that a key can
-/// neither forge a log line nor drive the terminal.
+/// neither forge a log line nor drive the terminal; past [`SHOWN`] bytes, cut, with its size.
 pub fn show_bytes(b: &[u8]) -> String {
+    let cut = shown_len(b);
+    if cut < b.len() {
+        return format!("{}…({} bytes)", escape(&b[..cut]), b.len());
+    }
+    escape(b)
+}
+
+/// A code as the report keeps it (`--json` shows it as is): past [`SHOWN`] bytes, cut, with
+/// its size.
+fn capped(code: &str) -> String {
+    let cut = shown_len(code.as_bytes());
+    if cut < code.len() {
+        return format!("{}…({} bytes)", &code[..cut], code.len());
+    }
+    code.to_owned()
+}
+
+/// How many of `b`'s first bytes are shown: all, or [`SHOWN`] less a broken character.
+fn shown_len(b: &[u8]) -> usize {
+    if b.len() <= SHOWN {
+        return b.len();
+    }
+    let mut cut = SHOWN;
+    while cut > 0 && b[cut] & 0xc0 == 0x80 {
+        cut -= 1;
+    }
+    cut
+}
+
+/// [`show_bytes`] without the cut.
+fn escape(b: &[u8]) -> String {
     let mut out = String::new();
     for chunk in b.utf8_chunks() {
         for c in chunk.valid().chars() {
@@ -423,5 +459,10 @@ mod tests {
         assert_eq!(show_bytes(b"a\0b\nc\x1b[31m"), "a\\x00b\\x0ac\\x1b[31m");
         assert_eq!(show_bytes("a\u{85}b".as_bytes()), "a\\u{0085}b");
         assert_eq!(show_bytes("é".as_bytes()), "é");
+        let long = "é".repeat(200);
+        assert_eq!(
+            show_bytes(long.as_bytes()),
+            format!("{}…(400 bytes)", "é".repeat(160))
+        );
     }
 }

@@ -538,3 +538,84 @@ fn a_redis_user_without_the_rights_a_flush_needs_is_refused_before_anything_is_c
         out.stdout
     );
 }
+
+#[test]
+fn a_bigint_overflow_is_not_told_to_widen_to_bigint() {
+    let env = TestEnv::new(2);
+    env.pg()
+        .batch_execute(
+            "ALTER TABLE urls ALTER COLUMN access_count TYPE bigint;
+             UPDATE urls SET access_count = 9223372036854775800 WHERE short_code = 'c1'",
+        )
+        .unwrap();
+    env.set("c1", "100");
+    let out = env.run(&["run"]);
+    out.expect(1);
+    assert!(out.stderr.contains("bigint's range"), "{}", out.stderr);
+    assert!(!out.stderr.contains("TYPE bigint"), "{}", out.stderr);
+}
+
+#[test]
+fn huge_codes_keep_the_summary_short_and_the_batches_small() {
+    let env = TestEnv::new(0);
+    // 120 codes of 100 KB each, none with a row: 12 MB of codes.
+    let mut pipe = redis::pipe();
+    for i in 0..120 {
+        pipe.cmd("SET")
+            .arg(env.key(&format!("{i:03}{}", "x".repeat(100_000))))
+            .arg(1)
+            .ignore();
+    }
+    pipe.query::<()>(&mut env.redis()).unwrap();
+    let out = env.run(&["run", "--json"]);
+    out.expect(0);
+    let j = out.json();
+    assert_eq!(j["unknown_codes"], 120);
+    assert!(
+        j["batches"].as_u64().unwrap() >= 2,
+        "a batch holds more than its bytes' worth: {}",
+        j["batches"]
+    );
+    let summary = out.stderr.lines().last().unwrap_or_default();
+    assert!(
+        summary.len() < 2000,
+        "a {} byte summary line",
+        summary.len()
+    );
+    assert!(
+        out.stdout.len() < 4000,
+        "a {} byte JSON report",
+        out.stdout.len()
+    );
+}
+
+#[test]
+fn a_redis_error_says_its_cause_once() {
+    let env = TestEnv::new(1);
+    let user = format!("nope_{}", env.n);
+    redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(&[
+            user.as_str(),
+            "on",
+            ">pw",
+            "-@all",
+            "+ping",
+            "+info",
+            "+eval",
+        ])
+        .query::<()>(&mut env.redis())
+        .unwrap();
+    env.set("c1", "1");
+    let out = env.run_with(
+        &["run"],
+        &[("REDIS_USERNAME", user.as_str()), ("REDIS_PASSWORD", "pw")],
+    );
+    out.expect(2);
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("NoPerm"))
+        .unwrap_or_default();
+    assert_eq!(line.matches("NoPerm").count(), 1, "{line}");
+}

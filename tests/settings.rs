@@ -215,3 +215,42 @@ fn a_full_stdout_is_an_error_that_says_so() {
     );
     assert_eq!(env.total(), 1, "the run itself committed");
 }
+
+#[test]
+fn tls_to_a_plain_redis_says_the_handshake_got_no_answer() {
+    let env = TestEnv::new(1);
+    let url = format!("rediss://127.0.0.1:{}/", env.redis_port);
+    let started = std::time::Instant::now();
+    let out = env.run_with(
+        &["run"],
+        &[("REDIS_URL", &url), ("REDIS_FLUSHER_CONNECT_TIMEOUT", "2")],
+    );
+    assert_ne!(out.code, Some(0));
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert!(
+        out.stderr.contains("TLS") && out.stderr.contains("not a TLS port"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_postgres_port_that_is_not_postgres_is_named_as_such() {
+    let env = TestEnv::new(1);
+    let started = std::time::Instant::now();
+    let out = env.run_with(
+        &["run"],
+        &[
+            ("DB_PORT", &env.redis_port.to_string()),
+            ("REDIS_FLUSHER_CONNECT_TIMEOUT", "2"),
+        ],
+    );
+    assert_eq!(out.code, Some(1));
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(6), "took {took:?}");
+    assert!(
+        out.stderr.contains("not PostgreSQL") && out.stderr.contains("`DB_PORT`"),
+        "{}",
+        out.stderr
+    );
+}

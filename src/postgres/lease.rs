@@ -328,7 +328,7 @@ impl Lease {
                             }
                             Err(e) => {
                                 // Tried again next time; the run notices a dead server itself.
-                                log::warn!("{e:#}");
+                                log::warn!("{}", crate::error::text(&e));
                                 pg = None;
                             }
                         }

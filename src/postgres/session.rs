@@ -56,9 +56,11 @@ pub fn connect_client(cfg: &PgConfig) -> Result<Client> {
     // The crate's connect timeout covers the TCP connect only; a server that accepts and then
     // never answers (stopped) would hold the startup exchange for ever.
     let connect_timeout = cfg.config.get_connect_timeout().copied().unwrap_or(GRACE);
-    let _watch = deadline::arm(
+    let _watch = deadline::arm_meaning(
         format!("connecting to PostgreSQL at {}", cfg.display),
-        connect_timeout + GRACE,
+        connect_timeout + Duration::from_secs(1),
+        "though something there took the connection: it is not PostgreSQL (check `DB_PORT` \
+         or the URL's port: a Redis there, say, stays silent), or the server hangs",
     );
     let connected = if cfg.unix_socket {
         // No TLS over a socket; the rustls connector would refuse its empty host name.

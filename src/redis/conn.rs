@@ -86,7 +86,7 @@ fn master_from_sentinels(cfg: &RedisConfig, s: &Sentinel) -> Result<(Connection,
                 continue;
             }
             Err(e) => {
-                tried.push(format!("{e:#}"));
+                tried.push(crate::error::text(&e));
                 continue;
             }
         };
@@ -103,7 +103,7 @@ fn master_from_sentinels(cfg: &RedisConfig, s: &Sentinel) -> Result<(Connection,
                 )),
                 _ => return Ok((con, addr)),
             },
-            Err(e) => tried.push(format!("{e:#}")),
+            Err(e) => tried.push(crate::error::text(&e)),
         }
     }
     Err(anyhow::anyhow!(
@@ -149,9 +149,18 @@ pub fn connect_to(
         None => redis::Client::open(info.clone()),
     }
     .with_context(fail)?;
-    let mut con = client
-        .get_connection_with_timeout(cfg.connect_timeout)
-        .with_context(fail)?;
+    let mut con = match client.get_connection_with_timeout(cfg.connect_timeout) {
+        Ok(con) => con,
+        Err(e) if cfg.tls.is_some() && (e.is_timeout() || timed_out(&e)) => {
+            return Err(anyhow::Error::new(e).context(format!(
+                "the TLS handshake with Redis at {name} got no answer in {} s: that is likely \
+                 not a TLS port (a plain Redis port stays silent to a TLS handshake); use a \
+                 redis:// URL (no REDIS_TLS), or the port of the server's `tls-port`",
+                cfg.connect_timeout.as_secs()
+            )))
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context(fail())),
+    };
     con.set_read_timeout(Some(cfg.command_timeout))
         .with_context(fail)?;
     con.set_write_timeout(Some(cfg.command_timeout))
@@ -160,6 +169,19 @@ pub fn connect_to(
         .query::<()>(&mut con)
         .with_context(fail)?;
     Ok(con)
+}
+
+/// Whether `e` is a read that timed out (a socket timeout reads as "would block").
+fn timed_out(e: &redis::RedisError) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| {
+            matches!(
+                io.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            )
+        })
+        || e.to_string().contains("os error 11")
 }
 
 /// One `SCAN cursor MATCH pattern COUNT count` on `con`: the next cursor and the keys.
