@@ -5,7 +5,7 @@
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::config::{Config, FlushConfig, UsageError};
+use crate::config::{unknown_variables, Config, FlushConfig, Setting, UsageError};
 use crate::postgres::{lease_ddl, ledger_ddl, quarantine_ddl, runs_ddl, Session, TableFacts};
 use crate::redis::RedisSource;
 
@@ -28,6 +28,8 @@ pub struct Finding {
 
 #[derive(Debug, Default, Serialize)]
 pub struct Findings {
+    /// What a run would touch, and where each of those settings came from.
+    pub target: Vec<Setting>,
     pub findings: Vec<Finding>,
 }
 
@@ -72,6 +74,12 @@ impl Findings {
 
     pub fn text(&self) -> String {
         let mut out = String::new();
+        if !self.target.is_empty() {
+            out.push_str("target (what a run would touch, and where each setting came from):\n");
+            for t in &self.target {
+                out.push_str(&format!("  {:<13} {:<40} {}\n", t.what, t.value, t.source));
+            }
+        }
         for f in &self.findings {
             let tag = match f.level {
                 Level::Good => "ok  ",
@@ -94,7 +102,13 @@ impl Findings {
 /// Runs every check (`redis-flusher check`); never fails itself (a failed connection is a
 /// finding).
 pub fn run(cfg: &Config) -> Findings {
-    let mut out = Findings::default();
+    let mut out = Findings {
+        target: cfg.settings(),
+        ..Findings::default()
+    };
+    for unknown in unknown_variables(&crate::cli::variables()) {
+        out.add(Level::Fail, unknown.to_string());
+    }
     match Session::connect(&cfg.pg) {
         Ok(mut pg) => {
             match pg.server_facts() {

@@ -6,38 +6,64 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
-/// The environment and exit codes, shown after every command's help.
+/// Exit codes, for every command's help (and the README, which quotes it).
+macro_rules! exit_codes {
+    () => {
+        "\
+Exit codes:
+  0  done: flushed, nothing to flush, or another run holds the lock
+  1  the run failed and the next run can finish it (a server down or too slow, a batch
+     Postgres gave up on); nothing is lost, claimed hits wait in their journal
+  2  a person must change something before any run can work (a bad flag or value, a
+     wrong password, a missing table, column or privilege, wrong column types, a replica
+     or read-only server); nothing was claimed"
+    };
+}
+
+/// The environment, shown after each command's long help (`--help`).
 macro_rules! environment {
     () => {
         "\
-Environment (flags win over the environment, which wins over `.env`):
+Environment (a flag wins over the environment, which wins over `.env`):
   REDIS_URL / DATABASE_URL     a URL wins over the separate parts
   REDIS_HOST REDIS_PORT REDIS_USERNAME REDIS_PASSWORD REDIS_DB
   DB_HOST DB_PORT DB_NAME DB_USER DB_PASSWORD
   REDIS_PASSWORD_FILE DB_PASSWORD_FILE   read the password from this file instead
-  REDIS_FLUSHER_*              the flags above, as named on each
+  REDIS_FLUSHER_*              the flags above, as [env: …] names each
   RUST_LOG                     log level (default info), e.g. RUST_LOG=debug
+A variable named REDIS_*, DB_* or REDIS_FLUSHER_* that the flusher does not know (a typo)
+is warned about, and `check` fails on it.
 
-Exit codes: 0 done (also: nothing to flush, another run holds the lock);
-1 the run failed, nothing lost, the next run finishes the job; 2 usage or configuration error."
+`.env` (or --env-file): one NAME=value a line; `#` starts a comment at the start of a line
+or after a space; \"double quotes\" expand $VAR and \\n, 'single quotes' keep everything
+as written (use them for a password with `$`, `#` or quotes). systemd's EnvironmentFile=
+parses differently (no $ expansion, no inline comments): give the flusher its file with
+--env-file rather than EnvironmentFile=.
+
+"
     };
 }
 
-const ENVIRONMENT: &str = environment!();
+const SHORT_AFTER: &str = concat!(
+    exit_codes!(),
+    "\n\n`--help` for details, the environment and `.env` rules."
+);
+const LONG_AFTER: &str = concat!(environment!(), exit_codes!());
 
 const TOP_HELP: &str = concat!(
     "\
 Getting started:
   redis-flusher demo                    try it on a demo table, with a few hits
   redis-flusher check                   is everything in place for a flush?
+  redis-flusher run --dry-run           what a run would touch and do, changing nothing
   redis-flusher run                     flush now (cron or the systemd timer: every 5 minutes)
   redis-flusher status --max-age 15m    what waits, what the last runs did; exit 1 if stale
   redis-flusher help <command>          each command's options, examples and environment
 
 ",
-    environment!()
+    exit_codes!()
 );
 
 /// Moves URL hit counters from Redis into PostgreSQL, exactly once.
@@ -46,7 +72,12 @@ Getting started:
 /// code and removed from Redis. Nothing is lost and nothing is counted twice, whatever fails:
 /// a failed or killed run leaves its claimed hits in a Redis journal that the next run applies.
 #[derive(Debug, Parser)]
-#[command(name = "redis-flusher", version, after_help = TOP_HELP)]
+#[command(
+    name = "redis-flusher",
+    version,
+    after_help = TOP_HELP,
+    disable_help_subcommand = true
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -57,7 +88,8 @@ pub struct Cli {
         global = true,
         env = "REDIS_FLUSHER_LOG_FORMAT",
         value_enum,
-        default_value_t = LogFormat::Text
+        default_value_t = LogFormat::Text,
+        help_heading = "Output"
     )]
     pub log_format: LogFormat,
 }
@@ -75,27 +107,29 @@ pub enum Command {
     /// Flush the counters now: the command cron runs every few minutes.
     ///
     /// Recovers batches a failed run left behind, then SCANs the pattern, claims the counters
-    /// in small atomic chunks and applies each batch in one Postgres transaction.
+    /// in small atomic chunks and applies each batch in one Postgres transaction. Its first
+    /// log line names what it touches and where each setting came from.
     ///
     /// Examples:
     ///   redis-flusher run
     ///   redis-flusher run --dry-run
-    ///   redis-flusher run --json --keep-unknown >>/var/log/redis-flusher.jsonl
-    #[command(after_help = ENVIRONMENT, verbatim_doc_comment)]
+    ///   redis-flusher run --json --keep-unknown >>/var/log/redis-flusher/runs.jsonl
+    #[command(after_help = SHORT_AFTER, after_long_help = LONG_AFTER, verbatim_doc_comment)]
     Run(RunArgs),
 
     /// Check that a flush would work: connections, table, privileges, ledger, Redis settings.
     ///
-    /// Run it before the first cron run, and after changing the setup. Checks both connections,
-    /// the table and its columns' types, the index on the code column, the role's privileges,
-    /// the ledger and run tables, and Redis persistence, eviction policy and scripting.
-    /// Changes nothing. Each finding says what to do; exit 1 when a flush could not work,
-    /// 0 when it could (warnings included).
+    /// Run it before the first cron run, and after changing the setup. Shows what a run would
+    /// touch and where each setting came from, then checks both connections, the table and its
+    /// columns' types, the index on the code column, the role's privileges, the bookkeeping
+    /// tables, and Redis persistence, eviction policy and scripting. Changes nothing. Each
+    /// finding says what to do. Exit 0 when a flush could work (warnings included), 1 when
+    /// it could not.
     ///
     /// Examples:
     ///   redis-flusher check
-    ///   redis-flusher check --env-file /etc/redis-flusher.env
-    #[command(after_help = ENVIRONMENT, verbatim_doc_comment)]
+    ///   redis-flusher check --env-file /etc/redis-flusher/env
+    #[command(after_help = SHORT_AFTER, after_long_help = LONG_AFTER, verbatim_doc_comment)]
     Check(CheckArgs),
 
     /// Show what waits in Redis, what failed runs left, and what the last runs did.
@@ -107,8 +141,23 @@ pub enum Command {
     ///   redis-flusher status
     ///   redis-flusher status --max-age 15m     # for a monitoring check
     ///   redis-flusher status --json
-    #[command(after_help = ENVIRONMENT, verbatim_doc_comment)]
+    #[command(after_help = SHORT_AFTER, after_long_help = LONG_AFTER, verbatim_doc_comment)]
     Status(StatusArgs),
+
+    /// Try it out: create a demo table and a few hits, then flush them and show the result.
+    ///
+    /// Uses its own table (`redis_flusher_demo`) and keys (`redis_flusher_demo:*`), so it
+    /// never touches real data. When no Redis or PostgreSQL answers at the configured address
+    /// and nothing was configured, it starts private throwaway servers (`redis-server`,
+    /// `initdb` and `pg_ctl` must be installed) and stops them afterwards. `--clean` removes
+    /// what an earlier demo left: its tables and every key it made.
+    ///
+    /// Examples:
+    ///   redis-flusher demo                       # local servers, or throwaway ones
+    ///   DATABASE_URL=postgres://me@db/app redis-flusher demo
+    ///   redis-flusher demo --clean
+    #[command(after_help = SHORT_AFTER, after_long_help = LONG_AFTER, verbatim_doc_comment)]
+    Demo(DemoArgs),
 
     /// Print a shell completion script: bash, zsh, fish, elvish or powershell.
     ///
@@ -131,16 +180,16 @@ pub enum Command {
         dir: Option<PathBuf>,
     },
 
-    /// Try it out: create a demo table and a few hits, then flush them and show the result.
-    ///
-    /// Uses its own table (`redis_flusher_demo`) and keys (`redis_flusher_demo:*`) unless
-    /// `--table`/`--pattern` say otherwise, so it never touches real data.
+    /// Print the help of a command (the long form, as `<command> --help` does).
     ///
     /// Examples:
-    ///   redis-flusher demo                       # local Redis and PostgreSQL, default ports
-    ///   DATABASE_URL=postgres://me@db/app redis-flusher demo
-    #[command(after_help = ENVIRONMENT, verbatim_doc_comment)]
-    Demo(DemoArgs),
+    ///   redis-flusher help run
+    ///   redis-flusher help
+    #[command(verbatim_doc_comment)]
+    Help {
+        /// The command; without one, the overview
+        command: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -151,23 +200,32 @@ pub struct RunArgs {
     #[command(flatten)]
     pub target: TargetArgs,
 
-    /// Show what a run would do (keys, hits, rows, unknown codes, bad keys, pending journals)
-    /// and change nothing, in Redis or Postgres
+    /// Show what a run would touch and do, and change nothing
+    ///
+    /// The target and where each setting came from, then the keys, hits, rows, unknown codes,
+    /// bad keys and pending journals a run would handle; nothing changes in Redis or
+    /// Postgres.
     #[arg(long)]
     pub dry_run: bool,
 
     /// Print the report as one JSON object on stdout
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     pub json: bool,
 
     /// No progress line, even on a terminal (there is none under cron or with `--json`)
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     pub no_progress: bool,
 
-    /// After each run, write its figures to this file in the Prometheus text format, for
-    /// node_exporter's textfile collector (e.g.
-    /// /var/lib/node_exporter/textfile_collector/redis_flusher.prom)
-    #[arg(long, env = "REDIS_FLUSHER_METRICS_FILE", value_name = "PATH")]
+    /// After each run, write its figures to this file for Prometheus
+    ///
+    /// In the Prometheus text format, for node_exporter's textfile collector, e.g.
+    /// /var/lib/node_exporter/textfile_collector/redis_flusher.prom
+    #[arg(
+        long,
+        env = "REDIS_FLUSHER_METRICS_FILE",
+        value_name = "PATH",
+        help_heading = "Output"
+    )]
     pub metrics_file: Option<PathBuf>,
 }
 
@@ -180,7 +238,7 @@ pub struct CheckArgs {
     pub target: TargetArgs,
 
     /// Print the findings as one JSON object on stdout
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     pub json: bool,
 }
 
@@ -192,8 +250,7 @@ pub struct StatusArgs {
     #[command(flatten)]
     pub target: TargetArgs,
 
-    /// Exit 1 (unhealthy) when the last successful run ended longer ago than this, e.g. `15m`,
-    /// `1h`, `900s`
+    /// Exit 1 (unhealthy) when the last successful run ended longer ago than this: `15m`, `1h`
     #[arg(long, env = "REDIS_FLUSHER_MAX_AGE", value_parser = humantime::parse_duration)]
     pub max_age: Option<std::time::Duration>,
 
@@ -202,7 +259,7 @@ pub struct StatusArgs {
     pub runs: u32,
 
     /// Print the status as one JSON object on stdout
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     pub json: bool,
 }
 
@@ -218,6 +275,10 @@ pub struct DemoArgs {
     /// Keys the demo INCRs: a literal prefix and one trailing `*`
     #[arg(long, default_value = "redis_flusher_demo:*")]
     pub pattern: String,
+
+    /// Remove what a demo made (its tables, its keys, its journals) and run nothing
+    #[arg(long)]
+    pub clean: bool,
 }
 
 /// Where Redis and Postgres are. Passwords: `REDIS_PASSWORD`, `DB_PASSWORD` (environment only),
@@ -228,106 +289,194 @@ pub struct ConnArgs {
     #[arg(long, value_name = "PATH")]
     pub env_file: Option<PathBuf>,
 
-    /// Redis URL, e.g. redis://user:pass@host:6379/0; wins over the REDIS_HOST.. parts. With
-    /// --redis-cluster, one or more seed nodes, comma-separated
-    #[arg(long, env = "REDIS_URL", hide_env_values = true, value_name = "URL")]
+    /// Redis URL: redis://user:pass@host:6379/0 (or rediss:// for TLS)
+    ///
+    /// Wins over the REDIS_HOST.. parts. With --redis-cluster, one or more seed nodes,
+    /// comma-separated.
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        hide_env_values = true,
+        value_name = "URL",
+        help_heading = "Connection: Redis"
+    )]
     pub redis_url: Option<String>,
 
-    /// Redis is a Redis Cluster: SCAN every master, claim slot by slot. `REDIS_URL` (or the
-    /// host and port) names seed nodes; the masters are read from `CLUSTER SLOTS`
-    #[arg(long, env = "REDIS_CLUSTER")]
+    /// Redis is a Redis Cluster: SCAN every master, claim slot by slot
+    ///
+    /// `REDIS_URL` (or the host and port) names seed nodes; the masters are read from
+    /// `CLUSTER SLOTS`.
+    #[arg(long, env = "REDIS_CLUSTER", help_heading = "Connection: Redis")]
     pub redis_cluster: bool,
 
-    /// Redis Sentinel nodes, `host:port,host:port,…`: they name the current master of
-    /// `--redis-sentinel-master`, which is checked to be a master and flushed as one Redis
-    /// (`REDIS_PASSWORD`, `REDIS_USERNAME`, `REDIS_DB`, `REDIS_TLS` apply to it)
-    #[arg(long, env = "REDIS_SENTINELS", value_name = "HOST:PORT,…")]
+    /// Redis Sentinel nodes, `host:port,host:port,…`, instead of a Redis address
+    ///
+    /// They name the current master of `--redis-sentinel-master`, which is checked to be a
+    /// master and flushed as one Redis (`REDIS_PASSWORD`, `REDIS_USERNAME`, `REDIS_DB`,
+    /// `REDIS_TLS` apply to it).
+    #[arg(
+        long,
+        env = "REDIS_SENTINELS",
+        value_name = "HOST:PORT,…",
+        help_heading = "Connection: Redis"
+    )]
     pub redis_sentinels: Option<String>,
 
     /// The master's name in Sentinel (`sentinel monitor <name> …`)
-    #[arg(long, env = "REDIS_SENTINEL_MASTER", default_value = "mymaster")]
+    #[arg(
+        long,
+        env = "REDIS_SENTINEL_MASTER",
+        default_value = "mymaster",
+        help_heading = "Connection: Redis"
+    )]
     pub redis_sentinel_master: String,
 
     /// Sentinel ACL user, for sentinels that require auth (with `REDIS_SENTINEL_PASSWORD`)
-    #[arg(long, env = "REDIS_SENTINEL_USERNAME")]
+    #[arg(
+        hide_short_help = true,
+        long,
+        env = "REDIS_SENTINEL_USERNAME",
+        help_heading = "Connection: Redis"
+    )]
     pub redis_sentinel_username: Option<String>,
 
-    /// Before a batch's Postgres COMMIT, wait until this many replicas have its Redis claims
-    /// (`WAIT`); a batch they do not confirm within `--command-timeout` is not committed and
-    /// waits in its journal. Closes the window where a failover loses a claim Postgres has
-    /// committed
+    /// Redis host
     #[arg(
         long,
-        env = "REDIS_FLUSHER_WAIT_REPLICAS",
-        default_value_t = 0,
-        value_name = "N"
+        env = "REDIS_HOST",
+        default_value = "localhost",
+        help_heading = "Connection: Redis"
     )]
-    pub redis_wait_replicas: u32,
-
-    /// Redis host
-    #[arg(long, env = "REDIS_HOST", default_value = "localhost")]
     pub redis_host: String,
 
     /// Redis port
-    #[arg(long, env = "REDIS_PORT", default_value_t = 6379)]
+    #[arg(
+        long,
+        env = "REDIS_PORT",
+        default_value_t = 6379,
+        help_heading = "Connection: Redis"
+    )]
     pub redis_port: u16,
 
     /// Redis ACL user (with `REDIS_PASSWORD`)
-    #[arg(long, env = "REDIS_USERNAME")]
+    #[arg(long, env = "REDIS_USERNAME", help_heading = "Connection: Redis")]
     pub redis_username: Option<String>,
 
     /// Redis database number
-    #[arg(long, env = "REDIS_DB", default_value_t = 0)]
+    #[arg(
+        long,
+        env = "REDIS_DB",
+        default_value_t = 0,
+        help_heading = "Connection: Redis"
+    )]
     pub redis_db: i64,
 
     /// Connect to Redis over TLS (a `rediss://` URL says so by itself)
-    #[arg(long, env = "REDIS_TLS")]
+    #[arg(long, env = "REDIS_TLS", help_heading = "Connection: Redis")]
     pub redis_tls: bool,
 
-    /// CA certificate (PEM) that signed the Redis server's certificate, for a private CA;
-    /// without it, the system's trusted CAs
-    #[arg(long, env = "REDIS_CA_FILE", value_name = "PATH")]
+    /// CA certificate (PEM) of the Redis server, for a private CA
+    ///
+    /// Without it, the system's trusted CAs.
+    #[arg(
+        hide_short_help = true,
+        long,
+        env = "REDIS_CA_FILE",
+        value_name = "PATH",
+        help_heading = "Connection: Redis"
+    )]
     pub redis_ca_file: Option<PathBuf>,
 
     /// Client certificate (PEM) for Redis servers that ask for one (`tls-auth-clients yes`)
-    #[arg(long, env = "REDIS_CLIENT_CERT_FILE", value_name = "PATH")]
+    #[arg(
+        hide_short_help = true,
+        long,
+        env = "REDIS_CLIENT_CERT_FILE",
+        value_name = "PATH",
+        help_heading = "Connection: Redis"
+    )]
     pub redis_client_cert_file: Option<PathBuf>,
 
     /// The client certificate's private key (PEM)
-    #[arg(long, env = "REDIS_CLIENT_KEY_FILE", value_name = "PATH")]
+    #[arg(
+        hide_short_help = true,
+        long,
+        env = "REDIS_CLIENT_KEY_FILE",
+        value_name = "PATH",
+        help_heading = "Connection: Redis"
+    )]
     pub redis_client_key_file: Option<PathBuf>,
 
-    /// PostgreSQL URL, e.g. postgres://user:pass@host:5432/app; wins over the DB_HOST.. parts
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    /// PostgreSQL URL: postgres://user:pass@host:5432/app, or libpq's `host=… dbname=…`
+    ///
+    /// Wins over the DB_HOST.. parts. A host that is a directory (`?host=/var/run/postgresql`)
+    /// is a Unix socket.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL",
+        help_heading = "Connection: PostgreSQL"
+    )]
     pub database_url: Option<String>,
 
-    /// PostgreSQL host
-    #[arg(long, env = "DB_HOST", default_value = "localhost")]
+    /// PostgreSQL host, or the directory of its Unix socket
+    #[arg(
+        long,
+        env = "DB_HOST",
+        default_value = "localhost",
+        help_heading = "Connection: PostgreSQL"
+    )]
     pub db_host: String,
 
     /// PostgreSQL port
-    #[arg(long, env = "DB_PORT", default_value_t = 5432)]
+    #[arg(
+        long,
+        env = "DB_PORT",
+        default_value_t = 5432,
+        help_heading = "Connection: PostgreSQL"
+    )]
     pub db_port: u16,
 
     /// PostgreSQL database
-    #[arg(long, env = "DB_NAME", default_value = "postgres")]
+    #[arg(
+        long,
+        env = "DB_NAME",
+        default_value = "postgres",
+        help_heading = "Connection: PostgreSQL"
+    )]
     pub db_name: String,
 
-    /// PostgreSQL user [default: postgres; with a `DATABASE_URL` that names none, the user
-    /// this runs as, as psql does]
-    #[arg(long, env = "DB_USER")]
+    /// PostgreSQL user [default: postgres]
+    ///
+    /// With a `DATABASE_URL` that names none, or over a Unix socket, the user this runs as,
+    /// as psql does.
+    #[arg(long, env = "DB_USER", help_heading = "Connection: PostgreSQL")]
     pub db_user: Option<String>,
 
-    /// TLS to PostgreSQL, as libpq spells it: disable, prefer (TLS if the server offers it,
-    /// unverified), require (TLS, unverified unless --db-sslrootcert), verify-ca (the
-    /// certificate is signed by the CA), verify-full (and names the host). `sslmode=` in
-    /// `DATABASE_URL` wins
-    #[arg(long, env = "DB_SSLMODE", value_name = "MODE")]
+    /// TLS to PostgreSQL: disable, prefer, require, verify-ca or verify-full
+    ///
+    /// As libpq spells it: disable, prefer (TLS if the server offers it, unverified), require
+    /// (TLS, unverified unless --db-sslrootcert), verify-ca (the certificate is signed by the
+    /// CA), verify-full (and names the host). `sslmode=` in `DATABASE_URL` wins.
+    #[arg(
+        long,
+        env = "DB_SSLMODE",
+        value_name = "MODE",
+        help_heading = "Connection: PostgreSQL"
+    )]
     pub db_sslmode: Option<String>,
 
-    /// CA certificate (PEM) for verify-ca and verify-full; without it, the system's trusted
-    /// CAs. `sslrootcert=` in `DATABASE_URL` wins
-    #[arg(long, env = "DB_SSLROOTCERT", value_name = "PATH")]
+    /// CA certificate (PEM) for verify-ca and verify-full
+    ///
+    /// Without it, the system's trusted CAs. `sslrootcert=` in `DATABASE_URL` wins.
+    #[arg(
+        hide_short_help = true,
+        long,
+        env = "DB_SSLROOTCERT",
+        value_name = "PATH",
+        help_heading = "Connection: PostgreSQL"
+    )]
     pub db_sslrootcert: Option<PathBuf>,
 
     /// Seconds to wait for a connection to Redis or Postgres
@@ -336,155 +485,218 @@ pub struct ConnArgs {
         env = "REDIS_FLUSHER_CONNECT_TIMEOUT",
         default_value_t = 10,
         value_name = "SECS",
-        value_parser = clap::value_parser!(u64).range(1..=86400)
+        value_parser = clap::value_parser!(u64).range(1..=86400),
+        help_heading = "Safety: timeouts, locks, replicas"
     )]
     pub connect_timeout: u64,
 
-    /// Seconds one Redis command may take before the run gives up (a claim takes about a
-    /// millisecond)
+    /// Seconds one Redis command may take before the run gives up
+    ///
+    /// A claim takes about a millisecond.
     #[arg(
         long,
         env = "REDIS_FLUSHER_COMMAND_TIMEOUT",
         default_value_t = 10,
         value_name = "SECS",
-        value_parser = clap::value_parser!(u64).range(1..=86400)
+        value_parser = clap::value_parser!(u64).range(1..=86400),
+        help_heading = "Safety: timeouts, locks, replicas"
     )]
     pub command_timeout: u64,
 
-    /// Seconds one Postgres statement may take (`statement_timeout`; 1 to 2147483, what
-    /// Postgres takes); a server that does not answer at all is given up on 5 s later
+    /// Seconds one Postgres statement may take (`statement_timeout`)
+    ///
+    /// 1 to 2147483, what Postgres takes; a server that does not answer at all is given up on
+    /// 5 s later.
     #[arg(
         long,
         env = "REDIS_FLUSHER_STATEMENT_TIMEOUT",
         default_value_t = 60,
         value_name = "SECS",
-        value_parser = clap::value_parser!(u64).range(1..=2147483)
+        value_parser = clap::value_parser!(u64).range(1..=2147483),
+        help_heading = "Safety: timeouts, locks, replicas"
     )]
     pub statement_timeout: u64,
 
-    /// Seconds a batch may wait for a row the app has locked; then that batch waits in its
-    /// journal for the next run and the others go on
+    /// Seconds a batch may wait for a row the app has locked
+    ///
+    /// Then that batch waits in its journal for the next run and the others go on.
     #[arg(
         long,
         env = "REDIS_FLUSHER_LOCK_TIMEOUT",
         default_value_t = 10,
         value_name = "SECS",
-        value_parser = clap::value_parser!(u64).range(1..=2147483)
+        value_parser = clap::value_parser!(u64).range(1..=2147483),
+        help_heading = "Safety: timeouts, locks, replicas"
     )]
     pub lock_timeout: u64,
+
+    /// Before each COMMIT, wait until this many Redis replicas have the batch's claims
+    ///
+    /// Redis `WAIT`; a batch they do not confirm within `--command-timeout` is not committed
+    /// and waits in its journal. Closes the window where a failover loses a claim Postgres
+    /// has committed.
+    #[arg(
+        long,
+        env = "REDIS_FLUSHER_WAIT_REPLICAS",
+        default_value_t = 0,
+        value_name = "N",
+        help_heading = "Safety: timeouts, locks, replicas"
+    )]
+    pub redis_wait_replicas: u32,
 }
 
 /// What to flush, and where to.
 #[derive(Debug, Args, Clone)]
 pub struct TargetArgs {
     /// Keys to flush: a literal prefix and one trailing `*`; the code is the key minus the prefix
-    #[arg(long, env = "REDIS_FLUSHER_PATTERN", default_value = "url_hits:*")]
+    #[arg(
+        long,
+        env = "REDIS_FLUSHER_PATTERN",
+        default_value = "url_hits:*",
+        help_heading = "Target"
+    )]
     pub pattern: String,
 
     /// Table that holds one row per code
-    #[arg(long, env = "REDIS_FLUSHER_TABLE", default_value = "urls")]
+    #[arg(
+        long,
+        env = "REDIS_FLUSHER_TABLE",
+        default_value = "urls",
+        help_heading = "Target"
+    )]
     pub table: String,
 
     /// Column of that table that holds the code
-    #[arg(long, env = "REDIS_FLUSHER_CODE_COLUMN", default_value = "short_code")]
+    #[arg(
+        long,
+        env = "REDIS_FLUSHER_CODE_COLUMN",
+        default_value = "short_code",
+        help_heading = "Target"
+    )]
     pub code_column: String,
 
     /// Column the hits are added to
     #[arg(
         long,
         env = "REDIS_FLUSHER_COUNT_COLUMN",
-        default_value = "access_count"
+        default_value = "access_count",
+        help_heading = "Target"
     )]
     pub count_column: String,
 
-    /// Keys per Postgres transaction: one bulk UPDATE each, and the most rows one transaction
-    /// locks. A run's first batches are smaller (10000 keys, doubling) so Postgres starts
-    /// sooner. Measured: 50000 about 20 % faster than 10000, 100000 hardly faster again
-    /// (README, Performance)
-    #[arg(long, env = "REDIS_FLUSHER_BATCH_SIZE", default_value_t = 50000,
-          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub batch_size: u32,
-
-    /// Form of the bulk UPDATE: `unnest` (two array parameters) or `values` (a VALUES list of
-    /// bound parameters). Both apply the same; unnest measured faster
-    #[arg(long, env = "REDIS_FLUSHER_STATEMENT", value_enum, default_value_t = Statement::Unnest)]
-    pub statement: Statement,
-
-    /// Keys per atomic Redis claim: one Lua script each, which Redis runs alone, so the app's
-    /// INCRs wait behind it. 250 measured about 0.6 ms a script
-    #[arg(long, env = "REDIS_FLUSHER_CLAIM_SIZE", default_value_t = 250,
-          value_parser = clap::value_parser!(u32).range(1..=10000))]
-    pub claim_size: u32,
-
-    /// Keep hits for codes that have no row: move them into the Redis hash `--unknown-key`
-    /// (code → hits) instead of dropping them. Either way they are counted in the ledger
-    #[arg(long, env = "REDIS_FLUSHER_KEEP_UNKNOWN")]
+    /// Keep hits for codes that have no row, in the Redis hash `--unknown-key`
+    ///
+    /// Moved there (code → hits) instead of dropped. Either way they are counted in the
+    /// ledger.
+    #[arg(long, env = "REDIS_FLUSHER_KEEP_UNKNOWN", help_heading = "Target")]
     pub keep_unknown: bool,
 
     /// Redis hash that `--keep-unknown` moves unknown codes' hits into
     #[arg(
+        hide_short_help = true,
         long,
         env = "REDIS_FLUSHER_UNKNOWN_KEY",
-        default_value = "redis_flusher:unknown"
+        default_value = "redis_flusher:unknown",
+        help_heading = "Target"
     )]
     pub unknown_key: String,
 
-    /// Postgres table recording applied batches (created if missing); makes retries safe
-    #[arg(
-        long,
-        env = "REDIS_FLUSHER_LEDGER_TABLE",
-        default_value = "redis_flusher_batches"
-    )]
-    pub ledger_table: String,
-
-    /// Postgres table with one row per run (when, what it flushed, how it ended), read by
-    /// `status` (created if missing)
-    #[arg(
-        long,
-        env = "REDIS_FLUSHER_RUNS_TABLE",
-        default_value = "redis_flusher_runs"
-    )]
-    pub runs_table: String,
-
-    /// Postgres table where the hits of codes Postgres refuses row by row wait (a trigger, a
-    /// constraint, a count past the column's range, a code matching several rows), tried
-    /// again by every run (created if missing)
-    #[arg(
-        long,
-        env = "REDIS_FLUSHER_QUARANTINE_TABLE",
-        default_value = "redis_flusher_quarantine"
-    )]
-    pub quarantine_table: String,
-
-    /// Postgres table holding the run lock: a lease per journal prefix and table, renewed
-    /// while a run lasts (created if missing)
-    #[arg(
-        long,
-        env = "REDIS_FLUSHER_LEASE_TABLE",
-        default_value = "redis_flusher_leases"
-    )]
-    pub lease_table: String,
-
-    /// Seconds a run's lock outlives its last renewal (renewed every quarter of this): how long
-    /// a run that died on another machine can keep the next runs waiting. A run on the same
-    /// machine takes a dead run's lock at once
-    #[arg(long, env = "REDIS_FLUSHER_LOCK_TTL", default_value_t = 60, value_name = "SECS",
-          value_parser = clap::value_parser!(u64).range(4..=86400))]
-    pub lock_ttl: u64,
-
-    /// Days of ledger and run rows to keep (the run history)
-    #[arg(long, env = "REDIS_FLUSHER_LEDGER_DAYS", default_value_t = 30,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    pub ledger_days: u32,
-
-    /// Prefix of the Redis keys holding claimed, not yet applied batches. Two flushers that
-    /// share a Redis must use different prefixes
+    /// Prefix of the Redis keys holding claimed, not yet applied batches
+    ///
+    /// Two flushers that share a Redis must use different prefixes (and `check` says so when
+    /// a journal under this one was made for another target).
     #[arg(
         long,
         env = "REDIS_FLUSHER_JOURNAL_PREFIX",
-        default_value = "redis_flusher:journal:"
+        default_value = "redis_flusher:journal:",
+        help_heading = "Target"
     )]
     pub journal_prefix: String,
+
+    /// Keys per Postgres transaction: one bulk UPDATE each
+    ///
+    /// Also the most rows one transaction locks. A run's first batches are smaller (10000
+    /// keys, doubling) so Postgres starts sooner. Measured in docs/performance.md.
+    #[arg(long, env = "REDIS_FLUSHER_BATCH_SIZE", default_value_t = 50000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000),
+          help_heading = "Batching")]
+    pub batch_size: u32,
+
+    /// Form of the bulk UPDATE: `unnest` (two array parameters) or `values`
+    ///
+    /// Both apply the same; unnest measured faster. `values` is a VALUES list of bound
+    /// parameters.
+    #[arg(hide_short_help = true, long, env = "REDIS_FLUSHER_STATEMENT", value_enum,
+          default_value_t = Statement::Unnest, help_heading = "Batching")]
+    pub statement: Statement,
+
+    /// Keys per atomic Redis claim (one Lua script, which the app's INCRs wait behind)
+    ///
+    /// 250 measured about 0.6 ms a script.
+    #[arg(long, env = "REDIS_FLUSHER_CLAIM_SIZE", default_value_t = 250,
+          value_parser = clap::value_parser!(u32).range(1..=10000),
+          help_heading = "Batching")]
+    pub claim_size: u32,
+
+    /// Postgres table recording applied batches (created if missing); makes retries safe
+    #[arg(
+        hide_short_help = true,
+        long,
+        env = "REDIS_FLUSHER_LEDGER_TABLE",
+        default_value = "redis_flusher_batches",
+        help_heading = "Bookkeeping tables"
+    )]
+    pub ledger_table: String,
+
+    /// Postgres table with one row per run, read by `status` (created if missing)
+    #[arg(
+        hide_short_help = true,
+        long,
+        env = "REDIS_FLUSHER_RUNS_TABLE",
+        default_value = "redis_flusher_runs",
+        help_heading = "Bookkeeping tables"
+    )]
+    pub runs_table: String,
+
+    /// Postgres table where hits Postgres refuses row by row wait (created if missing)
+    ///
+    /// A trigger, a constraint, a count past the column's range, a code matching several
+    /// rows: that code's hits wait here and every run tries them again.
+    #[arg(
+        hide_short_help = true,
+        long,
+        env = "REDIS_FLUSHER_QUARANTINE_TABLE",
+        default_value = "redis_flusher_quarantine",
+        help_heading = "Bookkeeping tables"
+    )]
+    pub quarantine_table: String,
+
+    /// Postgres table holding the run lock (created if missing)
+    ///
+    /// A lease per journal prefix and table, renewed while a run lasts.
+    #[arg(
+        hide_short_help = true,
+        long,
+        env = "REDIS_FLUSHER_LEASE_TABLE",
+        default_value = "redis_flusher_leases",
+        help_heading = "Bookkeeping tables"
+    )]
+    pub lease_table: String,
+
+    /// Days of ledger and run rows to keep (the run history)
+    #[arg(hide_short_help = true, long, env = "REDIS_FLUSHER_LEDGER_DAYS", default_value_t = 30,
+          value_parser = clap::value_parser!(u32).range(1..),
+          help_heading = "Bookkeeping tables")]
+    pub ledger_days: u32,
+
+    /// Seconds a run's lock outlives its last renewal
+    ///
+    /// Renewed every quarter of this: how long a run that died on another machine can keep
+    /// the next runs waiting. A run on the same machine takes a dead run's lock at once.
+    #[arg(hide_short_help = true, long, env = "REDIS_FLUSHER_LOCK_TTL", default_value_t = 60, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(4..=86400),
+          help_heading = "Safety: timeouts, locks, replicas")]
+    pub lock_ttl: u64,
 }
 
 /// The form of the bulk UPDATE (`config::UpdateForm` is what the core sees).
@@ -496,6 +708,77 @@ pub enum Statement {
     /// statement (Postgres binds at most 65,535 parameters); a larger batch takes several, in
     /// its one transaction
     Values,
+}
+
+/// Where the value of one setting of the command came from, as clap saw it.
+#[derive(Debug, Clone)]
+pub struct Given {
+    /// The flag, `--table`.
+    pub flag: String,
+    /// Its variable, if it has one: `REDIS_FLUSHER_TABLE`.
+    pub var: Option<String>,
+    pub how: How,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum How {
+    Flag,
+    /// The environment (or `.env`, which `config` tells apart).
+    Env,
+    Default,
+    /// Not set, and no default.
+    Absent,
+}
+
+/// Parses the command line (exiting on a usage error, as clap does), and says where each of
+/// the chosen command's settings came from.
+pub fn parse_with_sources<I, T>(args: I) -> (Cli, Vec<Given>)
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cmd = Cli::command();
+    let matches = cmd.clone().get_matches_from(args);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let mut given = Vec::new();
+    if let Some((name, sub)) = matches.subcommand() {
+        if let Some(sub_cmd) = cmd.find_subcommand(name) {
+            for arg in sub_cmd.get_arguments() {
+                let Some(long) = arg.get_long() else { continue };
+                let how = match sub.value_source(arg.get_id().as_str()) {
+                    Some(clap::parser::ValueSource::CommandLine) => How::Flag,
+                    Some(clap::parser::ValueSource::EnvVariable) => How::Env,
+                    Some(clap::parser::ValueSource::DefaultValue) => How::Default,
+                    _ => How::Absent,
+                };
+                given.push(Given {
+                    flag: format!("--{long}"),
+                    var: arg.get_env().map(|v| v.to_string_lossy().into_owned()),
+                    how,
+                });
+            }
+        }
+    }
+    (cli, given)
+}
+
+/// Every variable some flag of some command reads.
+pub fn variables() -> Vec<String> {
+    fn walk(cmd: &clap::Command, out: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            if let Some(var) = arg.get_env() {
+                out.push(var.to_string_lossy().into_owned());
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            walk(sub, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(&Cli::command(), &mut out);
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// `redis-flusher <args>` parsed as `run` would be (environment included): the one way the
@@ -514,6 +797,30 @@ where
             "expected `run` and its arguments",
         )),
     }
+}
+
+/// The long help of `command` (or of the whole program), for `redis-flusher help <command>`.
+pub fn long_help(command: Option<&str>) -> Result<String, String> {
+    let mut cmd = Cli::command();
+    cmd.build();
+    let mut target = match command {
+        None => cmd,
+        Some(name) => match cmd.find_subcommand(name) {
+            Some(sub) => sub.clone(),
+            None => {
+                let names: Vec<&str> = cmd
+                    .get_subcommands()
+                    .map(|s| s.get_name())
+                    .filter(|n| *n != "help")
+                    .collect();
+                return Err(format!(
+                    "no command `{name}`; the commands: {}",
+                    names.join(", ")
+                ));
+            }
+        },
+    };
+    Ok(target.render_long_help().to_string())
 }
 
 #[cfg(test)]

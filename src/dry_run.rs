@@ -14,6 +14,7 @@ use crate::scan::{scan_in_batches, Take};
 /// Reports what a run would do now. Failures are recorded in the report, as a run's are.
 pub fn run(cfg: &Config) -> Report {
     Report::collect(true, cfg.flush.source.parked_in(), |report| {
+        report.target = cfg.settings();
         dry(cfg, report)
     })
 }

@@ -28,6 +28,7 @@ use crate::stop;
 /// nothing claimed is lost by a failure.
 pub fn run(cfg: &Config) -> Report {
     Report::collect(false, cfg.flush.source.parked_in(), |report| {
+        report.target = cfg.settings();
         flush(cfg, report)
     })
 }
@@ -82,6 +83,21 @@ struct Flusher<'a> {
 }
 
 fn flush(cfg: &Config, report: &mut Report) -> Result<()> {
+    // The first line: what this run touches, and where each of those settings came from.
+    log::info!(
+        "flushing {} from Redis at {} into {}.{} at {} (settings from: {})",
+        String::from_utf8_lossy(&cfg.flush.source.scan_match),
+        cfg.redis.display,
+        cfg.flush.target.table.name,
+        cfg.flush.target.count_column.name,
+        cfg.pg.display,
+        report
+            .target
+            .iter()
+            .map(|t| format!("{}: {}", t.what, t.source))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
     let mut pg = Session::connect(&cfg.pg)?;
     // What `check` calls a failure stops the run here, before anything is claimed.
     let mut findings = Findings::default();
@@ -144,14 +160,7 @@ fn flush_locked(
         token = pg.fence_token()?;
         redis.raise_fences(token)?;
     }
-    log::info!(
-        "flushing {} from Redis at {} into {}.{} at {}",
-        String::from_utf8_lossy(&cfg.flush.source.scan_match),
-        cfg.redis.display,
-        cfg.flush.target.table.name,
-        cfg.flush.target.count_column.name,
-        cfg.pg.display
-    );
+
     let started = SystemTime::now();
     let mut f = Flusher {
         cfg: &cfg.flush,

@@ -38,6 +38,12 @@ use output::{finish, write_stdout, Output};
 /// Runs one command. `Err` is a failure before its work began: a [`UsageError`] (exit 2) or
 /// one the caller reports with exit 1; a run's own failures are in its report.
 pub fn execute(cli: Cli) -> Result<ExitCode> {
+    // `check` lists them as failures; everything else warns.
+    if !matches!(cli.command, Command::Check(_)) {
+        for unknown in config::unknown_variables(&cli::variables()) {
+            log::warn!("{unknown}");
+        }
+    }
     match cli.command {
         Command::Run(args) => {
             let cfg = Config::from_run_args(&args)?;
@@ -95,6 +101,8 @@ pub fn execute(cli: Cli) -> Result<ExitCode> {
             let cfg = Config::from_args(&args.conn, &args.target)?;
             let status = match status::gather(&cfg, args.runs, args.max_age) {
                 Ok(s) => s,
+                // A person must act (a wrong password): exit 2, as for `run`.
+                Err(e) if e.downcast_ref::<UsageError>().is_some() => return Err(e),
                 Err(e) => {
                     log::error!("{}", crate::error::text(&e));
                     return Ok(ExitCode::from(1));
@@ -118,6 +126,10 @@ pub fn execute(cli: Cli) -> Result<ExitCode> {
             clap_complete::generate(shell, &mut cmd, "redis-flusher", &mut script);
             write_stdout(&script).map(|()| ExitCode::SUCCESS)
         }
+        Command::Help { command } => {
+            let text = cli::long_help(command.as_deref()).map_err(UsageError)?;
+            write_stdout(text.as_bytes()).map(|()| ExitCode::SUCCESS)
+        }
         Command::Man { dir } => {
             let cmd = <Cli as clap::CommandFactory>::command();
             if let Some(dir) = dir {
@@ -136,7 +148,12 @@ pub fn execute(cli: Cli) -> Result<ExitCode> {
                 .map_err(|e| UsageError(e.to_string()))?;
             run.conn = args.conn;
             let cfg = Config::from_run_args(&run)?;
-            match demo::run(&cfg) {
+            if args.clean {
+                return demo::clean(&cfg).map(|()| ExitCode::SUCCESS);
+            }
+            // Stopped and removed when the demo ends, whichever way.
+            let servers = demo::Throwaway::start_missing(&cfg)?;
+            match demo::run(&cfg, servers.started()) {
                 Ok(r) => Ok(finish(&r, &Output::default())),
                 Err(e) => {
                     log::error!("{}", crate::error::text(&e));

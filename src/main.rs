@@ -3,8 +3,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use clap::Parser;
-use redis_flusher::cli::{Cli, LogFormat};
+use redis_flusher::cli::LogFormat;
 use redis_flusher::config::{load_env_file, UsageError};
 
 fn main() -> ExitCode {
@@ -13,7 +12,8 @@ fn main() -> ExitCode {
         .collect();
     // Before parsing: clap reads the environment, and `.env` feeds it.
     let env_loaded = load_env_file(&args);
-    let cli = Cli::parse_from(std::env::args_os());
+    let (cli, given) = redis_flusher::cli::parse_with_sources(std::env::args_os());
+    redis_flusher::config::record_sources(given);
     let json = cli.log_format == LogFormat::Json;
     redis_flusher::logging::init(json);
     let result = env_loaded.and_then(|()| redis_flusher::execute(cli));

@@ -44,6 +44,9 @@ pub fn finish(report: &Report, out: &Output) -> ExitCode {
         }
     } else if out.dry_run {
         Some(report.dry_run_text())
+    } else if matches!(report.status, Status::Failed | Status::SetupError) {
+        // The log says more; stdout says at least that it failed, for whoever reads only it.
+        Some(format!("run FAILED: {}\n", report.errors.join("; ")))
     } else {
         None
     };

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::config::UsageError;
+use crate::config::{Setting, UsageError};
 use crate::model::{BadKey, BadReason};
 use crate::postgres::Poisoned;
 
@@ -99,6 +99,8 @@ pub struct Report {
     /// sharing the Redis and the prefix): left alone.
     pub other_targets_journals: u64,
     pub seconds: f64,
+    /// What the run touches, and where each of those settings came from.
+    pub target: Vec<Setting>,
     /// Time spent waiting for Redis (SCAN, claims, journal deletes) and for Postgres (the
     /// batches' transactions). Claims run beside the transactions, so these overlap.
     pub redis_seconds: f64,
@@ -133,6 +135,7 @@ impl Report {
             released_from_quarantine: 0,
             released_hits: 0,
             quarantine_waiting: 0,
+            target: Vec::new(),
             seconds: 0.0,
             redis_seconds: 0.0,
             postgres_seconds: 0.0,
@@ -319,7 +322,26 @@ impl Report {
 
     /// The multi-line report `--dry-run` prints on stdout.
     pub fn dry_run_text(&self) -> String {
-        let mut s = String::from("dry run: nothing was changed\n");
+        let failed = matches!(self.status, Status::Failed | Status::SetupError);
+        let mut s = if failed {
+            format!(
+                "dry run FAILED (nothing was changed): {}\n",
+                self.errors.join("; ")
+            )
+        } else {
+            String::from("dry run: nothing was changed\n")
+        };
+        if !self.target.is_empty() {
+            s.push_str("target (what a run would touch, and where each setting came from):\n");
+            for t in &self.target {
+                let _ = writeln!(s, "  {:<13} {:<40} {}", t.what, t.value, t.source);
+            }
+        }
+        if failed {
+            // Counts gathered before the failure would read as the answer; there is none.
+            s.push_str("what a run would do: unknown, the dry run did not get that far\n");
+            return s;
+        }
         let _ = writeln!(s, "keys to flush:        {}", self.keys);
         let _ = writeln!(s, "hits:                 {}", self.hits);
         let _ = writeln!(s, "rows that would change: {}", self.rows_updated);

@@ -496,6 +496,7 @@ fn completions_and_man_pages() {
             "redis-flusher-check.1",
             "redis-flusher-completions.1",
             "redis-flusher-demo.1",
+            "redis-flusher-help.1",
             "redis-flusher-man.1",
             "redis-flusher-run.1",
             "redis-flusher-status.1",
@@ -507,4 +508,162 @@ fn completions_and_man_pages() {
         run_page.contains("REDIS_FLUSHER_METRICS_FILE"),
         "the page names the environment"
     );
+}
+
+/// The demo's tables in `env`'s database, named after `table`.
+fn demo_tables(env: &TestEnv, table: &str) -> Vec<String> {
+    env.pg()
+        .query(
+            "SELECT tablename::text FROM pg_tables WHERE tablename LIKE $1 ORDER BY 1",
+            &[&format!("{table}%")],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[test]
+fn the_demo_flushes_exactly_and_clean_removes_every_table_and_key_it_made() {
+    let env = TestEnv::new(3);
+    let table = format!("demo_{}", env.n);
+    let pattern = format!("{}*", env.prefix);
+    let demo = ["demo", "--table", &table, "--pattern", &pattern];
+    for round in 1..=2 {
+        let out = env.run(&demo);
+        out.expect(0);
+        let after = out
+            .stdout
+            .split("after the flush:")
+            .nth(1)
+            .unwrap_or_default();
+        for (code, hits) in [
+            ("about", 1),
+            ("blog", 2),
+            ("docs", 5),
+            ("home", 3),
+            ("pricing", 7),
+        ] {
+            assert!(
+                after.contains(&format!("  {code:<10} {}\n", hits * round)),
+                "round {round}, {code}: {}",
+                out.stdout
+            );
+        }
+    }
+    assert_eq!(
+        demo_tables(&env, &table),
+        ["batches", "leases", "quarantine", "runs"]
+            .iter()
+            .map(|t| format!("{table}_{t}"))
+            .chain([table.clone()])
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        !env.keys(&format!("{table}_journal:")).is_empty(),
+        "the journal index"
+    );
+    env.set("home", "4"); // a demo counter, left by a demo that failed
+    env.set("c1", "2"); // not the demo's: must survive its clean
+
+    let out = env.run(&["demo", "--clean", "--table", &table, "--pattern", &pattern]);
+    out.expect(0);
+    assert!(
+        out.stdout.starts_with("removed 5 demo tables"),
+        "{}",
+        out.stdout
+    );
+    assert!(demo_tables(&env, &table).is_empty());
+    assert!(env.keys(&format!("{table}_")).is_empty());
+    assert_eq!(
+        env.keys(&env.prefix),
+        [env.key("c1")],
+        "only the demo's keys go"
+    );
+    let out = env.run(&["demo", "--clean", "--table", &table, "--pattern", &pattern]);
+    out.expect(0);
+    assert!(
+        out.stdout
+            .starts_with("removed 0 demo tables and 0 demo keys"),
+        "{}",
+        out.stdout
+    );
+
+    // A table the demo did not make is never dropped.
+    let out = env.run(&["demo", "--clean", "--table", "urls", "--pattern", &pattern]);
+    out.expect(2);
+    assert!(
+        out.stderr
+            .contains("table `urls` holds 3 rows the demo did not make"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(env.pg().query("SELECT 1 FROM urls", &[]).unwrap().len(), 3);
+}
+
+/// Whether anything accepts a connection on 127.0.0.1:`port`.
+fn listening(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+}
+
+#[test]
+fn the_demo_starts_throwaway_servers_where_none_answer_and_removes_them() {
+    let env = TestEnv::new(0);
+    let (redis_port, pg_port) = (common::free_port(), common::free_port());
+    let (redis_port_s, pg_port_s) = (redis_port.to_string(), pg_port.to_string());
+    let nothing = [
+        ("REDIS_PORT", redis_port_s.as_str()),
+        ("DB_PORT", pg_port_s.as_str()),
+    ];
+    let out = env.run_with(&["demo"], &nothing);
+    out.expect(0);
+    assert!(out.stdout.contains("  pricing    7\n"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("the servers were throwaway ones"),
+        "{}",
+        out.stdout
+    );
+    let dirs: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter_map(|l| l.split("(files in ").nth(1)?.split(')').next())
+        .collect();
+    assert_eq!(dirs.len(), 2, "a Redis and a PostgreSQL: {}", out.stderr);
+    for dir in dirs {
+        assert!(!std::path::Path::new(dir).exists(), "{dir} is left behind");
+    }
+    assert!(
+        !listening(redis_port) && !listening(pg_port),
+        "a server is left running"
+    );
+
+    // Without the programs, it says what to install, and starts nothing.
+    let empty = tempfile::tempdir().unwrap();
+    let out = env.run_with(
+        &["demo"],
+        &[
+            nothing[0],
+            nothing[1],
+            ("PATH", empty.path().to_str().unwrap()),
+        ],
+    );
+    out.expect(2);
+    assert!(
+        out.stderr.contains("`redis-server` is not installed")
+            && out.stderr.contains("apt-get install redis-server"),
+        "{}",
+        out.stderr
+    );
+    // A configured server that is not local is never stood in for: the error is the error.
+    let out = env.run_with(
+        &["demo"],
+        &[
+            ("REDIS_HOST", "192.0.2.1"),
+            ("REDIS_FLUSHER_CONNECT_TIMEOUT", "1"),
+        ],
+    );
+    out.expect(1);
+    assert!(!out.stderr.contains("throwaway"), "{}", out.stderr);
 }

@@ -506,3 +506,129 @@ fn hostile_codes_are_counted_exactly_or_reported_and_the_table_stays_intact() {
     assert_eq!(env.ledger_unknown_hits(), 9);
     assert!(env.keys(&env.prefix).is_empty());
 }
+
+/// The compatibility promise (README, "Upgrading"): a version recovers the journals and
+/// honours the ledger rows the previous one left. tests/fixtures/journals-0.1.json is what
+/// 0.1.0's binary left when killed: a batch committed and not acknowledged, and a batch
+/// claimed and not applied, both in the ledger table 0.1.0 created.
+#[test]
+fn an_upgrade_recovers_the_journals_0_1_left() {
+    let env = TestEnv::new(6);
+    let fixture: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/journals-0.1.json"))
+            .expect("the 0.1 fixture parses");
+    let mut pg = env.pg();
+    // 0.1.0's ledger table, as it created it.
+    pg.batch_execute(
+        "CREATE TABLE redis_flusher_batches (
+             batch_id       text PRIMARY KEY,
+             applied_at     timestamptz NOT NULL DEFAULT now(),
+             keys           bigint NOT NULL,
+             hits           numeric NOT NULL,
+             rows_updated   bigint NOT NULL,
+             unknown_keys   bigint NOT NULL,
+             unknown_hits   numeric NOT NULL,
+             unknown_codes  text[] NOT NULL,
+             unknown_counts bigint[] NOT NULL,
+             recovered      boolean NOT NULL
+         );
+         CREATE INDEX IF NOT EXISTS redis_flusher_batches_applied_at ON redis_flusher_batches (applied_at);",
+    )
+    .unwrap();
+    let mut redis = env.redis();
+    redis::cmd("SADD")
+        .arg(env.index_key())
+        .arg("-")
+        .query::<()>(&mut redis)
+        .unwrap();
+    for which in ["committed", "claimed"] {
+        let batch = &fixture[which];
+        let id = batch["batch_id"].as_str().unwrap();
+        for (field, value) in batch["fields"].as_object().unwrap() {
+            redis::cmd("HSET")
+                .arg(format!("{}{id}", env.journal_prefix))
+                .arg(field)
+                .arg(value.as_str().unwrap())
+                .query::<()>(&mut redis)
+                .unwrap();
+        }
+        redis::cmd("SADD")
+            .arg(env.index_key())
+            .arg(id)
+            .query::<()>(&mut redis)
+            .unwrap();
+    }
+    let committed = &fixture["committed"];
+    let l = &committed["ledger"];
+    let as_i64 = |v: &serde_json::Value| v.as_i64().unwrap();
+    pg.execute(
+        "INSERT INTO redis_flusher_batches (batch_id, keys, hits, rows_updated, unknown_keys, \
+         unknown_hits, unknown_codes, unknown_counts, recovered) \
+         VALUES ($1, $2, $3::int8::numeric, $4, $5, $6::int8::numeric, $7, $8, $9)",
+        &[
+            &committed["batch_id"].as_str().unwrap(),
+            &as_i64(&l["keys"]),
+            &as_i64(&l["hits"]),
+            &as_i64(&l["rows_updated"]),
+            &as_i64(&l["unknown_keys"]),
+            &as_i64(&l["unknown_hits"]),
+            &vec!["ghost"],
+            &vec![4i64],
+            &false,
+        ],
+    )
+    .unwrap();
+    for (code, hits) in committed["applied"].as_object().unwrap() {
+        pg.execute(
+            "UPDATE urls SET access_count = $2 WHERE short_code = $1",
+            &[code, &(as_i64(hits) as i32)],
+        )
+        .unwrap();
+    }
+    // New traffic since the upgrade.
+    env.set("c6", "60");
+
+    let out = env.run(&["run", "--json"]);
+    out.expect(0);
+    let j = out.json();
+    // Applied: the claimed batch (recovered) and the new key; the committed one only deleted.
+    assert_eq!(
+        (
+            j["recovered_batches"].as_i64(),
+            j["keys"].as_i64(),
+            j["hits"].as_i64()
+        ),
+        (Some(1), Some(3), Some(150)),
+        "{}",
+        out.stdout
+    );
+    // The committed batch is not applied again; the claimed one is applied once.
+    for (code, hits) in [
+        ("c1", 10),
+        ("c2", 20),
+        ("c3", 30),
+        ("c4", 40),
+        ("c5", 50),
+        ("c6", 60),
+    ] {
+        assert_eq!(env.count(code), hits, "{code}");
+    }
+    assert!(
+        env.journals().is_empty(),
+        "journals left: {:?}",
+        env.journals()
+    );
+    // "-" keeps the index in existence (an index that vanished means a lost index).
+    assert_eq!(env.index(), ["-"], "the index still names a batch");
+    // 0.1's ledger row is kept (it carries no owner tag, so no flusher prunes it as its own).
+    let kept: i64 = pg
+        .query_one(
+            "SELECT count(*) FROM redis_flusher_batches WHERE batch_id = $1",
+            &[&committed["batch_id"].as_str().unwrap()],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 1);
+    env.run(&["run"]).expect(0);
+    assert_eq!(env.total(), 210);
+}

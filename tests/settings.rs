@@ -254,3 +254,269 @@ fn a_postgres_port_that_is_not_postgres_is_named_as_such() {
         out.stderr
     );
 }
+
+#[test]
+fn a_misspelt_variable_is_warned_about_with_the_name_it_was_meant_to_be() {
+    let env = TestEnv::new(2);
+    env.set("c1", "4");
+    std::fs::write(
+        env.workdir.path().join(".env"),
+        "# our app\nREDIS_FLUSHER_PATERN=nc_hits:*\n",
+    )
+    .unwrap();
+    let typo_in_environment = [("DB_PASWORD", "x"), ("REDIS_FLUSHER_BATCHSIZE", "9")];
+    let out = env.run_with(&["run"], &typo_in_environment);
+    out.expect(0);
+    for says in [
+        "`REDIS_FLUSHER_PATERN` (in .env line 2) is not a setting of redis-flusher",
+        "did you mean `REDIS_FLUSHER_PATTERN`?",
+        "`DB_PASWORD` (in the environment)",
+        "did you mean `DB_PASSWORD`?",
+        "did you mean `REDIS_FLUSHER_BATCH_SIZE`?",
+    ] {
+        assert!(
+            out.stderr.contains(says),
+            "should say {says:?}:\n{}",
+            out.stderr
+        );
+    }
+    // The warning is all it does: the run used the pattern it was given.
+    assert_eq!(env.count("c1"), 4);
+
+    let out = env.run_with(&["check"], &typo_in_environment);
+    out.expect(1);
+    let fails: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("FAIL"))
+        .collect();
+    assert_eq!(fails.len(), 3, "{}", out.stdout);
+    assert!(fails[0].contains("`DB_PASWORD`"), "{}", out.stdout);
+    assert!(
+        fails[1].contains("`REDIS_FLUSHER_BATCHSIZE`"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        fails[2].contains("`REDIS_FLUSHER_PATERN`"),
+        "{}",
+        out.stdout
+    );
+}
+
+/// The lines of the target block in `out` (dry run or check), as (what, value, source).
+fn target_lines(out: &str) -> Vec<(String, String, String)> {
+    out.lines()
+        .skip_while(|l| !l.starts_with("target"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .map(|l| {
+            // "  {what:<13} {value:<40} {source}"
+            let column = |from: usize, to: usize| l.get(from..to.min(l.len())).unwrap_or("");
+            (
+                column(2, 15).trim().to_owned(),
+                column(16, 56).trim().to_owned(),
+                column(57, l.len()).trim().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn dry_run_check_and_run_say_what_they_touch_and_where_each_setting_came_from() {
+    let env = TestEnv::new(3);
+    env.set("c2", "5");
+    std::fs::write(
+        env.workdir.path().join(".env"),
+        "# flusher\n\nREDIS_FLUSHER_TABLE=urls\n",
+    )
+    .unwrap();
+    let expected = |env: &TestEnv| {
+        vec![
+            (
+                "Redis".to_owned(),
+                format!("127.0.0.1:{} db 0", env.redis_port),
+                "env REDIS_HOST + env REDIS_PORT".to_owned(),
+            ),
+            (
+                "pattern".into(),
+                format!("{}*", env.prefix),
+                "env REDIS_FLUSHER_PATTERN".into(),
+            ),
+            (
+                "journals".into(),
+                format!("{}…", env.journal_prefix),
+                "env REDIS_FLUSHER_JOURNAL_PREFIX".into(),
+            ),
+            (
+                "PostgreSQL".into(),
+                format!("postgres@127.0.0.1:{}/{}", env.pg_port, env.db),
+                "env DB_HOST + env DB_PORT + env DB_NAME + env DB_USER".into(),
+            ),
+            (
+                "table".into(),
+                "urls".into(),
+                ".env:3 REDIS_FLUSHER_TABLE".into(),
+            ),
+            (
+                "code column".into(),
+                "short_code".into(),
+                "--code-column".into(),
+            ),
+            (
+                "count column".into(),
+                "access_count".into(),
+                "default".into(),
+            ),
+        ]
+    };
+    let out = env.run(&["run", "--dry-run", "--code-column", "short_code"]);
+    out.expect(0);
+    assert_eq!(target_lines(&out.stdout), expected(&env), "{}", out.stdout);
+    let out = env.run(&["check", "--code-column", "short_code"]);
+    out.expect(0);
+    assert_eq!(target_lines(&out.stdout), expected(&env), "{}", out.stdout);
+    let out = env.run(&["run", "--dry-run", "--json", "--code-column", "short_code"]);
+    let j = out.json();
+    assert_eq!(j["target"][4]["source"], ".env:3 REDIS_FLUSHER_TABLE");
+    assert_eq!(j["target"][4]["value"], "urls");
+    assert_eq!(env.count("c2"), 0, "a dry run and a check change nothing");
+
+    let out = env.run(&["run", "--code-column", "short_code"]);
+    out.expect(0);
+    let first = out.stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.contains(&format!(
+            "flushing {}* from Redis at 127.0.0.1:{} db 0",
+            env.prefix, env.redis_port
+        )) && first.contains("; table: .env:3 REDIS_FLUSHER_TABLE;")
+            && first.contains("; code column: --code-column;")
+            && first.contains("; count column: default)"),
+        "the first log line should name the target and its sources: {first}"
+    );
+    assert_eq!(env.count("c2"), 5);
+}
+
+#[test]
+fn a_failed_dry_run_or_run_says_it_failed_on_stdout() {
+    let env = TestEnv::new(2);
+    env.set("c1", "3");
+    let nothing = common::free_port().to_string();
+    let down = [("DB_PORT", nothing.as_str())];
+    let out = env.run_with(&["run", "--dry-run"], &down);
+    out.expect(1);
+    assert!(
+        out.stdout
+            .starts_with("dry run FAILED (nothing was changed): could not connect to PostgreSQL"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("keys to flush"), "{}", out.stdout);
+    let out = env.run_with(&["run", "--dry-run", "--json"], &down);
+    out.expect(1);
+    assert_eq!(out.json()["status"], "failed");
+    assert_eq!(out.json()["dry_run"], true);
+
+    let out = env.run_with(&["run"], &down);
+    out.expect(1);
+    assert!(
+        out.stdout
+            .starts_with("run FAILED: could not connect to PostgreSQL"),
+        "{}",
+        out.stdout
+    );
+    let out = env.run_with(&["run", "--json"], &down);
+    out.expect(1);
+    assert_eq!(out.json()["status"], "failed");
+    assert_eq!(env.keys(&env.prefix).len(), 1, "the hits wait in Redis");
+    env.run(&["run"]).expect(0);
+    assert_eq!(env.count("c1"), 3);
+}
+
+#[test]
+fn exit_codes_say_whether_a_person_must_act() {
+    let env = TestEnv::new(2);
+    env.set("c1", "7");
+    let nothing = common::free_port().to_string();
+    // (what is wrong, extra environment, exit code): 2 when no run can work until a person
+    // changes something, 1 when the next run can finish, 0 when there was nothing to do.
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, i32);
+    let cases: Vec<Case> = vec![
+        ("a bad value", vec![("REDIS_FLUSHER_BATCH_SIZE", "zero")], 2),
+        ("a missing database", vec![("DB_NAME", "no_such_db")], 2),
+        (
+            "a missing table",
+            vec![("REDIS_FLUSHER_TABLE", "no_such_table")],
+            2,
+        ),
+        (
+            "a missing column",
+            vec![("REDIS_FLUSHER_COUNT_COLUMN", "no_such_column")],
+            2,
+        ),
+        ("a missing role", vec![("DB_USER", "no_such_role")], 2),
+        ("Postgres down", vec![("DB_PORT", nothing.as_str())], 1),
+        ("Redis down", vec![("REDIS_PORT", nothing.as_str())], 1),
+    ];
+    for (what, vars, code) in cases {
+        let out = env.run_with(&["run"], &vars);
+        assert_eq!(out.code, Some(code), "{what}: {}", out.stderr);
+        if code == 2 && what != "a bad value" {
+            assert!(
+                out.stderr.contains("nothing was claimed")
+                    && !out.stderr.contains("nothing is lost"),
+                "{what}: nothing was claimed, so no journal to talk of: {}",
+                out.stderr
+            );
+        }
+        assert_eq!(env.keys(&env.prefix).len(), 1, "{what}: nothing claimed");
+        assert!(env.journals().is_empty(), "{what}: no journal");
+    }
+    env.run(&["run"]).expect(0);
+    assert_eq!(env.count("c1"), 7);
+    env.run(&["run"]).expect(0); // nothing to do is done too
+}
+
+#[test]
+fn help_is_short_with_dash_h_long_with_dash_dash_help_and_help_help_works() {
+    let env = TestEnv::new(0);
+    let short = env.run(&["run", "-h"]);
+    short.expect(0);
+    let long = env.run(&["run", "--help"]);
+    long.expect(0);
+    assert_eq!(env.run(&["help", "run"]).stdout, long.stdout);
+    let short_lines = short.stdout.lines().count();
+    assert!(
+        short_lines * 2 < long.stdout.lines().count() && short_lines < 110,
+        "-h should be the short form: {short_lines} lines"
+    );
+    for heading in [
+        "Connection: Redis:",
+        "Connection: PostgreSQL:",
+        "Target:",
+        "Batching:",
+        "Safety: timeouts, locks, replicas:",
+        "Output:",
+        "Exit codes:",
+    ] {
+        assert!(short.stdout.contains(heading), "-h lacks {heading}");
+        assert!(long.stdout.contains(heading), "--help lacks {heading}");
+    }
+    assert!(long.stdout.contains("EnvironmentFile="), "{}", long.stdout);
+    assert!(!short.stdout.contains("EnvironmentFile="));
+    let out = env.run(&["help", "--help"]);
+    out.expect(0);
+    assert!(
+        out.stdout.contains("Usage: redis-flusher help"),
+        "{}",
+        out.stdout
+    );
+    let out = env.run(&["help", "nope"]);
+    out.expect(2);
+    assert!(
+        out.stderr
+            .contains("no command `nope`; the commands: run, check"),
+        "{}",
+        out.stderr
+    );
+}

@@ -9,11 +9,13 @@
 mod env;
 mod postgres;
 mod redis;
+mod sources;
 mod usage;
 
 pub use self::env::{load_env_file, loaded, EnvFile};
 pub use self::postgres::PgConfig;
 pub use self::redis::{redis_address, RedisConfig, Sentinel};
+pub use self::sources::{record as record_sources, unknown_variables, Source, Unknown};
 use self::usage::usage;
 pub use self::usage::UsageError;
 
@@ -43,8 +45,12 @@ impl Config {
 }
 
 /// How an error names a setting: as the variable it came from (with its `.env` line when it
-/// came from there), or as the flag. `value` is what the setting holds.
+/// came from there), as the flag, or as the flag's default. `value` is what the setting holds
+/// (for settings built outside the command line, where the source is a guess).
 pub fn named(flag: &str, var: &str, value: &str) -> String {
+    if let Some(source) = sources::of(flag) {
+        return source.to_string();
+    }
     if std::env::var(var).is_ok_and(|v| v == value) {
         match loaded().and_then(|f| Some((f, *f.set.get(var)?))) {
             Some((file, line)) => format!("`{var}` ({} line {line})", file.path.display()),
@@ -61,6 +67,78 @@ pub(crate) fn empty(flag: &str, var: &str, value: &str) -> anyhow::Error {
         "{} is empty: set it, or unset it for the default",
         named(flag, var, value)
     ))
+}
+
+/// One setting of the resolved target, as `run`, `--dry-run` and `check` show it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Setting {
+    pub what: &'static str,
+    pub value: String,
+    /// Where it came from: `--table`, `env REDIS_URL`, `.env:7 DB_NAME`, `default`.
+    pub source: String,
+}
+
+impl Config {
+    /// What a run touches, and where each of those settings came from.
+    pub fn settings(&self) -> Vec<Setting> {
+        let from = |flags: &[&str]| -> String {
+            let mut set: Vec<String> = flags
+                .iter()
+                .filter_map(|f| sources::of(f))
+                .filter(|s| !matches!(s, Source::Default(_)))
+                .map(Source::short)
+                .collect();
+            set.dedup();
+            if set.is_empty() {
+                "default".into()
+            } else {
+                set.join(" + ")
+            }
+        };
+        let f = &self.flush;
+        let redis = if sources::of("--redis-url").is_some() {
+            from(&["--redis-url"])
+        } else if sources::of("--redis-sentinels").is_some() {
+            from(&["--redis-sentinels", "--redis-sentinel-master", "--redis-db"])
+        } else {
+            from(&["--redis-host", "--redis-port", "--redis-db", "--redis-tls"])
+        };
+        let pg = if sources::of("--database-url").is_some() {
+            from(&["--database-url"])
+        } else {
+            from(&["--db-host", "--db-port", "--db-name", "--db-user"])
+        };
+        let row = |what, value: String, source: String| Setting {
+            what,
+            value,
+            source,
+        };
+        vec![
+            row("Redis", self.redis.display.clone(), redis),
+            row(
+                "pattern",
+                String::from_utf8_lossy(&f.source.scan_match).into_owned(),
+                from(&["--pattern"]),
+            ),
+            row(
+                "journals",
+                format!("{}…", f.source.journal_prefix),
+                from(&["--journal-prefix"]),
+            ),
+            row("PostgreSQL", self.pg.display.clone(), pg),
+            row("table", f.target.table.name.clone(), from(&["--table"])),
+            row(
+                "code column",
+                f.target.code_column.name.clone(),
+                from(&["--code-column"]),
+            ),
+            row(
+                "count column",
+                f.target.count_column.name.clone(),
+                from(&["--count-column"]),
+            ),
+        ]
+    }
 }
 
 /// A table or column name, checked and quoted for SQL.

@@ -12,6 +12,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use postgres::error::SqlState;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{FromSql, ToSql, Type};
 use postgres::{Client, Row};
@@ -68,13 +69,28 @@ pub fn connect_client(cfg: &PgConfig) -> Result<Client> {
     } else {
         cfg.config.connect(cfg.tls.clone())
     };
-    connected.with_context(|| {
-        format!(
-            "could not connect to PostgreSQL at {}: check `DATABASE_URL` or \
-             `DB_HOST`/`DB_PORT`/`DB_NAME`/`DB_USER`/`DB_PASSWORD`, and for TLS `sslmode` and \
-             `sslrootcert` (the CA that signed the server's certificate)",
-            cfg.display
-        )
+    let advice = format!(
+        "could not connect to PostgreSQL at {}: check `DATABASE_URL` or \
+         `DB_HOST`/`DB_PORT`/`DB_NAME`/`DB_USER`/`DB_PASSWORD`, and for TLS `sslmode` and \
+         `sslrootcert` (the CA that signed the server's certificate)",
+        cfg.display
+    );
+    connected.map_err(|e| {
+        // Refused for who we are or what we asked for, not for being away: a person must
+        // change a setting before any run can work (exit 2).
+        let refused = e.code().is_some_and(|c| {
+            *c == SqlState::INVALID_PASSWORD
+                || *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+                || *c == SqlState::INVALID_CATALOG_NAME
+        });
+        // The TLS cause is a source of the error, not its own text.
+        let text = crate::error::text(&anyhow::Error::new(e));
+        let setup = refused || text.contains("certificate");
+        if setup {
+            UsageError(format!("{advice}: {text}")).into()
+        } else {
+            anyhow::anyhow!("{advice}: {text}")
+        }
     })
 }
 

@@ -149,6 +149,20 @@ pub fn connect_to(
         None => redis::Client::open(info.clone()),
     }
     .with_context(fail)?;
+    // Refused for who we are: a person must change a setting before any run can work.
+    let setup = |e: redis::RedisError| -> anyhow::Error {
+        let auth = e.kind() == redis::ErrorKind::AuthenticationFailed;
+        let text = crate::error::text(&anyhow::Error::new(e));
+        if auth
+            || text.contains("NOAUTH")
+            || text.contains("WRONGPASS")
+            || text.contains("certificate")
+        {
+            UsageError(format!("{}: {text}", fail())).into()
+        } else {
+            anyhow::anyhow!("{}: {text}", fail())
+        }
+    };
     let mut con = match client.get_connection_with_timeout(cfg.connect_timeout) {
         Ok(con) => con,
         Err(e) if cfg.tls.is_some() && (e.is_timeout() || timed_out(&e)) => {
@@ -159,15 +173,13 @@ pub fn connect_to(
                 cfg.connect_timeout.as_secs()
             )))
         }
-        Err(e) => return Err(anyhow::Error::new(e).context(fail())),
+        Err(e) => return Err(setup(e)),
     };
     con.set_read_timeout(Some(cfg.command_timeout))
         .with_context(fail)?;
     con.set_write_timeout(Some(cfg.command_timeout))
         .with_context(fail)?;
-    redis::cmd("PING")
-        .query::<()>(&mut con)
-        .with_context(fail)?;
+    redis::cmd("PING").query::<()>(&mut con).map_err(setup)?;
     Ok(con)
 }
 
