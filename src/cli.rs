@@ -622,6 +622,18 @@ pub struct TargetArgs {
           help_heading = "Batching")]
     pub batch_size: u32,
 
+    /// Postgres connections applying batches at once
+    ///
+    /// Each batch is one transaction on one connection; its rows are locked in code order,
+    /// as every batch's are, so the flusher's own transactions cannot deadlock. Memory: up
+    /// to N + 1 batches at once (N applied, one being claimed). Behind PgBouncer, the pool
+    /// must allow N + 1 server connections (one more renews the run lock). Measured in
+    /// docs/performance.md.
+    #[arg(long, env = "REDIS_FLUSHER_PG_CONNECTIONS", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(1..=64),
+          help_heading = "Batching")]
+    pub pg_connections: u32,
+
     /// Form of the bulk UPDATE: `unnest` (two array parameters) or `values`
     ///
     /// Both apply the same; unnest measured faster. `values` is a VALUES list of bound

@@ -6,13 +6,15 @@
 //! a committed transaction whose ledger row names its batch.
 
 use std::hash::{BuildHasher, Hasher};
-use std::sync::mpsc::{self, SyncSender};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 
 use crate::check::{self, Findings};
-use crate::config::{Config, FlushConfig, RedisConfig};
+use crate::config::{Config, FlushConfig};
 use crate::fault;
 use crate::model::Batch;
 use crate::postgres::{
@@ -73,13 +75,15 @@ impl Run {
     }
 }
 
+/// One Postgres connection's part of a run, with the Redis connection that acknowledges
+/// what it applies. A run has `--pg-connections` of them; they share the report.
 struct Flusher<'a> {
     cfg: &'a FlushConfig,
     run: &'a Run,
-    facts: TableFacts,
+    facts: &'a TableFacts,
     redis: RedisSource,
     pg: &'a mut Session,
-    report: &'a mut Report,
+    report: &'a Mutex<Report>,
 }
 
 fn flush(cfg: &Config, report: &mut Report) -> Result<()> {
@@ -162,38 +166,55 @@ fn flush_locked(
     }
 
     let started = SystemTime::now();
+    let shared = Mutex::new(std::mem::replace(report, Report::new(false, None)));
     let mut f = Flusher {
         cfg: &cfg.flush,
         run,
-        facts,
+        facts: &facts,
         redis,
         pg,
-        report,
+        report: &shared,
     };
-    if let Err(e) = f.steps(&cfg.redis, token) {
-        f.report.fail(&e);
+    if let Err(e) = f.steps(cfg, token) {
+        f.report().fail(&e);
     }
     f.record(started);
+    *report = shared.into_inner().unwrap_or_else(|p| p.into_inner());
     Ok(())
 }
 
-impl Flusher<'_> {
+impl<'a> Flusher<'a> {
+    /// The run's report, shared by its connections.
+    fn report(&self) -> MutexGuard<'a, Report> {
+        let report: &'a Mutex<Report> = self.report;
+        report.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// What a run does once it holds the lock: recover, retry the quarantine, claim and
     /// apply, prune.
-    fn steps(&mut self, redis: &RedisConfig, token: i64) -> Result<()> {
+    fn steps(&mut self, cfg: &Config, token: i64) -> Result<()> {
         self.recover()?;
         self.retry_quarantine()?;
-        let mut claimer = RedisSource::connect(redis, &self.cfg.source)?;
+        // The other connections, before anything is claimed: a Postgres that refuses them
+        // fails the run with nothing in a journal.
+        let mut others = Vec::new();
+        for _ in 1..self.cfg.pg_connections {
+            let pg = Session::connect(&cfg.pg)?;
+            let mut redis = RedisSource::connect(&cfg.redis, &self.cfg.source)?;
+            redis.set_target(&self.run.target);
+            others.push((pg, redis));
+        }
+        let mut claimer = RedisSource::connect(&cfg.redis, &self.cfg.source)?;
         claimer.set_token(token);
         claimer.set_target(&self.run.target);
-        if self.claim_and_apply(claimer)? == Claiming::Stopped {
+        if self.claim_and_apply(claimer, others)? == Claiming::Stopped {
             return Err(stopped("before the end of the SCAN"));
         }
         let (waiting, _) = self
             .pg
             .quarantined(&self.cfg.ledger.quarantine_table, &self.run.owner)?;
-        self.report.quarantine_waiting = waiting as u64;
-        if self.report.status == Status::Ok {
+        self.report().quarantine_waiting = waiting as u64;
+        if self.report().status == Status::Ok {
             // Only after every journal was recovered: a ledger row must outlive its journal.
             let pruned = self.pg.prune(&self.cfg.ledger, &self.run.owner)?;
             if pruned > 0 {
@@ -229,7 +250,7 @@ impl Flusher<'_> {
                         journal.key,
                         self.run.target
                     );
-                    self.report.other_targets_journals += 1;
+                    self.report().other_targets_journals += 1;
                     continue;
                 }
             };
@@ -238,8 +259,8 @@ impl Flusher<'_> {
             let batch = match Batch::from_chunks(&journal.id, contents.chunks) {
                 Ok(b) => b,
                 Err(e) => {
-                    self.report.pending_journals += 1;
-                    self.report.fail(&e.context(format!(
+                    self.report().pending_journals += 1;
+                    self.report().fail(&e.context(format!(
                         "journal {} cannot be applied and was left in Redis for an operator",
                         journal.key
                     )));
@@ -264,7 +285,7 @@ impl Flusher<'_> {
                 batch.hits.len()
             );
             if self.apply_and_acknowledge(&batch, true)? {
-                self.report.recovered_batches += 1;
+                self.report().recovered_batches += 1;
             }
         }
         Ok(())
@@ -275,18 +296,18 @@ impl Flusher<'_> {
     /// takes now are applied and leave the quarantine, in one transaction.
     fn retry_quarantine(&mut self) -> Result<()> {
         let t = Instant::now();
-        let to = apply_to(self.cfg, &self.facts, self.run);
+        let to = apply_to(self.cfg, self.facts, self.run);
         let id = format!("{}-q", self.run.id);
         let retried = self.pg.retry_quarantine(&to, &id)?;
-        self.report.postgres_seconds += t.elapsed().as_secs_f64();
+        self.report().postgres_seconds += t.elapsed().as_secs_f64();
         let Some((batch, applied)) = retried else {
             return Ok(());
         };
         let again = applied.quarantined.len();
-        self.report.released_from_quarantine += (batch.hits.len() - again) as u64;
-        self.report.released_hits += applied.hits_applied(&batch);
-        self.report.rows_updated += applied.rows_updated;
-        self.report.add_unknown(&applied.unknown);
+        self.report().released_from_quarantine += (batch.hits.len() - again) as u64;
+        self.report().released_hits += applied.hits_applied(&batch);
+        self.report().rows_updated += applied.rows_updated;
+        self.report().add_unknown(&applied.unknown);
         if again > 0 {
             log::warn!(
                 "{again} codes in table `{}` are still refused (tried again; they keep \
@@ -305,38 +326,103 @@ impl Flusher<'_> {
         Ok(())
     }
 
-    /// Claims batches on a second thread while this one applies them, so that Redis and
-    /// Postgres work at the same time. At most two batches exist at once: the channel holds
-    /// none, so a claimed batch waits in the claim thread until this one takes it. (Claiming
-    /// a batch takes about half as long as applying it, so a deeper queue would not be
-    /// emptied any sooner.) If either side fails, the other stops soon after; every batch it
-    /// claimed and did not apply stays in its journal.
-    fn claim_and_apply(&mut self, claimer: RedisSource) -> Result<Claiming> {
+    /// Claims batches on a thread of its own while this connection and the `others` apply
+    /// them, so that Redis and Postgres work at the same time and Postgres on several
+    /// connections. At most N + 1 batches exist at once (N connections): the channel holds
+    /// none, so a claimed batch waits in the claim thread until a connection takes it. If
+    /// any side fails, the others stop soon after; every batch claimed and not applied stays
+    /// in its journal.
+    ///
+    /// Batches applied at once cannot deadlock each other: each locks its rows in code order
+    /// (its codes are sorted), so two that share codes take them in the same order.
+    fn claim_and_apply(
+        &mut self,
+        claimer: RedisSource,
+        others: Vec<(Session, RedisSource)>,
+    ) -> Result<Claiming> {
         let (to_apply, batches) = mpsc::sync_channel::<Batch>(0);
-        let (cfg, run) = (self.cfg, &self.run.id);
+        // Taken out and dropped once every connection is done: that is what stops a claimer
+        // still sending.
+        let batches = Mutex::new(Some(batches));
+        let failed = AtomicBool::new(false);
+        let (cfg, run, facts, report) = (self.cfg, self.run, self.facts, self.report);
         std::thread::scope(|s| {
-            let claim = s.spawn(move || claim_batches(claimer, cfg, run, to_apply));
-            let mut failed = None;
-            for batch in batches.iter() {
-                if let Err(e) = self.apply_and_acknowledge(&batch, false) {
-                    failed = Some(e);
-                    break;
+            let claim = s.spawn(move || claim_batches(claimer, cfg, &run.id, to_apply));
+            let (batches, failed) = (&batches, &failed);
+            let appliers: Vec<_> = others
+                .into_iter()
+                .map(|(mut pg, redis)| {
+                    s.spawn(move || {
+                        let mut other = Flusher {
+                            cfg,
+                            run,
+                            facts,
+                            redis,
+                            pg: &mut pg,
+                            report,
+                        };
+                        other.apply_claimed(batches, failed)
+                    })
+                })
+                .collect();
+            let mut error = self.apply_claimed(batches, failed).err();
+            for applier in appliers {
+                let result = applier
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("BUG: an apply thread panicked"))
+                    .and_then(|r| r);
+                match (result, &error) {
+                    (Err(e), None) => error = Some(e),
+                    (Err(e), Some(_)) => self.report().fail(&e),
+                    (Ok(()), _) => {}
                 }
             }
-            // Claimed but never applied: they wait in their journals for the next run.
-            self.report.pending_journals += batches.try_iter().count() as u64;
-            drop(batches); // the claimer's next send fails, and it stops
+            if let Some(batches) = batches.lock().unwrap_or_else(|p| p.into_inner()).take() {
+                // Claimed but never applied: they wait in their journals for the next run.
+                self.report().pending_journals += batches.try_iter().count() as u64;
+            } // the claimer's next send fails, and it stops
             let claimed = claim
                 .join()
                 .map_err(|_| anyhow::anyhow!("BUG: the claim thread panicked"))?;
-            self.report.merge_claims(&claimed.report);
-            self.report.pending_journals += claimed.unsent;
-            match (failed, claimed.result) {
+            let mut report = self.report();
+            report.merge_claims(&claimed.report);
+            report.pending_journals += claimed.unsent;
+            match (error, claimed.result) {
                 (Some(e), _) => Err(e),
                 (None, Err(e)) => Err(e),
                 (None, Ok(how)) => Ok(how),
             }
         })
+    }
+
+    /// Applies claimed batches on this connection until the claimer ends, or a connection
+    /// fails (`failed`: then a batch taken is left in its journal).
+    fn apply_claimed(
+        &mut self,
+        batches: &Mutex<Option<Receiver<Batch>>>,
+        failed: &AtomicBool,
+    ) -> Result<()> {
+        loop {
+            // The others wait for the lock while one waits for the claimer.
+            let next = {
+                let batches = batches.lock().unwrap_or_else(|p| p.into_inner());
+                match &*batches {
+                    Some(b) if !failed.load(Ordering::SeqCst) => b.recv(),
+                    _ => return Ok(()),
+                }
+            };
+            let Ok(batch) = next else {
+                return Ok(()); // the claimer ended
+            };
+            if failed.load(Ordering::SeqCst) {
+                self.report().pending_journals += 1;
+                return Ok(());
+            }
+            if let Err(e) = self.apply_and_acknowledge(&batch, false) {
+                failed.store(true, Ordering::SeqCst);
+                return Err(e);
+            }
+        }
     }
 
     /// Applies one batch, then deletes its journal. Returns false when Postgres refused the
@@ -362,19 +448,19 @@ impl Flusher<'_> {
     /// row; the refusal is in the report).
     fn apply(&mut self, batch: &Batch, recovered: bool) -> Result<Option<Applied>> {
         let t = Instant::now();
-        let to = apply_to(self.cfg, &self.facts, self.run);
+        let to = apply_to(self.cfg, self.facts, self.run);
         let result = self.pg.apply(&to, batch, recovered);
-        self.report.postgres_seconds += t.elapsed().as_secs_f64();
+        self.report().postgres_seconds += t.elapsed().as_secs_f64();
         match result {
             Ok(applied) => Ok(Some(applied)),
             Err(e) if e.downcast_ref::<BatchRejected>().is_some() => {
-                self.report.batches_failed += 1;
-                self.report.pending_journals += 1;
-                self.report.fail(&e);
+                self.report().batches_failed += 1;
+                self.report().pending_journals += 1;
+                self.report().fail(&e);
                 Ok(None)
             }
             Err(e) => {
-                self.report.pending_journals += 1;
+                self.report().pending_journals += 1;
                 Err(e)
             }
         }
@@ -400,11 +486,11 @@ impl Flusher<'_> {
                     batch.id
                 )
             })?;
-        self.report.redis_seconds += t.elapsed().as_secs_f64();
+        self.report().redis_seconds += t.elapsed().as_secs_f64();
         let hash = &self.cfg.source.unknown_key;
         match acked {
             Acked::Done(failed) => {
-                self.report.unknown_parked += (park.len() - failed.len()) as u64;
+                self.report().unknown_parked += (park.len() - failed.len()) as u64;
                 if !failed.is_empty() {
                     log::warn!(
                         "batch {}: the hits of {} unknown codes could not be parked in {hash} \
@@ -422,8 +508,8 @@ impl Flusher<'_> {
                 Ok(true)
             }
             Acked::Kept(why) => {
-                self.report.pending_journals += 1;
-                self.report.fail(&anyhow::anyhow!(
+                self.report().pending_journals += 1;
+                self.report().fail(&anyhow::anyhow!(
                     "batch {}: Redis is out of memory ({why}), so the hits of its {} unknown \
                      codes could not be parked in {hash}; the batch is applied and its journal \
                      stays, so that the next run parks them (free memory, or raise \
@@ -457,13 +543,14 @@ impl Flusher<'_> {
                 }
             );
         }
-        self.report.batches += 1;
-        self.report.keys += batch.keys;
-        self.report.hits += batch.total_hits();
-        self.report.rows_updated += applied.rows_updated;
-        self.report.add_unknown(&applied.unknown);
+        let mut report = self.report();
+        report.batches += 1;
+        report.keys += batch.keys;
+        report.hits += batch.total_hits();
+        report.rows_updated += applied.rows_updated;
+        report.add_unknown(&applied.unknown);
         if !applied.quarantined.is_empty() {
-            self.report.add_quarantined(&applied.quarantined);
+            report.add_quarantined(&applied.quarantined);
             let e = anyhow::anyhow!(
                 "batch {}: Postgres refused {} codes row by row ({} of them new there); their \
                  hits wait in table `{}` and every run tries them again, the rest of the batch \
@@ -477,12 +564,13 @@ impl Flusher<'_> {
             // A code refused for the first time fails the run, so that someone looks; more
             // hits for a code already waiting there do not, again and again.
             if applied.newly_quarantined > 0 {
-                self.report.fail(&e);
+                report.fail(&e);
             } else {
                 log::warn!("{}", crate::error::text(&e));
             }
         }
-        report::keep_so_far(self.report);
+        report::keep_so_far(&report);
+        drop(report);
         progress::applied(batch.keys, batch.total_hits());
         log::debug!(
             "batch {}: {} keys, {} hits, {} rows updated",
@@ -496,7 +584,7 @@ impl Flusher<'_> {
     /// Records the run in the run history, for `status`. A Postgres that just failed may
     /// refuse this too; the run's outcome and its exit code stand either way.
     fn record(&mut self, started: SystemTime) {
-        let r = &*self.report;
+        let r = self.report();
         let record = RunRecord {
             run_id: &self.run.id,
             started,

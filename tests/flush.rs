@@ -800,3 +800,45 @@ fn sigterm_applies_what_was_claimed_and_stops_within_seconds() {
     assert_eq!(env.total(), expected);
     assert!(env.keys(&env.prefix).is_empty());
 }
+
+/// Which server processes ran the UPDATEs of a run with `--pg-connections n`: a trigger on
+/// the table notes its backend's pid and holds each batch half a second, so that batches
+/// claimed meanwhile go to the other connections.
+fn backends_that_applied(connections: &str) -> i64 {
+    let env = TestEnv::new(60);
+    let expected = env.set_many(60, |i| i64::from(i % 3 + 1));
+    env.pg()
+        .batch_execute(
+            "CREATE TABLE seen (pid int);
+             CREATE FUNCTION note() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN INSERT INTO seen VALUES (pg_backend_pid()); PERFORM pg_sleep(0.5);
+                RETURN NULL; END $$;
+             CREATE TRIGGER note AFTER UPDATE ON urls FOR EACH STATEMENT EXECUTE FUNCTION note();",
+        )
+        .unwrap();
+    let out = env.run(&[
+        "run",
+        "--json",
+        "--batch-size",
+        "10",
+        "--claim-size",
+        "10",
+        "--pg-connections",
+        connections,
+    ]);
+    out.expect(0);
+    assert_eq!(out.json()["batches"], 6);
+    assert_eq!(env.total(), expected);
+    assert!(env.journals().is_empty());
+    assert_eq!(env.ledger_rows(), 6);
+    env.pg()
+        .query_one("SELECT count(DISTINCT pid) FROM seen", &[])
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn batches_are_applied_on_as_many_connections_as_asked() {
+    assert_eq!(backends_that_applied("3"), 3);
+    assert_eq!(backends_that_applied("1"), 1);
+}

@@ -221,8 +221,26 @@ fn assert_accounted(env: &TestEnv, known: i64, unknown: i64, parked: bool, when:
 }
 
 #[test]
-fn a_kill_at_every_step_loses_and_doubles_nothing() {
-    const ARGS: [&str; 5] = ["run", "--batch-size", "60", "--claim-size", "20"];
+fn a_kill_at_every_step_loses_and_doubles_nothing_on_one_connection() {
+    a_kill_at_every_step("1");
+}
+
+/// Four connections: a kill finds several batches in flight, some committed, some not.
+#[test]
+fn a_kill_at_every_step_loses_and_doubles_nothing_on_four_connections() {
+    a_kill_at_every_step("4");
+}
+
+fn a_kill_at_every_step(connections: &str) {
+    let args = [
+        "run",
+        "--batch-size",
+        "60",
+        "--claim-size",
+        "20",
+        "--pg-connections",
+        connections,
+    ];
     // (kill first at, then kill the recovering run at): recovery points need journals left
     // by a first kill.
     let plan: [(&str, Option<&str>); 10] = [
@@ -240,7 +258,7 @@ fn a_kill_at_every_step_loses_and_doubles_nothing() {
     for (i, (first, second)) in plan.iter().enumerate() {
         let env = TestEnv::new(300);
         let park = i % 2 == 1;
-        let args: Vec<&str> = ARGS
+        let args: Vec<&str> = args
             .iter()
             .copied()
             .chain(park.then_some("--keep-unknown"))
@@ -283,10 +301,28 @@ fn kills_wanted() -> usize {
 }
 
 #[test]
-fn random_kills_while_20k_keys_flush_lose_and_double_nothing() {
+fn random_kills_while_20k_keys_flush_lose_and_double_nothing_on_one_connection() {
+    random_kills("1");
+}
+
+/// Four connections: most kills find several transactions in flight.
+#[test]
+fn random_kills_while_20k_keys_flush_lose_and_double_nothing_on_four_connections() {
+    random_kills("4");
+}
+
+fn random_kills(connections: &str) {
     const CODES: u32 = 20_000;
     const UNKNOWN: u32 = 500;
-    const ARGS: [&str; 5] = ["run", "--batch-size", "2000", "--claim-size", "250"];
+    let args = [
+        "run",
+        "--batch-size",
+        "2000",
+        "--claim-size",
+        "250",
+        "--pg-connections",
+        connections,
+    ];
     let seed = std::env::var("REDIS_FLUSHER_SEED")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -322,7 +358,7 @@ fn random_kills_while_20k_keys_flush_lose_and_double_nothing() {
         known += k;
         unknown += u;
         let mut cmd = env.cmd();
-        cmd.args(ARGS).stderr(Stdio::null());
+        cmd.args(args).stderr(Stdio::null());
         let t = Instant::now();
         let status = cmd.status().expect("run redis-flusher");
         full = full.min(t.elapsed());
@@ -341,7 +377,7 @@ fn random_kills_while_20k_keys_flush_lose_and_double_nothing() {
         let times = if rng.bool() { 2 } else { 1 };
         for k in 0..times {
             let mut child = env.cmd();
-            child.args(ARGS).stdout(Stdio::null()).stderr(Stdio::null());
+            child.args(args).stdout(Stdio::null()).stderr(Stdio::null());
             let mut child = child.spawn().expect("start redis-flusher");
             // The recovering run has only what the first one left: a shorter window.
             let window = if k == 0 { 0.9 } else { 0.3 };
@@ -378,7 +414,7 @@ fn random_kills_while_20k_keys_flush_lose_and_double_nothing() {
             }
             env.wait_for_unlock();
         }
-        env.run(&ARGS).expect(0);
+        env.run(&args).expect(0);
         assert_accounted(
             &env,
             known,

@@ -244,6 +244,8 @@ pub struct FlushConfig {
     pub batch_size: usize,
     /// How long the run lock outlives its last renewal (`--lock-ttl`).
     pub lock_ttl: std::time::Duration,
+    /// Postgres connections applying batches at once (`--pg-connections`).
+    pub pg_connections: usize,
 }
 
 /// A table or column name from the setting `flag`/`var`.
@@ -343,6 +345,7 @@ impl FlushConfig {
             },
             batch_size: t.batch_size as usize,
             lock_ttl: std::time::Duration::from_secs(t.lock_ttl),
+            pg_connections: t.pg_connections as usize,
         })
     }
 
