@@ -394,7 +394,7 @@ pub fn redis_checks(redis: &mut RedisSource, f: &FlushConfig, all: bool, out: &m
             Level::Fail,
             format!(
                 "this Redis user may not run Lua scripts, and each claim is one ({e}); allow \
-                 EVAL, EVALSHA and SCRIPT in its ACL (README, Deployment)"
+                 EVAL, EVALSHA and SCRIPT in its ACL (docs/deployment.md, Least privilege)"
             ),
         ),
     }
@@ -404,7 +404,7 @@ pub fn redis_checks(redis: &mut RedisSource, f: &FlushConfig, all: bool, out: &m
             Level::Fail,
             format!(
                 "this Redis user may not touch every key a run needs ({}): its ACL needs \
-                 `~{}*` and `~{}*`{} (README, Deployment)",
+                 `~{}*` and `~{}*`{} (docs/deployment.md, Least privilege)",
                 crate::error::text(&e),
                 String::from_utf8_lossy(&f.source.prefix),
                 f.source.journal_prefix,

@@ -2,8 +2,8 @@
 //!
 //! `main.rs` parses and calls [`execute`], which runs one command. Data flows `config` →
 //! `redis` (the source) → `flush` (the order of steps) → `postgres` (the sink) → `report` →
-//! `output`; each module says at its top what it owns. The README's Development section
-//! has the whole map.
+//! `output`; each module says at its top what it owns. docs/design.md ("Module map") has the
+//! whole map.
 
 pub mod check;
 pub mod cli;

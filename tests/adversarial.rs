@@ -284,7 +284,7 @@ fn kills_around_a_batch_with_a_refused_row_lose_and_double_nothing() {
 
 #[test]
 fn the_readme_acl_with_a_custom_journal_prefix_is_enough() {
-    // The README: replace `~redis_flusher:*` with the new journal prefix. Without
+    // docs/deployment.md, Least privilege: replace `~redis_flusher:*` with the new journal prefix. Without
     // `--keep-unknown`, nothing else: the unknown-codes hash is not this user's.
     let env = TestEnv::new(30);
     let user = format!("flusher_{}", env.n);
@@ -512,7 +512,7 @@ fn a_redis_user_without_the_rights_a_flush_needs_is_refused_before_anything_is_c
     let env = TestEnv::new(3);
     env.set_many(3, |_| 1);
     let user = format!("narrow_{}", env.n);
-    // The README's ACL, but without the journal prefix: claims could not be journaled.
+    // The deployment guide's ACL, but without the journal prefix: claims could not be journaled.
     let acl: Vec<String> = env
         .acl_with_keys(&user, "pw", &[])
         .into_iter()

@@ -351,7 +351,7 @@ fn a_role_that_may_not_create_the_ledger_gets_its_ddl() {
         "nothing claimed before the ledger exists"
     );
 
-    // A DBA runs exactly what was printed, and grants what the README says.
+    // A DBA runs exactly what was printed, and grants what docs/deployment.md says.
     env.pg()
         .batch_execute(&format!(
             "{ddl}\nGRANT SELECT, INSERT, DELETE ON redis_flusher_batches, redis_flusher_runs \

@@ -543,7 +543,7 @@ fn hostile_codes_are_counted_exactly_or_reported_and_the_table_stays_intact() {
     assert!(env.keys(&env.prefix).is_empty());
 }
 
-/// The compatibility promise (README, "Upgrading"): a version recovers the journals and
+/// The compatibility promise (docs/reliability.md, "Compatibility and upgrading"): a version recovers the journals and
 /// honours the ledger rows the previous one left. tests/fixtures/journals-0.1.json is what
 /// 0.1.0's binary left when killed: a batch committed and not acknowledged, and a batch
 /// claimed and not applied, both in the ledger table 0.1.0 created.

@@ -478,6 +478,36 @@ fn exit_codes_say_whether_a_person_must_act() {
 }
 
 #[test]
+fn a_missing_table_or_column_names_the_setting_it_came_from() {
+    let env = TestEnv::new(1);
+    env.set("c1", "7");
+    let dotenv = env.workdir.path().join(".env");
+    std::fs::write(&dotenv, "# the app's settings\nREDIS_FLUSHER_TABLE=no_such_table\n").unwrap();
+    let out = env.run(&["run"]);
+    out.expect(2);
+    assert!(
+        out.stderr.contains("`REDIS_FLUSHER_TABLE` (.env line 2)"),
+        "{}",
+        out.stderr
+    );
+    std::fs::remove_file(&dotenv).unwrap();
+    let out = env.run_with(
+        &["run"],
+        &[("REDIS_FLUSHER_COUNT_COLUMN", "no_such_column")],
+    );
+    out.expect(2);
+    assert!(
+        out.stderr.contains("change `REDIS_FLUSHER_COUNT_COLUMN`"),
+        "{}",
+        out.stderr
+    );
+    let out = env.run(&["run", "--code-column", "nope"]);
+    out.expect(2);
+    assert!(out.stderr.contains("change `--code-column`"), "{}", out.stderr);
+    assert_eq!(env.keys(&env.prefix).len(), 1, "nothing claimed");
+}
+
+#[test]
 fn help_is_short_with_dash_h_long_with_dash_dash_help_and_help_help_works() {
     let env = TestEnv::new(0);
     let short = env.run(&["run", "-h"]);

@@ -158,7 +158,8 @@ pub fn clean(cfg: &Config) -> Result<()> {
             .and_then(|r| r.try_get(0))
             .map_err(|_| {
                 UsageError(format!(
-                    "table `{}` is not a demo table (it has no `short_code` column): not                      dropping it",
+                    "table `{}` is not a demo table (it has no `short_code` column): not \
+                     dropping it",
                     table.name
                 ))
             })?;

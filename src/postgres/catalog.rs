@@ -7,7 +7,7 @@ use anyhow::{bail, Result};
 use postgres::types::Type;
 
 use super::session::{get, Session};
-use crate::config::{Ident, TargetConfig};
+use crate::config::{named, Ident, TargetConfig};
 
 /// What [`Session::check_target`] found out about the table.
 #[derive(Debug, Clone)]
@@ -55,24 +55,26 @@ impl Session {
         if rows.is_empty() {
             bail!(
                 "table `{}` does not exist in PostgreSQL at {} (or this role cannot see it): \
-                 check `DB_NAME` and `--table`",
+                 check the database and {}",
                 table.name,
-                self.display
+                self.display,
+                named("--table", "REDIS_FLUSHER_TABLE", &table.name)
             );
         }
         let mut columns = BTreeMap::new();
         for r in &rows {
             columns.insert(get::<String>(r, 0, CATALOG)?, get::<String>(r, 1, CATALOG)?);
         }
-        for (flag, col) in [
-            ("--code-column", &target.code_column),
-            ("--count-column", &target.count_column),
+        for (flag, var, col) in [
+            ("--code-column", "REDIS_FLUSHER_CODE_COLUMN", &target.code_column),
+            ("--count-column", "REDIS_FLUSHER_COUNT_COLUMN", &target.count_column),
         ] {
             if !columns.contains_key(&col.name) {
                 bail!(
-                    "table `{}` has no column `{}`: set `{flag}` (columns: {})",
+                    "table `{}` has no column `{}`: change {} (columns: {})",
                     table.name,
                     col.name,
+                    named(flag, var, &col.name),
                     columns.keys().cloned().collect::<Vec<_>>().join(", ")
                 );
             }

@@ -220,14 +220,14 @@ impl TestEnv {
         }
     }
 
-    /// The README's ACL line, for a test namespace: only the commands and keys a flusher needs
+    /// The deployment guide's ACL line, for a test namespace: only the commands and keys a flusher needs
     /// (the unknown-codes hash too, for `--keep-unknown`).
     pub fn least_acl(&self, user: &str, password: &str) -> Vec<String> {
         let unknown = format!("~{}", self.unknown_key);
         self.acl_with_keys(user, password, &[&unknown])
     }
 
-    /// The README's ACL line with its key patterns for this namespace's pattern and journal
+    /// The deployment guide's ACL line with its key patterns for this namespace's pattern and journal
     /// prefix, and `more` patterns.
     pub fn acl_with_keys(&self, user: &str, password: &str, more: &[&str]) -> Vec<String> {
         let (counters, journals) = (
