@@ -637,11 +637,14 @@ pub struct TargetArgs {
     )]
     pub journal_prefix: String,
 
-    /// Keys per Postgres transaction: one bulk UPDATE each
+    /// The most keys one Postgres transaction applies (its batch)
     ///
-    /// Also the most rows one transaction locks. A run's first batches are smaller (10000
-    /// keys, doubling) so Postgres starts sooner. Measured in docs/performance.md.
-    #[arg(long, env = "REDIS_FLUSHER_BATCH_SIZE", default_value_t = 50000,
+    /// Batches start at 10000 keys, doubling to 50000, which they keep for a run's first
+    /// million keys; a run past that is a backlog, and its batches double again up to this
+    /// (large batches cost less per key in a large table). Also the most rows one
+    /// transaction locks: set 50000 to keep every transaction short. Memory: about (N + 1) x
+    /// this x (16 + code length) bytes. Measured in docs/performance.md.
+    #[arg(long, env = "REDIS_FLUSHER_BATCH_SIZE", default_value_t = 500000,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000),
           help_heading = "Batching")]
     pub batch_size: u32,

@@ -65,8 +65,7 @@ fn dry(cfg: &Config, report: &mut Report) -> Result<()> {
     let mut scanned = Report::new(true, None);
     scan_in_batches(
         &mut redis,
-        &f.source,
-        f.batch_size,
+        f,
         Take::Inspect,
         "dry-run",
         &mut Batch::default(),
@@ -84,13 +83,13 @@ fn would_apply(
     batch: &Batch,
     report: &mut Report,
 ) -> Result<()> {
-    let codes: Vec<&str> = batch.hits.keys().map(String::as_str).collect();
+    let codes: Vec<&str> = batch.hits.iter().map(|(c, _)| c).collect();
     let (found, rows) = pg.existing(&f.target, &codes)?;
     let unknown: Vec<(String, i64)> = batch
         .hits
         .iter()
         .filter(|(c, _)| !found.contains(*c))
-        .map(|(c, h)| (c.clone(), *h))
+        .map(|(c, h)| (c.to_owned(), h))
         .collect();
     report.batches += 1;
     report.keys += batch.keys;

@@ -195,19 +195,10 @@ impl<'a> Flusher<'a> {
     fn steps(&mut self, cfg: &Config, token: i64) -> Result<()> {
         self.recover()?;
         self.retry_quarantine()?;
-        // The other connections, before anything is claimed: a Postgres that refuses them
-        // fails the run with nothing in a journal.
-        let mut others = Vec::new();
-        for _ in 1..self.cfg.pg_connections {
-            let pg = Session::connect(&cfg.pg)?;
-            let mut redis = RedisSource::connect(&cfg.redis, &self.cfg.source)?;
-            redis.set_target(&self.run.target);
-            others.push((pg, redis));
-        }
         let mut claimer = RedisSource::connect(&cfg.redis, &self.cfg.source)?;
         claimer.set_token(token);
         claimer.set_target(&self.run.target);
-        if self.claim_and_apply(claimer, others)? == Claiming::Stopped {
+        if self.claim_and_apply(cfg, claimer)? == Claiming::Stopped {
             return Err(stopped("before the end of the SCAN"));
         }
         let (waiting, _) = self
@@ -326,20 +317,19 @@ impl<'a> Flusher<'a> {
         Ok(())
     }
 
-    /// Claims batches on a thread of its own while this connection and the `others` apply
-    /// them, so that Redis and Postgres work at the same time and Postgres on several
-    /// connections. At most N + 1 batches exist at once (N connections): the channel holds
-    /// none, so a claimed batch waits in the claim thread until a connection takes it. If
-    /// any side fails, the others stop soon after; every batch claimed and not applied stays
-    /// in its journal.
+    /// Claims batches on a thread of its own while this connection and `--pg-connections` - 1
+    /// more apply them, so that Redis and Postgres work at the same time and Postgres on
+    /// several connections. At most N + 1 batches exist at once (N connections): the channel
+    /// holds none, so a claimed batch waits in the claim thread until a connection takes it.
+    /// If any side fails, the others stop soon after; every batch claimed and not applied
+    /// stays in its journal.
+    ///
+    /// The other connections are opened on their own threads while the first batch is
+    /// claimed, so a run of one batch does not wait for them.
     ///
     /// Batches applied at once cannot deadlock each other: each locks its rows in code order
     /// (its codes are sorted), so two that share codes take them in the same order.
-    fn claim_and_apply(
-        &mut self,
-        claimer: RedisSource,
-        others: Vec<(Session, RedisSource)>,
-    ) -> Result<Claiming> {
+    fn claim_and_apply(&mut self, all: &Config, claimer: RedisSource) -> Result<Claiming> {
         let (to_apply, batches) = mpsc::sync_channel::<Batch>(0);
         // Taken out and dropped once every connection is done: that is what stops a claimer
         // still sending.
@@ -349,10 +339,28 @@ impl<'a> Flusher<'a> {
         std::thread::scope(|s| {
             let claim = s.spawn(move || claim_batches(claimer, cfg, &run.id, to_apply));
             let (batches, failed) = (&batches, &failed);
-            let appliers: Vec<_> = others
-                .into_iter()
-                .map(|(mut pg, redis)| {
+            let appliers: Vec<_> = (1..cfg.pg_connections)
+                .map(|_| {
                     s.spawn(move || {
+                        let connected = Session::connect(&all.pg).and_then(|pg| {
+                            let mut redis = RedisSource::connect(&all.redis, &cfg.source)?;
+                            redis.set_target(&run.target);
+                            Ok((pg, redis))
+                        });
+                        let (mut pg, redis) = match connected {
+                            Ok(c) => c,
+                            Err(e) => {
+                                // The run goes on with the connections it has (a pooler's
+                                // pool, or max_connections, may be full).
+                                log::warn!(
+                                    "could not open one more connection to apply batches \
+                                     (--pg-connections {}), so this run uses fewer: {}",
+                                    cfg.pg_connections,
+                                    crate::error::text(&e)
+                                );
+                                return Ok(());
+                            }
+                        };
                         let mut other = Flusher {
                             cfg,
                             run,
@@ -639,8 +647,7 @@ fn claim_batches(
     let mut batch = Batch::default();
     let result = scan_in_batches(
         &mut redis,
-        &cfg.source,
-        cfg.batch_size,
+        cfg,
         Take::Claim,
         run,
         &mut batch,

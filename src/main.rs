@@ -7,6 +7,7 @@ use redis_flusher::cli::LogFormat;
 use redis_flusher::config::{load_env_file, UsageError};
 
 fn main() -> ExitCode {
+    limit_malloc_caching();
     let args: Vec<String> = std::env::args_os()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
@@ -36,5 +37,18 @@ fn main() -> ExitCode {
                 ExitCode::from(1)
             }
         }
+    }
+}
+
+/// glibc's malloc raises its mmap threshold each time a large block is freed (up to 32 MiB),
+/// after which a batch's large buffers come from the heap and their memory stays with the
+/// process when they are freed: at 200,000-key batches on two connections, a peak RSS of
+/// 98 MiB for 54 MiB of live heap. A fixed threshold gives such buffers back when they are
+/// freed (61 MiB), at no measured cost in time.
+fn limit_malloc_caching() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets malloc's parameters; called first thing, before any thread.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
 }

@@ -10,8 +10,6 @@
 //! returns and what recovery finds, so a batch is applied from exactly the bytes that were
 //! journaled.
 
-use std::collections::BTreeMap;
-
 use anyhow::{bail, Context, Result};
 
 /// One claimed counter: the code (the key minus the pattern prefix) and the hits it held.
@@ -144,6 +142,102 @@ pub fn decode(packed: &[u8]) -> Result<Vec<Entry>> {
     Ok(entries)
 }
 
+/// Hits per code: a batch's codes back to back in one string, and an index of (offset,
+/// length, hits) into it. A key costs its code's bytes and 16 more; a `BTreeMap<String, i64>`
+/// cost about 80 more, which bounded how large a batch could be in the memory a run may take.
+///
+/// Codes are appended as claimed; [`Hits::finish`] sorts them by code and sums duplicates.
+/// Everything that reads codes comes after it: a finished batch is sorted (so that every
+/// batch locks rows in the same order as every other: no deadlocks between writers) and has
+/// each code once (Postgres applies only one of two rows with the same code).
+#[derive(Debug, Default, Clone)]
+pub struct Hits {
+    text: String,
+    index: Vec<(u32, u32, i64)>,
+}
+
+impl Hits {
+    /// Appends a code and its hits (duplicates are summed by `finish`). Fails past 4 GiB of
+    /// codes, which no batch the flusher makes comes near (a batch closes at its share of
+    /// `scan::CODE_BYTES`).
+    pub fn push(&mut self, code: &str, hits: i64) -> Result<()> {
+        let end = self.text.len() + code.len();
+        let (Ok(at), Ok(len), Ok(_)) = (
+            u32::try_from(self.text.len()),
+            u32::try_from(code.len()),
+            u32::try_from(end),
+        ) else {
+            bail!("a batch holds more than 4 GiB of codes");
+        };
+        self.text.push_str(code);
+        self.index.push((at, len, hits));
+        Ok(())
+    }
+
+    fn code(&self, &(at, len, _): &(u32, u32, i64)) -> &str {
+        let at = at as usize;
+        &self.text[at..at + len as usize]
+    }
+
+    /// Sorts by code and sums the hits of a code pushed more than once. Fails when one code's
+    /// hits overflow 64 bits, which no column could hold either.
+    pub fn finish(&mut self) -> Result<()> {
+        let text = &self.text;
+        let code = |&(at, len, _): &(u32, u32, i64)| &text[at as usize..(at + len) as usize];
+        self.index.sort_unstable_by(|a, b| code(a).cmp(code(b)));
+        // In place: `dedup_by` hands each entry with the one kept before it.
+        let mut overflow = None;
+        self.index.dedup_by(|later, kept| {
+            if code(later) != code(kept) {
+                return false;
+            }
+            match kept.2.checked_add(later.2) {
+                Some(sum) => kept.2 = sum,
+                None => overflow = Some(code(kept).to_owned()),
+            }
+            true
+        });
+        if let Some(c) = overflow {
+            bail!("the hits for code {c:?} overflow 64 bits");
+        }
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Codes and their hits, in order (sorted by code once finished).
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, i64)> + '_ {
+        self.index.iter().map(|e| (self.code(e), e.2))
+    }
+
+    /// The codes `from..until` and their hits, as the two arrays of an UPDATE.
+    pub fn columns(&self, from: usize, until: usize) -> (Vec<&str>, Vec<i64>) {
+        let part = &self.index[from..until];
+        (
+            part.iter().map(|e| self.code(e)).collect(),
+            part.iter().map(|e| e.2).collect(),
+        )
+    }
+
+    /// The hits of `code`, in a finished batch.
+    pub fn get(&self, code: &str) -> Option<i64> {
+        self.index
+            .binary_search_by(|e| self.code(e).cmp(code))
+            .ok()
+            .map(|i| self.index[i].2)
+    }
+
+    pub fn total(&self) -> i128 {
+        self.index.iter().map(|e| i128::from(e.2)).sum()
+    }
+}
+
 /// A batch: everything one Postgres transaction applies, and the journal that holds it.
 #[derive(Debug, Default)]
 pub struct Batch {
@@ -154,10 +248,8 @@ pub struct Batch {
     pub fields: Vec<String>,
     /// Chunks claimed into this batch so far; names the next one (`c<n>`).
     pub chunks: u32,
-    /// Hits per code, summed: Postgres applies only one of two rows with the same code, so
-    /// duplicates must never reach the UPDATE. Sorted, so every batch locks rows in the same
-    /// order as every other (no deadlocks between overlapping writers).
-    pub hits: BTreeMap<String, i64>,
+    /// Hits per code: sorted and summed once the batch is [`Batch::finish`]ed.
+    pub hits: Hits,
     /// Keys claimed (before summing), for the report.
     pub keys: u64,
     /// The bytes of its codes: what its memory grows with.
@@ -172,8 +264,9 @@ impl Batch {
         }
     }
 
-    /// The batch a journal holds: its chunks as (field, packed), decoded and summed. An error
-    /// names the chunk that cannot be read; the journal must then be left for an operator.
+    /// The batch a journal holds: its chunks as (field, packed), decoded, summed and sorted.
+    /// An error names the chunk that cannot be read; the journal must then be left for an
+    /// operator.
     pub fn from_chunks(id: &str, chunks: Vec<(String, Vec<u8>)>) -> Result<Batch> {
         let mut batch = Batch::new(id.to_owned());
         for (field, packed) in chunks {
@@ -181,28 +274,33 @@ impl Batch {
             batch.add(entries)?;
             batch.fields.push(field);
         }
+        batch.finish()?;
         Ok(batch)
     }
 
-    /// Adds claimed entries. Fails when one code's hits overflow 64 bits, which no column
-    /// could hold either; the batch then stays in its journal for an operator to look at.
+    /// Adds claimed entries; [`Batch::finish`] sums and sorts them once the batch is full.
     pub fn add(&mut self, entries: Vec<Entry>) -> Result<()> {
         for e in entries {
             self.keys += 1;
             self.bytes += e.code.len();
-            let slot = self.hits.entry(e.code).or_insert(0);
-            *slot = slot.checked_add(e.hits).with_context(|| {
-                format!(
-                    "the hits for one code in batch {} overflow 64 bits",
-                    self.id
-                )
-            })?;
+            self.hits
+                .push(&e.code, e.hits)
+                .with_context(|| format!("batch {}", self.id))?;
         }
         Ok(())
     }
 
+    /// Sorts the batch by code and sums duplicates: it is ready to apply. Fails when one
+    /// code's hits overflow 64 bits; the batch then stays in its journal for an operator to
+    /// look at.
+    pub fn finish(&mut self) -> Result<()> {
+        self.hits
+            .finish()
+            .with_context(|| format!("batch {}", self.id))
+    }
+
     pub fn total_hits(&self) -> i128 {
-        self.hits.values().map(|&h| i128::from(h)).sum()
+        self.hits.total()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -270,20 +368,27 @@ mod tests {
     }
 
     #[test]
-    fn batch_sums_duplicate_codes() {
+    fn batch_sums_duplicate_codes_and_sorts_them() {
         let mut b = Batch::new("b1".into());
-        b.add(vec![e("a", 2), e("b", 1)]).unwrap();
-        b.add(vec![e("a", 3), e("a", -1)]).unwrap();
-        assert_eq!(b.keys, 4);
-        assert_eq!(b.hits.get("a"), Some(&4));
-        assert_eq!(b.hits.get("b"), Some(&1));
-        assert_eq!(b.total_hits(), 5);
+        b.add(vec![e("b", 2), e("a", 1), e("é", 7)]).unwrap();
+        b.add(vec![e("b", 3), e("b", -1), e("ab", 4)]).unwrap();
+        b.finish().unwrap();
+        assert_eq!(b.keys, 6);
+        assert_eq!(
+            b.hits.iter().collect::<Vec<_>>(),
+            [("a", 1), ("ab", 4), ("b", 4), ("é", 7)]
+        );
+        assert_eq!(b.hits.get("b"), Some(4));
+        assert_eq!(b.hits.get("c"), None);
+        assert_eq!(b.hits.columns(1, 3), (vec!["ab", "b"], vec![4, 4]));
+        assert_eq!(b.total_hits(), 16);
     }
 
     #[test]
     fn batch_refuses_a_sum_past_64_bits() {
         let mut b = Batch::new("b1".into());
-        assert!(b.add(vec![e("a", i64::MAX), e("a", 1)]).is_err());
+        b.add(vec![e("a", i64::MAX), e("a", 1)]).unwrap();
+        assert!(b.finish().is_err());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 
-use crate::config::SourceConfig;
+use crate::config::FlushConfig;
 use crate::fault;
 use crate::model::{check_code, BadKey, Batch};
 use crate::progress;
@@ -20,17 +20,70 @@ use crate::stop;
 pub const SCAN_COUNT: usize = 1000;
 
 /// The first batch of a run holds at most this many keys, and each next one twice as many,
-/// up to `--batch-size`: Postgres starts on the first batch while the claim of a full one
+/// up to [`STEADY_BATCH`]: Postgres starts on the first batch while the claim of a full one
 /// would still be under way. Claiming takes about half as long as applying, so each doubled
 /// batch is claimed while the one before it is applied.
 const FIRST_BATCH: usize = 10_000;
 
-/// The most bytes of codes a batch holds, whatever `--batch-size` says: memory follows a
-/// batch's bytes, not only its keys (100 MB of 10 KB codes took 487 MB). At most two batches
-/// exist at once, and each code is in memory about three times over (the claim's reply, the
-/// batch, the statement's parameters): some 50 MB at most. Ordinary codes never reach it
-/// (50,000 codes of 10 bytes are 0.5 MB).
-pub const BATCH_BYTES: usize = 8 << 20;
+/// The batch size of a run's first [`GROW_AFTER`] keys: short transactions (rows locked well
+/// under a second), and enough of them for the connections to overlap to the end.
+const STEADY_BATCH: usize = 50_000;
+
+/// Past this many keys a run is a backlog, and its batches double again, up to
+/// `--batch-size`. A batch's cost per key grows with the table it lands in: its codes are
+/// spread over the whole table, and a batch that is small beside the table visits a page
+/// for nearly every code. Measured at 10M keys over 20M rows: 50,000-key batches took 2.2x
+/// the single-connection floor, 500,000-key batches 1.3x (docs/performance.md).
+const GROW_AFTER: u64 = 1_000_000;
+
+/// How large a run's batches may be: [`FIRST_BATCH`] doubling to [`STEADY_BATCH`], which it
+/// keeps until the run has handed over [`GROW_AFTER`] keys, then doubling again; never more
+/// than `--batch-size`.
+#[derive(Debug, Clone, Copy)]
+pub struct Growth {
+    limit: usize,
+    handed: u64,
+}
+
+impl Default for Growth {
+    fn default() -> Growth {
+        Growth {
+            limit: FIRST_BATCH,
+            handed: 0,
+        }
+    }
+}
+
+impl Growth {
+    /// The most keys the next batch may hold.
+    pub fn limit(&self, batch_size: usize) -> usize {
+        self.limit.min(batch_size)
+    }
+
+    /// A batch of `keys` keys was handed over: the next may be larger.
+    pub fn handed(&mut self, keys: u64) {
+        self.handed = self.handed.saturating_add(keys);
+        if self.limit < STEADY_BATCH {
+            self.limit = (self.limit * 2).min(STEADY_BATCH);
+        } else if self.handed >= GROW_AFTER {
+            self.limit = self.limit.saturating_mul(2);
+        }
+    }
+}
+
+/// The most bytes of codes the batches of a run hold at once, whatever `--batch-size` says:
+/// memory follows a batch's bytes, not only its keys (100 MB of 10 KB codes took 487 MB). Up
+/// to N + 1 batches exist at once (N connections applying, one being claimed), so each closes
+/// at its share: 8 MiB with the default two connections. A code is in memory about three
+/// times over while its batch is applied (the claim's reply, the batch, the statement's
+/// parameters): some 80 MB at most. Ordinary codes never reach it (200,000 codes of 10 bytes
+/// are 2 MB).
+pub const CODE_BYTES: usize = 24 << 20;
+
+/// The most bytes of codes one batch of a run on `connections` connections holds.
+pub fn batch_bytes(connections: usize) -> usize {
+    CODE_BYTES / (connections.max(1) + 1)
+}
 
 /// The most bytes of keys one claim takes (one Lua script, which Redis runs alone), whatever
 /// `--claim-size` says; at least one key.
@@ -47,13 +100,6 @@ fn chunk_len(pending: &[Vec<u8>], chunk: usize) -> usize {
         }
     }
     pending.len().min(chunk)
-}
-
-/// How many keys batch number `seq` (from 0) of a run may hold.
-pub fn batch_limit(batch_size: usize, seq: u64) -> usize {
-    let doublings = seq.min(u64::from(usize::BITS)) as u32;
-    let factor = 1usize.checked_shl(doublings).unwrap_or(usize::MAX);
-    FIRST_BATCH.saturating_mul(factor).min(batch_size)
 }
 
 /// How the SCAN ended when nothing failed.
@@ -76,23 +122,24 @@ pub enum Take {
 }
 
 /// Walks the SCAN: checks each key's code, takes the good keys in chunks with `take`, and
-/// hands each batch (at most `batch_size` keys; the first few fewer, [`batch_limit`]) to
-/// `send` (false: nobody receives any more). Batches are named `<run>-<n>`; `batch` is the
-/// one being filled, so that a caller can tell whether a failure left one half claimed. Bad
-/// keys and Redis time go into `report`.
-#[allow(clippy::too_many_arguments)]
+/// hands each batch (at most `--batch-size` keys, most of them fewer, [`Growth`]; at
+/// most [`batch_bytes`] of codes) to `send` (false: nobody receives any more). Batches are
+/// named `<run>-<n>`; `batch` is the one being filled, so that a caller can tell whether a
+/// failure left one half claimed. Bad keys and Redis time go into `report`.
 pub fn scan_in_batches(
     redis: &mut RedisSource,
-    cfg: &SourceConfig,
-    batch_size: usize,
+    flush: &FlushConfig,
     take: Take,
     run: &str,
     batch: &mut Batch,
     report: &mut Report,
     mut send: impl FnMut(Batch) -> Result<bool>,
 ) -> Result<Claiming> {
+    let (cfg, batch_size) = (&flush.source, flush.batch_size);
+    let max_bytes = batch_bytes(flush.pg_connections);
     let chunk = cfg.claim_size.min(batch_size);
     let mut seq = 0u64;
+    let mut growth = Growth::default();
     *batch = Batch::new(format!("{run}-0"));
     let mut pending: Vec<Vec<u8>> = Vec::with_capacity(2 * chunk);
     let mut cursor = 0;
@@ -126,12 +173,13 @@ pub fn scan_in_batches(
             let n = chunk_len(&pending, chunk);
             let keys: Vec<Vec<u8>> = pending.drain(..n).collect();
             // A batch never holds more keys than --batch-size, so never more codes, nor more
-            // than BATCH_BYTES of codes.
+            // than its share of CODE_BYTES of codes.
             let bytes: usize = keys.iter().map(|k| k.len() - cfg.prefix.len()).sum();
-            let full = batch.keys as usize + keys.len() > batch_limit(batch_size, seq)
-                || batch.bytes + bytes > BATCH_BYTES;
+            let full = batch.keys as usize + keys.len() > growth.limit(batch_size)
+                || batch.bytes + bytes > max_bytes;
             if full && !batch.is_empty() {
                 seq += 1;
+                growth.handed(batch.keys);
                 if !hand_over(redis, take, batch, &mut send)? {
                     return Ok(Claiming::Stopped); // the applier stopped: its error is reported
                 }
@@ -173,6 +221,7 @@ fn hand_over(
     if take == Take::Claim {
         redis.confirm_replicated(&format!("the claims of batch {}", batch.id))?;
     }
+    batch.finish()?;
     send(std::mem::take(batch))
 }
 
@@ -212,14 +261,28 @@ mod tests {
     }
 
     #[test]
-    fn batches_start_small_and_double_up_to_the_batch_size() {
-        let limits: Vec<usize> = (0..5).map(|seq| batch_limit(50_000, seq)).collect();
-        assert_eq!(limits, [10_000, 20_000, 40_000, 50_000, 50_000]);
-        assert_eq!(batch_limit(50_000, 64), 50_000);
-        assert_eq!(batch_limit(50_000, u64::MAX), 50_000);
-        assert_eq!(batch_limit(usize::MAX, 70), usize::MAX);
-        // Up to the first batch's size, every batch is full size.
-        assert_eq!(batch_limit(500, 0), 500);
-        assert_eq!(batch_limit(10_000, 0), 10_000);
+    fn batches_start_small_stay_steady_and_grow_past_a_million_keys() {
+        let mut g = Growth::default();
+        let mut limits = Vec::new();
+        for _ in 0..28 {
+            let limit = g.limit(500_000);
+            limits.push(limit);
+            g.handed(limit as u64);
+        }
+        // 10k + 20k + 40k, then 50k until a million keys were handed over (19 batches of
+        // 50k: 1,020,000 in all), then doubling up to --batch-size.
+        let mut expected = vec![10_000, 20_000, 40_000];
+        expected.extend([50_000; 19]);
+        expected.extend([100_000, 200_000, 400_000, 500_000, 500_000, 500_000]);
+        assert_eq!(limits, expected);
+        // --batch-size caps every batch, the first ones included.
+        assert_eq!(Growth::default().limit(500), 500);
+        let mut g = Growth::default();
+        g.handed(u64::MAX);
+        for _ in 0..70 {
+            g.handed(1);
+        }
+        assert_eq!(g.limit(usize::MAX), usize::MAX);
+        assert_eq!(g.limit(1_000_000), 1_000_000);
     }
 }

@@ -118,8 +118,7 @@ fn waiting(redis: &mut RedisSource, f: &FlushConfig) -> Result<Waiting> {
     let (mut keys, mut hits) = (0, 0);
     scan_in_batches(
         redis,
-        &f.source,
-        f.batch_size,
+        f,
         Take::Inspect,
         "status",
         &mut Batch::default(),

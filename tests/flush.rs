@@ -111,23 +111,42 @@ fn an_index_without_its_sentinel_is_not_trusted() {
 fn a_values_batch_past_the_parameter_limit_is_several_statements_in_one_transaction() {
     // Postgres binds at most 65,535 parameters, so a VALUES statement holds at most 30,000
     // rows. 70,000 keys in batches of about 10,000, 20,000 and 40,000 (a run starts small):
-    // the last is two statements. Every tenth code has no row, so both statements return some
-    // codes and not others, and the unknown ones must be told apart exactly.
-    let env = TestEnv::new(70_000);
+    // the last is two statements.
+    several_statements_in_one_batch("values", 70_000, 40_000, 30_000);
+}
+
+#[test]
+fn an_unnest_batch_past_25_000_codes_is_several_statements_in_one_transaction() {
+    // An unnest statement takes at most 25,000 rows, so that its parameters stay a few MB
+    // however large a batch grows: 70,000 keys in batches of about 10,000, 20,000 and
+    // 40,000; the last is two statements.
+    several_statements_in_one_batch("unnest", 70_000, 40_000, 25_000);
+}
+
+/// `keys` keys in batches of up to `batch_size`, in the `statement` form whose statements
+/// hold at most `per_statement` rows. Every tenth code has no row, so every statement returns
+/// some codes and not others, and the unknown ones must be told apart exactly.
+fn several_statements_in_one_batch(
+    statement: &str,
+    keys: u32,
+    batch_size: u32,
+    per_statement: i64,
+) {
+    let env = TestEnv::new(keys);
     env.pg()
         .batch_execute("DELETE FROM urls WHERE id % 10 = 0")
         .unwrap();
     let hits = |i: u32| i64::from(i % 7 + 1);
-    env.set_many(70_000, hits);
-    let known: i64 = (1..=70_000).filter(|i| i % 10 != 0).map(hits).sum();
-    let unknown: i64 = (1..=70_000).filter(|i| i % 10 == 0).map(hits).sum();
+    env.set_many(keys, hits);
+    let known: i64 = (1..=keys).filter(|i| i % 10 != 0).map(hits).sum();
+    let unknown: i64 = (1..=keys).filter(|i| i % 10 == 0).map(hits).sum();
     let out = env.run(&[
         "run",
         "--json",
         "--statement",
-        "values",
+        statement,
         "--batch-size",
-        "40000",
+        &batch_size.to_string(),
     ]);
     out.expect(0);
     let j = out.json();
@@ -137,12 +156,15 @@ fn a_values_batch_past_the_parameter_limit_is_several_statements_in_one_transact
         .query_one("SELECT max(keys) FROM redis_flusher_batches", &[])
         .unwrap()
         .get(0);
-    assert!(largest > 30_000, "largest batch: {largest} keys");
-    assert_eq!(j["rows_updated"], 63_000);
-    assert_eq!(j["unknown_codes"], 7_000);
+    assert!(largest > per_statement, "largest batch: {largest} keys");
+    assert_eq!(j["rows_updated"], keys / 10 * 9);
+    assert_eq!(j["unknown_codes"], keys / 10);
     assert_eq!(j["unknown_hits"], unknown);
     assert_eq!(env.total(), known);
-    assert_eq!(env.count("c69999"), 69_999 % 7 + 1);
+    assert_eq!(
+        env.count(&format!("c{}", keys - 1)),
+        i64::from((keys - 1) % 7 + 1)
+    );
     assert_eq!(env.ledger_unknown_hits(), unknown);
     assert!(env.keys(&env.key("")).is_empty());
 }
@@ -593,8 +615,18 @@ fn a_journal_whose_table_vanished_waits_for_it_and_is_applied_once() {
 fn killed_at(point: &str, rows_before_clean_run: i64) {
     let env = TestEnv::new(60);
     let expected = env.set_many(50, |i| i64::from(i) * 3);
+    // On one connection: the ledger rows at the kill are known (the suites in
+    // tests/reliability.rs kill runs on four).
     env.run_with(
-        &["run", "--batch-size", "20", "--claim-size", "10"],
+        &[
+            "run",
+            "--batch-size",
+            "20",
+            "--claim-size",
+            "10",
+            "--pg-connections",
+            "1",
+        ],
         &[("REDIS_FLUSHER_FAULT", point)],
     )
     .expect_killed();
@@ -841,4 +873,47 @@ fn backends_that_applied(connections: &str) -> i64 {
 fn batches_are_applied_on_as_many_connections_as_asked() {
     assert_eq!(backends_that_applied("3"), 3);
     assert_eq!(backends_that_applied("1"), 1);
+}
+
+#[test]
+fn connections_postgres_refuses_leave_the_run_to_the_ones_it_has() {
+    let env = TestEnv::new(60);
+    env.run(&["run"]).expect(0); // the bookkeeping tables, made by the superuser
+    let expected = env.set_many(60, |i| i64::from(i % 5 + 1));
+    // A role that may hold two connections: the run's first and its lock's.
+    let role = format!("flusher_two_{}", env.n);
+    env.pg()
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN CONNECTION LIMIT 2;
+             GRANT SELECT, UPDATE ON urls TO {role};
+             GRANT SELECT, INSERT, DELETE ON redis_flusher_batches, redis_flusher_runs TO {role};
+             GRANT SELECT, INSERT, UPDATE, DELETE ON redis_flusher_leases,
+                   redis_flusher_quarantine TO {role};"
+        ))
+        .unwrap();
+    let out = env.run_with(
+        &[
+            "run",
+            "--json",
+            "--batch-size",
+            "10",
+            "--pg-connections",
+            "4",
+        ],
+        &[("DB_USER", &role)],
+    );
+    out.expect(0);
+    // Two or three of them (the lock's renewal takes a connection of its own as well).
+    let refused = out
+        .stderr
+        .matches("could not open one more connection to apply batches")
+        .count();
+    assert!((2..=3).contains(&refused), "{}", out.stderr);
+    assert_eq!(out.json()["batches"], 6);
+    assert_eq!(env.total(), expected);
+    assert!(env.journals().is_empty());
+    assert!(env.keys(&env.prefix).is_empty());
+    env.pg()
+        .batch_execute(&format!("DROP OWNED BY {role}; DROP ROLE {role}"))
+        .unwrap();
 }

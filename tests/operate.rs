@@ -134,7 +134,7 @@ fn check_fails_what_would_stop_a_flush_and_says_what_to_do() {
     assert_eq!(
         level_of(
             &findings(&out),
-            "has no column `hits`: set `--count-column`"
+            "has no column `hits`: change `--count-column`"
         ),
         "fail"
     );

@@ -482,7 +482,11 @@ fn a_missing_table_or_column_names_the_setting_it_came_from() {
     let env = TestEnv::new(1);
     env.set("c1", "7");
     let dotenv = env.workdir.path().join(".env");
-    std::fs::write(&dotenv, "# the app's settings\nREDIS_FLUSHER_TABLE=no_such_table\n").unwrap();
+    std::fs::write(
+        &dotenv,
+        "# the app's settings\nREDIS_FLUSHER_TABLE=no_such_table\n",
+    )
+    .unwrap();
     let out = env.run(&["run"]);
     out.expect(2);
     assert!(
@@ -503,7 +507,11 @@ fn a_missing_table_or_column_names_the_setting_it_came_from() {
     );
     let out = env.run(&["run", "--code-column", "nope"]);
     out.expect(2);
-    assert!(out.stderr.contains("change `--code-column`"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("change `--code-column`"),
+        "{}",
+        out.stderr
+    );
     assert_eq!(env.keys(&env.prefix).len(), 1, "nothing claimed");
 }
 

@@ -91,12 +91,17 @@ pub fn update_sql(target: &TargetConfig, rows: usize) -> String {
     )
 }
 
-/// How many rows each statement of a batch of `codes` codes takes: unnest takes the whole
-/// batch in one; VALUES binds two parameters a row and Postgres takes at most 65,535, so a
-/// large batch is several.
+/// Rows per `unnest` statement. The client encodes a statement's parameters whole (about 50
+/// bytes a code, twice that while its buffer grows), so a larger batch is several
+/// statements in its one transaction, and memory stays with the batch's compact codes. The
+/// rows a batch locks, and the pages it visits, are the same either way.
+pub const UNNEST_ROWS: usize = 25_000;
+
+/// How many rows each statement of a batch of `codes` codes takes: unnest up to
+/// [`UNNEST_ROWS`]; VALUES binds two parameters a row and Postgres takes at most 65,535.
 pub fn statement_rows(form: UpdateForm, codes: usize) -> usize {
     match form {
-        UpdateForm::Unnest => codes.max(1),
+        UpdateForm::Unnest => codes.clamp(1, UNNEST_ROWS),
         UpdateForm::Values => VALUES_ROWS,
     }
 }
@@ -210,9 +215,10 @@ impl Session {
                 return Ok(None);
             }
             for (code, hits) in taken {
-                batch.hits.insert(code, hits);
+                batch.hits.push(&code, hits)?;
                 batch.keys += 1;
             }
+            batch.finish()?;
             let applied = settle(&batch, pg.isolate_all(to, &batch)?);
             let again: HashSet<&str> = applied
                 .quarantined
@@ -221,8 +227,8 @@ impl Session {
                 .collect();
             let done: Vec<&str> = batch
                 .hits
-                .keys()
-                .map(String::as_str)
+                .iter()
+                .map(|(c, _)| c)
                 .filter(|c| !again.contains(c))
                 .collect();
             pg.settle_quarantine(to.quarantine, to.owner, &done, &applied.quarantined)?;
@@ -254,39 +260,31 @@ impl Session {
         }
     }
 
-    /// The UPDATE of codes `from..to` of the batch (one statement, or several of at most
-    /// [`VALUES_ROWS`] for VALUES). Rows are read as they arrive, not collected: the batch's
-    /// codes are its memory. A row-level error, and codes the UPDATE returned more than once,
-    /// are a [`Part::Refused`]; any other error is the run's.
+    /// The UPDATE of codes `from..until` of the batch, in statements of at most
+    /// [`statement_rows`]. Rows are read as they arrive, not collected: the batch's codes are
+    /// its memory. A row-level error, and codes the UPDATE returned more than once, are a
+    /// [`Part::Refused`]; any other error is the run's.
     fn update(&mut self, to: &ApplyTo, batch: &Batch, from: usize, until: usize) -> Result<Part> {
-        let codes: Vec<&str> = batch
-            .hits
-            .keys()
-            .skip(from)
-            .take(until - from)
-            .map(String::as_str)
-            .collect();
-        let counts: Vec<i64> = batch
-            .hits
-            .values()
-            .skip(from)
-            .take(until - from)
-            .copied()
-            .collect();
-        let part = statement_rows(to.target.form, codes.len());
-        let mut seen = vec![0usize; codes.len()];
+        let part = statement_rows(to.target.form, until - from);
+        // Rows each code matched (4 bytes a code: the batch's memory is its codes').
+        let mut seen = vec![0u32; until - from];
         let mut rows_updated = 0u64;
         let what = format!("the UPDATE of table `{}`", to.target.table.name);
-        for (part_codes, part_counts) in codes.chunks(part).zip(counts.chunks(part)) {
-            let sql = update_sql(to.target, part_codes.len());
-            let params = update_params(to.target.form, &part_codes, &part_counts);
+        let mut start = from;
+        while start < until {
+            let end = (start + part).min(until);
+            let (codes, counts) = batch.hits.columns(start, end);
+            let (codes, counts): (&[&str], &[i64]) = (&codes, &counts);
+            let sql = update_sql(to.target, codes.len());
+            let params = update_params(to.target.form, &codes, &counts);
+            let seen = &mut seen[start - from..end - from];
             let done = self.for_each_row(&what, &sql, params, |row| {
                 let code: &str = get(row, 0, "the UPDATE's RETURNING")?;
-                // `codes` is sorted (a BTreeMap's keys); a returned code is one of them.
+                // `codes` is sorted (a finished batch's); a returned code is one of them.
                 let i = codes.binary_search(&code).map_err(|_| {
                     anyhow::anyhow!("BUG: the UPDATE returned code {code:?}, not in the batch")
                 })?;
-                seen[i] += 1;
+                seen[i] = seen[i].saturating_add(1);
                 rows_updated += 1;
                 Ok(())
             })?;
@@ -296,12 +294,13 @@ impl Session {
                     None => Err(self.refusal(e, to, batch)),
                 };
             }
+            start = end;
         }
         let twice: Vec<(usize, usize)> = seen
             .iter()
             .enumerate()
             .filter(|(_, &n)| n > 1)
-            .map(|(i, &n)| (i, n))
+            .map(|(i, &n)| (i, n as usize))
             .collect();
         if let Some(&(_, rows)) = twice.first() {
             return Ok(Part::Refused(duplicate(to.target, rows), twice));
@@ -470,22 +469,21 @@ impl Session {
 /// The outcome of a batch's UPDATEs as what was applied: unknown codes (no row, not refused)
 /// and quarantined ones, with their hits.
 fn settle(batch: &Batch, outcome: Outcome) -> Applied {
-    let mut poisoned: Vec<Option<RowError>> = vec![None; batch.hits.len()];
-    for (i, e) in outcome.poisoned {
-        poisoned[i] = Some(e);
-    }
+    // Refused codes are few: looked up by index, not kept beside every code.
+    let mut poisoned: std::collections::HashMap<usize, RowError> =
+        outcome.poisoned.into_iter().collect();
     let mut applied = Applied {
         rows_updated: outcome.rows_updated,
         ..Applied::default()
     };
-    for (((code, &hits), &found), refused) in batch.hits.iter().zip(&outcome.found).zip(poisoned) {
-        match (found, refused) {
+    for (i, ((code, hits), &found)) in batch.hits.iter().zip(&outcome.found).enumerate() {
+        match (found, poisoned.remove(&i)) {
             (_, Some(error)) => applied.quarantined.push(Poisoned {
-                code: code.clone(),
+                code: code.to_owned(),
                 hits,
                 error,
             }),
-            (false, None) => applied.unknown.push((code.clone(), hits)),
+            (false, None) => applied.unknown.push((code.to_owned(), hits)),
             (true, None) => {}
         }
     }

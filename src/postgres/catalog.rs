@@ -55,7 +55,7 @@ impl Session {
         if rows.is_empty() {
             bail!(
                 "table `{}` does not exist in PostgreSQL at {} (or this role cannot see it): \
-                 check the database and {}",
+                 check the database (`DB_NAME`, or the one `DATABASE_URL` names) and {}",
                 table.name,
                 self.display,
                 named("--table", "REDIS_FLUSHER_TABLE", &table.name)
@@ -66,8 +66,16 @@ impl Session {
             columns.insert(get::<String>(r, 0, CATALOG)?, get::<String>(r, 1, CATALOG)?);
         }
         for (flag, var, col) in [
-            ("--code-column", "REDIS_FLUSHER_CODE_COLUMN", &target.code_column),
-            ("--count-column", "REDIS_FLUSHER_COUNT_COLUMN", &target.count_column),
+            (
+                "--code-column",
+                "REDIS_FLUSHER_CODE_COLUMN",
+                &target.code_column,
+            ),
+            (
+                "--count-column",
+                "REDIS_FLUSHER_COUNT_COLUMN",
+                &target.count_column,
+            ),
         ] {
             if !columns.contains_key(&col.name) {
                 bail!(
