@@ -1,8 +1,8 @@
 //! The Postgres side of a flush alone, the way redis-flusher applies it, to choose the batch
 //! size and see what each choice costs: `bench/run.sh pgside` runs it on fresh data.
 //!
-//! Arguments: N BATCH [random|sorted] [each|one] [index|planner]
-//! - N codes `c1..cN`, counts 1..100, over the `urls` that `../shared/bench/populate.py N` makes;
+//! Arguments: N BATCH [random|sorted] [each|one] [index|planner] [unnamed|prepared]
+//! - N codes `c1..cN`, counts 1..100, over the `urls` that `bench/populate.py N` makes;
 //! - BATCH codes per UPDATE, the statement `redis_flusher::postgres::update_sql` builds for
 //!   `run` (`--statement` in REDIS_FLUSHER_STATEMENT), sent unnamed as `run` sends it, each
 //!   batch sorted, as redis-flusher sorts its batches, in transactions that begin as `run`'s
@@ -11,7 +11,10 @@
 //!   sorted first, as the Postgres floor does;
 //! - `each` (default): a transaction per batch, as redis-flusher runs; `one`: one for all N;
 //! - `index` (default): hash and merge joins off, as redis-flusher's session has them;
-//!   `planner`: the planner's own choice.
+//!   `planner`: the planner's own choice;
+//! - `unnamed` (default): each UPDATE sent unnamed, as `run` sends it (it works through
+//!   PgBouncer in transaction mode); `prepared`: a named statement prepared once per SQL
+//!   text and reused, as 0.1.0 did, to measure what unnamed statements cost.
 //!
 //! Connects as `run` would (DATABASE_URL or DB_HOST, DB_PORT, DB_USER, DB_NAME, DB_PASSWORD;
 //! `bench/run.sh` points them at the bench database). Prints `pgside_s=` and the rows
@@ -27,7 +30,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .skip(1)
         .filter(|a| a != "--bench")
         .collect();
-    let usage = "usage: pgside N BATCH [random|sorted] [each|one] [index|planner]";
+    let usage = "usage: pgside N BATCH [random|sorted] [each|one] [index|planner] \
+                 [unnamed|prepared]";
     let (n, batch) = match (args.first(), args.get(1)) {
         (Some(n), Some(b)) => (n.parse::<usize>()?, b.parse::<usize>()?.max(1)),
         _ => return Err(usage.into()),
@@ -39,11 +43,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             w => Err(format!("{w:?}? {usage}")),
         }
     };
-    let (random, each, index) = (
+    let (random, each, index, unnamed) = (
         word(2, "random", "sorted")?,
         word(3, "each", "one")?,
         word(4, "index", "planner")?,
+        word(5, "unnamed", "prepared")?,
     );
+    let mut prepared = std::collections::HashMap::new();
     // `run`'s own settings, with room for a whole run's transaction.
     let run = redis_flusher::cli::run_args(["run", "--statement-timeout", "3600"])?;
     let cfg = Config::from_run_args(&run)?;
@@ -91,16 +97,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for (codes, counts) in codes.chunks(part).zip(counts.chunks(part)) {
             let params = update_params(target.form, &codes, &counts);
             let sql = update_sql(target, codes.len());
-            updated += pg.query("the UPDATE", &sql, &params)?.len();
+            updated += if unnamed {
+                pg.query("the UPDATE", &sql, &params)?.len()
+            } else {
+                let types: Vec<_> = params.iter().map(|(_, t)| t.clone()).collect();
+                let values: Vec<_> = params.iter().map(|(v, _)| *v).collect();
+                if !prepared.contains_key(&sql) {
+                    let statement = pg.call("PREPARE", |c| c.prepare_typed(&sql, &types))?;
+                    prepared.insert(sql.clone(), statement);
+                }
+                let statement = &prepared[&sql];
+                pg.call("the UPDATE", |c| c.query(statement, &values))?
+                    .len()
+            };
         }
     }
     pg.commit("the last batch")?;
     println!(
-        "keys={n} batch={batch} order={} transactions={} plan={} rows_updated={updated} \
+        "keys={n} batch={batch} order={} transactions={} plan={} statements={} rows_updated={updated} \
          pgside_s={:.3}",
         if random { "random" } else { "sorted" },
         if each { "each" } else { "one" },
         if index { "index" } else { "planner" },
+        if unnamed { "unnamed" } else { "prepared" },
         started.elapsed().as_secs_f64()
     );
     Ok(())
