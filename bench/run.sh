@@ -25,7 +25,7 @@
 #   cluster N          N keys flushed from one Redis, then the same keys from a private 3-master
 #                      Redis Cluster (populate_cluster.py), into the same table; wall and peak RSS
 #                      of each, and the ratio
-#   explain ROWS [B]   EXPLAIN of one B-row batch's UPDATE (default 50000, the default batch) against a
+#   explain ROWS [B]   EXPLAIN of one B-row batch's UPDATE (default 50000, a run's steady batch) against a
 #                      ROWS-row urls, as the flusher runs it and as the planner would choose on its own
 #
 # Files, all in bench/: populate.py (the data; it runs FLUSHALL), verify.sh (totals), pgfloor.sh and

@@ -1,6 +1,8 @@
 //! `run --dry-run`: the same SCAN and checks as a run, a read-only look at Postgres, and no
 //! write anywhere (not even the ledger table is created, nor a lost journal index rebuilt).
 
+use std::sync::atomic::AtomicBool;
+
 use anyhow::Result;
 
 use crate::check::{self, Findings};
@@ -70,6 +72,7 @@ fn dry(cfg: &Config, report: &mut Report) -> Result<()> {
         "dry-run",
         &mut Batch::default(),
         &mut scanned,
+        &AtomicBool::new(false),
         |batch| would_apply(&mut pg, f, &batch, report).map(|()| true),
     )?;
     report.merge_claims(&scanned);

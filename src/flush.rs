@@ -11,7 +11,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::check::{self, Findings};
 use crate::config::{Config, FlushConfig};
@@ -324,11 +324,12 @@ impl<'a> Flusher<'a> {
     /// If any side fails, the others stop soon after; every batch claimed and not applied
     /// stays in its journal.
     ///
-    /// The other connections are opened on their own threads while the first batch is
-    /// claimed, so a run of one batch does not wait for them.
+    /// The other connections are opened on their own threads once a second batch is claimed,
+    /// while the first is applied.
     ///
-    /// Batches applied at once cannot deadlock each other: each locks its rows in code order
-    /// (its codes are sorted), so two that share codes take them in the same order.
+    /// Batches applied at once do not deadlock each other: each locks its rows in code order
+    /// (its codes are sorted; the UPDATE is a nested loop over them), so two that share a code
+    /// (SCAN returned its key twice) take their rows in the same order, and one waits.
     fn claim_and_apply(&mut self, all: &Config, claimer: RedisSource) -> Result<Claiming> {
         let (to_apply, batches) = mpsc::sync_channel::<Batch>(0);
         // Taken out and dropped once every connection is done: that is what stops a claimer
@@ -337,11 +338,23 @@ impl<'a> Flusher<'a> {
         let failed = AtomicBool::new(false);
         let (cfg, run, facts, report) = (self.cfg, self.run, self.facts, self.report);
         std::thread::scope(|s| {
-            let claim = s.spawn(move || claim_batches(claimer, cfg, &run.id, to_apply));
             let (batches, failed) = (&batches, &failed);
-            let appliers: Vec<_> = (1..cfg.pg_connections)
-                .map(|_| {
+            // The other connections open once a second batch is claimed: a run of one batch
+            // (most small runs) opens none.
+            let (starts, started): (Vec<_>, Vec<_>) = (1..cfg.pg_connections)
+                .map(|_| mpsc::channel::<()>())
+                .unzip();
+            let claim =
+                s.spawn(move || claim_batches(claimer, cfg, &run.id, to_apply, failed, starts));
+            // A panic here must not leave the claimer blocked in a send for ever.
+            let _close = CloseOnDrop(batches);
+            let appliers: Vec<_> = started
+                .into_iter()
+                .map(|start| {
                     s.spawn(move || {
+                        if start.recv().is_err() {
+                            return Ok(()); // the claimer ended first
+                        }
                         let connected = Session::connect(&all.pg).and_then(|pg| {
                             let mut redis = RedisSource::connect(&all.redis, &cfg.source)?;
                             redis.set_target(&run.target);
@@ -484,16 +497,17 @@ impl<'a> Flusher<'a> {
             &[]
         };
         let t = Instant::now();
-        let acked = self
-            .redis
-            .ack(&batch.id, &batch.fields, park)
-            .with_context(|| {
-                format!(
-                    "batch {} is committed but its journal could not be deleted; \
-                     the next run will only delete it",
+        let acked = match self.redis.ack(&batch.id, &batch.fields, park) {
+            Ok(acked) => acked,
+            Err(e) => {
+                self.report().pending_journals += 1;
+                return Err(e.context(format!(
+                    "batch {} is committed but its journal could not be deleted; the next \
+                     run will only delete it",
                     batch.id
-                )
-            })?;
+                )));
+            }
+        };
         self.report().redis_seconds += t.elapsed().as_secs_f64();
         let hash = &self.cfg.source.unknown_key;
         match acked {
@@ -626,6 +640,16 @@ fn apply_to<'a>(cfg: &'a FlushConfig, facts: &'a TableFacts, run: &'a Run) -> Ap
     }
 }
 
+/// Drops the receiver of claimed batches when dropped, so that a claimer blocked in a send
+/// gets an error, even when the thread that holds this unwinds.
+struct CloseOnDrop<'a>(&'a Mutex<Option<Receiver<Batch>>>);
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        drop(self.0.lock().unwrap_or_else(|p| p.into_inner()).take());
+    }
+}
+
 /// What the claim thread hands back: its counts (bad keys, Redis time), how it ended, and
 /// how many claimed batches it could not hand over.
 struct ClaimOutcome {
@@ -641,9 +665,12 @@ fn claim_batches(
     cfg: &FlushConfig,
     run: &str,
     out: SyncSender<Batch>,
+    failed: &AtomicBool,
+    mut starts: Vec<mpsc::Sender<()>>,
 ) -> ClaimOutcome {
     let mut report = Report::new(false, None);
     let mut unsent = 0;
+    let mut sent = 0;
     let mut batch = Batch::default();
     let result = scan_in_batches(
         &mut redis,
@@ -652,16 +679,29 @@ fn claim_batches(
         run,
         &mut batch,
         &mut report,
-        |batch| match out.send(batch) {
-            Ok(()) => Ok(true),
-            Err(_) => {
-                unsent += 1;
-                Ok(false)
+        failed,
+        |batch| {
+            if sent == 1 {
+                // A second batch: the other connections open now.
+                for start in starts.drain(..) {
+                    let _ = start.send(());
+                }
+            }
+            match out.send(batch) {
+                Ok(()) => {
+                    sent += 1;
+                    Ok(true)
+                }
+                Err(_) => {
+                    unsent += 1;
+                    Ok(false)
+                }
             }
         },
     );
-    if result.is_err() && !batch.is_empty() {
-        unsent += 1; // claimed into a journal before the error
+    drop(starts); // connections not opened yet never will be
+    if !batch.is_empty() {
+        unsent += 1; // claimed into a journal before an error, or an applier's failure
     }
     ClaimOutcome {
         report,

@@ -2,6 +2,7 @@
 //! checked, the good keys taken in chunks of `--claim-size` (claimed into a journal, or only
 //! read), gathered into batches of at most `--batch-size` keys.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::Result;
@@ -74,10 +75,8 @@ impl Growth {
 /// The most bytes of codes the batches of a run hold at once, whatever `--batch-size` says:
 /// memory follows a batch's bytes, not only its keys (100 MB of 10 KB codes took 487 MB). Up
 /// to N + 1 batches exist at once (N connections applying, one being claimed), so each closes
-/// at its share: 8 MiB with the default two connections. A code is in memory about three
-/// times over while its batch is applied (the claim's reply, the batch, the statement's
-/// parameters): some 80 MB at most. Ordinary codes never reach it (200,000 codes of 10 bytes
-/// are 2 MB).
+/// at its share: 8 MiB with the default two connections (one chunk at least: a claim of up
+/// to [`CHUNK_BYTES`]). Ordinary codes never reach it (500,000 codes of 10 bytes are 5 MB).
 pub const CODE_BYTES: usize = 24 << 20;
 
 /// The most bytes of codes one batch of a run on `connections` connections holds.
@@ -125,7 +124,10 @@ pub enum Take {
 /// hands each batch (at most `--batch-size` keys, most of them fewer, [`Growth`]; at
 /// most [`batch_bytes`] of codes) to `send` (false: nobody receives any more). Batches are
 /// named `<run>-<n>`; `batch` is the one being filled, so that a caller can tell whether a
-/// failure left one half claimed. Bad keys and Redis time go into `report`.
+/// failure left one half claimed. Bad keys and Redis time go into `report`. Once `cancel` is
+/// set (a connection applying the batches failed), it stops at the next SCAN step, and the
+/// batch being filled waits in its journal.
+#[allow(clippy::too_many_arguments)]
 pub fn scan_in_batches(
     redis: &mut RedisSource,
     flush: &FlushConfig,
@@ -133,6 +135,7 @@ pub fn scan_in_batches(
     run: &str,
     batch: &mut Batch,
     report: &mut Report,
+    cancel: &AtomicBool,
     mut send: impl FnMut(Batch) -> Result<bool>,
 ) -> Result<Claiming> {
     let (cfg, batch_size) = (&flush.source, flush.batch_size);
@@ -145,6 +148,9 @@ pub fn scan_in_batches(
     let mut cursor = 0;
     loop {
         // Checked once per SCAN step: a step and its claims take a few milliseconds.
+        if cancel.load(Ordering::SeqCst) {
+            return Ok(Claiming::Stopped); // the applier's error is the run's
+        }
         if stop::requested() {
             log::warn!(
                 "stopping ({}): applying the batches already claimed, claiming no \

@@ -1,6 +1,7 @@
 //! `redis-flusher status`: what waits in Redis, what failed runs left, what the last runs did,
 //! and a health verdict for monitoring. Reads only; never claims, applies or deletes.
 
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -123,6 +124,7 @@ fn waiting(redis: &mut RedisSource, f: &FlushConfig) -> Result<Waiting> {
         "status",
         &mut Batch::default(),
         &mut seen,
+        &AtomicBool::new(false),
         |batch| {
             keys += batch.keys;
             hits += batch.total_hits();

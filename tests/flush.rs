@@ -834,16 +834,16 @@ fn sigterm_applies_what_was_claimed_and_stops_within_seconds() {
 }
 
 /// Which server processes ran the UPDATEs of a run with `--pg-connections n`: a trigger on
-/// the table notes its backend's pid and holds each batch half a second, so that batches
-/// claimed meanwhile go to the other connections.
+/// the table notes its backend's pid and holds each batch 0.7 s, so that batches claimed
+/// meanwhile go to the other connections (which have a few seconds to open).
 fn backends_that_applied(connections: &str) -> i64 {
-    let env = TestEnv::new(60);
-    let expected = env.set_many(60, |i| i64::from(i % 3 + 1));
+    let env = TestEnv::new(90);
+    let expected = env.set_many(90, |i| i64::from(i % 3 + 1));
     env.pg()
         .batch_execute(
             "CREATE TABLE seen (pid int);
              CREATE FUNCTION note() RETURNS trigger LANGUAGE plpgsql AS
-             $$ BEGIN INSERT INTO seen VALUES (pg_backend_pid()); PERFORM pg_sleep(0.5);
+             $$ BEGIN INSERT INTO seen VALUES (pg_backend_pid()); PERFORM pg_sleep(0.7);
                 RETURN NULL; END $$;
              CREATE TRIGGER note AFTER UPDATE ON urls FOR EACH STATEMENT EXECUTE FUNCTION note();",
         )
@@ -859,10 +859,13 @@ fn backends_that_applied(connections: &str) -> i64 {
         connections,
     ]);
     out.expect(0);
-    assert_eq!(out.json()["batches"], 6);
+    // Nine batches of ten, or more when SCAN returned a key twice (it may while Redis
+    // rehashes) and a chunk held fewer than ten.
+    let batches = out.json()["batches"].as_i64().expect("batches");
+    assert!((9..=12).contains(&batches), "{batches} batches");
     assert_eq!(env.total(), expected);
     assert!(env.journals().is_empty());
-    assert_eq!(env.ledger_rows(), 6);
+    assert_eq!(env.ledger_rows(), batches);
     env.pg()
         .query_one("SELECT count(DISTINCT pid) FROM seen", &[])
         .unwrap()
@@ -880,7 +883,8 @@ fn connections_postgres_refuses_leave_the_run_to_the_ones_it_has() {
     let env = TestEnv::new(60);
     env.run(&["run"]).expect(0); // the bookkeeping tables, made by the superuser
     let expected = env.set_many(60, |i| i64::from(i % 5 + 1));
-    // A role that may hold two connections: the run's first and its lock's.
+    // A role that may hold two connections: the run's first, and one more (an applier's;
+    // the lock's renewal connects later, after a quarter of --lock-ttl).
     let role = format!("flusher_two_{}", env.n);
     env.pg()
         .batch_execute(&format!(
@@ -903,7 +907,7 @@ fn connections_postgres_refuses_leave_the_run_to_the_ones_it_has() {
         &[("DB_USER", &role)],
     );
     out.expect(0);
-    // Two or three of them (the lock's renewal takes a connection of its own as well).
+    // Two of them, or three if the lock's renewal took the second connection first.
     let refused = out
         .stderr
         .matches("could not open one more connection to apply batches")

@@ -240,7 +240,7 @@ pub struct FlushConfig {
     pub source: SourceConfig,
     pub target: TargetConfig,
     pub ledger: LedgerConfig,
-    /// Keys per Postgres transaction (`--batch-size`).
+    /// The most keys one Postgres transaction applies (`--batch-size`; `scan::Growth`).
     pub batch_size: usize,
     /// How long the run lock outlives its last renewal (`--lock-ttl`).
     pub lock_ttl: std::time::Duration,

@@ -424,16 +424,28 @@ impl Session {
             ))
             .into();
         }
+        if e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED) {
+            // Our batches lock rows in code order; a transaction of the app's that locks them
+            // in another order can still meet one of ours.
+            return BatchRejected(format!(
+                "batch {id} and another session's transaction locked rows of `{}` in opposite \
+                 orders, and Postgres rolled the batch back (deadlock detected); the batch \
+                 stays in its journal and the next run applies it",
+                t.table.name
+            ))
+            .into();
+        }
         if e.code() == Some(&SqlState::QUERY_CANCELED) {
             // Not a rejection: the next batch would most likely time out as well, and
             // this one comes back whole from its journal, however --batch-size is set.
             return anyhow::Error::new(e).context(format!(
-                "PostgreSQL at {}: the UPDATE of batch {id} ({} codes) was \
-                 canceled: it took longer than --statement-timeout ({} s), or an operator \
-                 canceled it. The batch stays in its journal and the next run applies it \
-                 whole: raise --statement-timeout if Postgres is just slow",
+                "PostgreSQL at {}: an UPDATE of batch {id} ({} codes, in statements of up to \
+                 {}) was canceled: it took longer than --statement-timeout ({} s), or an \
+                 operator canceled it. The batch stays in its journal and the next run \
+                 applies it whole: raise --statement-timeout if Postgres is just slow",
                 self.display,
                 batch.hits.len(),
+                statement_rows(t.form, batch.hits.len()),
                 self.statement_timeout.as_secs(),
             ));
         }
