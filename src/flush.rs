@@ -4,6 +4,11 @@
 //! Knows the order of the steps, not the SQL (`postgres/`) or the Lua (`redis/`). The
 //! invariant every step keeps: a hit is always in exactly one of its live key, a journal, or
 //! a committed transaction whose ledger row names its batch.
+//!
+//! It also runs the claim-and-apply step's threads (one claimer, one applier a Postgres
+//! connection: `claim_and_apply`). They stay here rather than in a module of their own
+//! because each applier is a [`Flusher`] running the same apply-then-acknowledge step as
+//! recovery does; what the threads add is only who takes the next batch and who stops when.
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};

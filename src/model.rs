@@ -174,16 +174,16 @@ impl Hits {
         Ok(())
     }
 
-    fn code(&self, &(at, len, _): &(u32, u32, i64)) -> &str {
-        let at = at as usize;
-        &self.text[at..at + len as usize]
+    fn code(&self, e: &(u32, u32, i64)) -> &str {
+        code_in(&self.text, e)
     }
 
     /// Sorts by code and sums the hits of a code pushed more than once. Fails when one code's
     /// hits overflow 64 bits, which no column could hold either.
     pub fn finish(&mut self) -> Result<()> {
+        // The index is sorted in place, so its codes are read from the text alone.
         let text = &self.text;
-        let code = |&(at, len, _): &(u32, u32, i64)| &text[at as usize..(at + len) as usize];
+        let code = |e: &(u32, u32, i64)| code_in(text, e);
         self.index.sort_unstable_by(|a, b| code(a).cmp(code(b)));
         // In place: `dedup_by` hands each entry with the one kept before it.
         let mut overflow = None;
@@ -236,6 +236,12 @@ impl Hits {
     pub fn total(&self) -> i128 {
         self.index.iter().map(|e| i128::from(e.2)).sum()
     }
+}
+
+/// The code an index entry of [`Hits`] names in its text.
+fn code_in<'t>(text: &'t str, &(at, len, _): &(u32, u32, i64)) -> &'t str {
+    let at = at as usize;
+    &text[at..at + len as usize]
 }
 
 /// A batch: everything one Postgres transaction applies, and the journal that holds it.

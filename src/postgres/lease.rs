@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::Result;
 use postgres::types::Type;
 
-use super::session::{get, Session};
+use super::session::{get, Param, Session};
 use crate::config::{Ident, PgConfig};
 
 /// The DDL of the lease table, for creating it and for a DBA when we may not.
@@ -140,6 +140,15 @@ impl Session {
         ttl: Duration,
     ) -> Result<Option<Taken>> {
         let secs = ttl.as_secs_f64();
+        // $1-$6 of both statements: the lease, its new holder, its time to live.
+        let claim: [Param; 6] = [
+            (&name, Type::TEXT),
+            (&holder.run_id, Type::TEXT),
+            (&holder.host, Type::TEXT),
+            (&holder.pid, Type::INT4),
+            (&holder.machine, Type::TEXT),
+            (&secs, Type::FLOAT8),
+        ];
         // Twice at most: a lease released between our two statements is free the second time.
         for _ in 0..2 {
             let taken = self.query_opt(
@@ -154,14 +163,7 @@ impl Session {
                      RETURNING holder",
                     t = table.quoted
                 ),
-                &[
-                    (&name, Type::TEXT),
-                    (&holder.run_id, Type::TEXT),
-                    (&holder.host, Type::TEXT),
-                    (&holder.pid, Type::INT4),
-                    (&holder.machine, Type::TEXT),
-                    (&secs, Type::FLOAT8),
-                ],
+                &claim,
             )?;
             if taken.is_some() {
                 return Ok(None);
@@ -181,15 +183,7 @@ impl Session {
                      WHERE name = $1 AND holder = $7",
                     t = table.quoted
                 ),
-                &[
-                    (&name, Type::TEXT),
-                    (&holder.run_id, Type::TEXT),
-                    (&holder.host, Type::TEXT),
-                    (&holder.pid, Type::INT4),
-                    (&holder.machine, Type::TEXT),
-                    (&secs, Type::FLOAT8),
-                    (&other.holder.run_id, Type::TEXT),
-                ],
+                &[&claim[..], &[(&other.holder.run_id, Type::TEXT)]].concat(),
             )?;
             if replaced == 1 {
                 log::info!(
