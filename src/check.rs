@@ -191,6 +191,14 @@ pub fn postgres(
     } else if facts.is_table {
         out.add(Level::Warn, TableFacts::index_advice(target));
     }
+    if !facts.can_stage {
+        out.add(
+            Level::Warn,
+            "this role lacks TEMPORARY on the database: a backlog's transactions cannot \
+             gather batches in a temporary table, so each batch is its own transaction (as \
+             exact, slower past a million keys): GRANT TEMPORARY ON DATABASE <db> TO <this role>",
+        );
+    }
     match pg.missing_privileges(&target.table, &["SELECT", "UPDATE"]) {
         Ok(m) if m.is_empty() => out.add(
             Level::Good,

@@ -637,23 +637,25 @@ pub struct TargetArgs {
     )]
     pub journal_prefix: String,
 
-    /// The most keys one Postgres transaction applies (its batch)
+    /// The most keys one Postgres transaction applies
     ///
     /// Batches start at 10000 keys, doubling to 50000, which they keep for a run's first
-    /// million keys; a run past that is a backlog, and its batches double again up to this
-    /// (large batches cost less per key in a large table). Also the most rows one
-    /// transaction locks: set 50000 to keep every transaction short. Memory: about (N + 1) x
-    /// this x (16 + code length) bytes. Measured in docs/performance.md.
-    #[arg(long, env = "REDIS_FLUSHER_BATCH_SIZE", default_value_t = 500000,
-          value_parser = clap::value_parser!(u32).range(1..=1_000_000),
+    /// million keys; a run past that is a backlog, and its transactions double again up to
+    /// this (a large transaction costs less per key in a large table: one sorted pass over
+    /// it). Past 250000 keys a transaction gathers several claimed batches in a temporary
+    /// table, so memory stays about (N + 1) x 250000 x (16 + code length) bytes whatever this
+    /// says. Also the most rows one transaction locks: set 50000 to keep every transaction
+    /// short. Measured in docs/performance.md.
+    #[arg(long, env = "REDIS_FLUSHER_BATCH_SIZE", default_value_t = 2_000_000,
+          value_parser = clap::value_parser!(u32).range(1..=10_000_000),
           help_heading = "Batching")]
     pub batch_size: u32,
 
     /// Postgres connections applying batches at once
     ///
-    /// Each batch is one transaction on one connection; its rows are locked in code order,
-    /// as every batch's are, so the flusher's own transactions cannot deadlock. Memory: up
-    /// to N + 1 batches at once (N applied, one being claimed). Behind PgBouncer, the pool
+    /// Each transaction runs on one connection; its rows are locked in code order, as every
+    /// transaction's are, so the flusher's own transactions cannot deadlock. Memory: up to
+    /// N + 1 claimed batches at once (N applied, one being claimed). Behind PgBouncer, the pool
     /// must allow N + 1 server connections (one more renews the run lock). Measured in
     /// docs/performance.md.
     #[arg(long, env = "REDIS_FLUSHER_PG_CONNECTIONS", default_value_t = 2,

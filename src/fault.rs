@@ -14,6 +14,11 @@
 //! | `recovery_before_commit` | as `before_commit`, while recovering a failed run's journal |
 //! | `recovery_after_commit` | as `after_commit`, while recovering a failed run's journal |
 //! | `quarantine_before_commit` | quarantined codes tried again, before COMMIT |
+//! | `after_stage` | a batch's codes are in the stage of a transaction that gathers batches, before the next is taken |
+//!
+//! `REDIS_FLUSHER_TEST_BATCH_KEYS=<n>` lowers the most keys a claimed batch holds
+//! (`scan::BATCH_KEYS`), so that a test's few keys make transactions that gather several
+//! batches. Debug builds only, like the rest.
 
 #[cfg(debug_assertions)]
 pub fn point(name: &str) {
@@ -42,3 +47,18 @@ pub fn point(name: &str) {
 #[cfg(not(debug_assertions))]
 #[inline(always)]
 pub fn point(_name: &str) {}
+
+/// The most keys a claimed batch holds: `most`, or less in a test (see above).
+#[cfg(debug_assertions)]
+pub fn batch_keys(most: usize) -> usize {
+    std::env::var("REDIS_FLUSHER_TEST_BATCH_KEYS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(most, |n| n.clamp(1, most))
+}
+
+#[cfg(not(debug_assertions))]
+#[inline(always)]
+pub fn batch_keys(most: usize) -> usize {
+    most
+}

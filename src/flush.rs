@@ -21,7 +21,7 @@ use anyhow::Result;
 use crate::check::{self, Findings};
 use crate::config::{Config, FlushConfig};
 use crate::fault;
-use crate::model::Batch;
+use crate::model::{Batch, Head};
 use crate::postgres::{
     Acquired, Applied, ApplyTo, BatchRejected, Holder, Lease, RunRecord, Session, TableFacts,
 };
@@ -272,7 +272,7 @@ impl<'a> Flusher<'a> {
                      journal",
                     batch.id
                 );
-                self.acknowledge(&batch, &row.unknown)?;
+                self.acknowledge(&batch.head(), &row.unknown)?;
                 continue;
             }
             log::debug!(
@@ -300,8 +300,9 @@ impl<'a> Flusher<'a> {
             return Ok(());
         };
         let again = applied.quarantined.len();
+        let head = batch.head();
         self.report().released_from_quarantine += (batch.hits.len() - again) as u64;
-        self.report().released_hits += applied.hits_applied(&batch);
+        self.report().released_hits += applied.hits_applied(&head);
         self.report().rows_updated += applied.rows_updated;
         self.report().add_unknown(&applied.unknown);
         if again > 0 {
@@ -316,7 +317,7 @@ impl<'a> Flusher<'a> {
             log::info!(
                 "{} codes left the quarantine: Postgres took their {} hits this time",
                 batch.hits.len() - again,
-                applied.hits_applied(&batch)
+                applied.hits_applied(&head)
             );
         }
         Ok(())
@@ -422,7 +423,9 @@ impl<'a> Flusher<'a> {
     }
 
     /// Applies claimed batches on this connection until the claimer ends, or a connection
-    /// fails (`failed`: then a batch taken is left in its journal).
+    /// fails (`failed`: then a batch taken is left in its journal). A backlog's batches are
+    /// gathered several to a transaction (`postgres/stage.rs`) when the role may create a
+    /// temporary table.
     fn apply_claimed(
         &mut self,
         batches: &Mutex<Option<Receiver<Batch>>>,
@@ -430,25 +433,81 @@ impl<'a> Flusher<'a> {
     ) -> Result<()> {
         loop {
             // The others wait for the lock while one waits for the claimer.
-            let next = {
-                let batches = batches.lock().unwrap_or_else(|p| p.into_inner());
-                match &*batches {
-                    Some(b) if !failed.load(Ordering::SeqCst) => b.recv(),
-                    _ => return Ok(()),
-                }
-            };
-            let Ok(batch) = next else {
-                return Ok(()); // the claimer ended
-            };
-            if failed.load(Ordering::SeqCst) {
-                self.report().pending_journals += 1;
+            let receiver = batches.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(batch) = next_batch(&receiver, failed, self.report) else {
                 return Ok(());
-            }
-            if let Err(e) = self.apply_and_acknowledge(&batch, false) {
+            };
+            let applied = if self.facts.can_stage && batch.gather > batch.keys as usize {
+                self.apply_gathered(batch, receiver, failed)
+            } else {
+                drop(receiver);
+                self.apply_and_acknowledge(&batch, false).map(|_| ())
+            };
+            if let Err(e) = applied {
                 failed.store(true, Ordering::SeqCst);
                 return Err(e);
             }
         }
+    }
+
+    /// Applies `first` and the claimed batches after it, up to `first.gather` keys, in one
+    /// transaction, then deletes their journals. A transaction Postgres refused as a whole (a
+    /// locked row) leaves all of them in their journals, and the run goes on.
+    ///
+    /// This connection keeps the claimed batches to itself (`receiver`) until its transaction
+    /// is full, and lets go before the UPDATE: so the connections take turns, one gathering
+    /// at the pace of the claims while the others apply, instead of all gathering at once
+    /// and then all applying while the claims wait.
+    fn apply_gathered(
+        &mut self,
+        first: Batch,
+        receiver: MutexGuard<'_, Option<Receiver<Batch>>>,
+        failed: &AtomicBool,
+    ) -> Result<()> {
+        let t = Instant::now();
+        let to = apply_to(self.cfg, self.facts, self.run);
+        let report = self.report;
+        let (gather, mut keys) = (first.gather, first.keys as usize);
+        let mut receiver = (keys < gather).then_some(receiver);
+        let mut taken = 0;
+        let result = self.pg.apply_gathered(
+            &to,
+            first,
+            || {
+                let batch = next_batch(receiver.as_ref()?, failed, report);
+                keys += batch.as_ref().map_or(0, |b| b.keys as usize);
+                if batch.is_none() || keys >= gather {
+                    receiver = None; // full: the next connection gathers
+                }
+                batch
+            },
+            &mut taken,
+        );
+        self.report().postgres_seconds += t.elapsed().as_secs_f64();
+        let done = match result {
+            Ok(done) => done,
+            Err(e) => {
+                let rejected = e.downcast_ref::<BatchRejected>().is_some();
+                let mut report = self.report();
+                report.pending_journals += taken as u64;
+                if !rejected {
+                    return Err(e);
+                }
+                report.batches_failed += taken as u64;
+                report.fail(&e);
+                return Ok(());
+            }
+        };
+        fault::point("after_commit");
+        for (n, (head, applied)) in done.iter().enumerate() {
+            if let Err(e) = self.acknowledge(head, &applied.unknown) {
+                // This one is counted; the journals after it wait as well, applied.
+                self.report().pending_journals += (done.len() - n - 1) as u64;
+                return Err(e);
+            }
+            self.account(head, applied);
+        }
+        Ok(())
     }
 
     /// Applies one batch, then deletes its journal. Returns false when Postgres refused the
@@ -464,8 +523,9 @@ impl<'a> Flusher<'a> {
         } else {
             "after_commit"
         });
-        self.acknowledge(batch, &applied.unknown)?;
-        self.account(batch, &applied);
+        let head = batch.head();
+        self.acknowledge(&head, &applied.unknown)?;
+        self.account(&head, &applied);
         Ok(true)
     }
 
@@ -495,7 +555,7 @@ impl<'a> Flusher<'a> {
     /// Deletes the batch's chunks from its journal, parking unknown hits first if asked.
     /// Returns false when Redis would not park them (out of memory) and the journal stays,
     /// for the next run to park them: the batch is applied, and the run fails.
-    fn acknowledge(&mut self, batch: &Batch, unknown: &[(String, i64)]) -> Result<bool> {
+    fn acknowledge(&mut self, batch: &Head, unknown: &[(String, i64)]) -> Result<bool> {
         let park: &[(String, i64)] = if self.cfg.source.keep_unknown {
             unknown
         } else {
@@ -550,7 +610,7 @@ impl<'a> Flusher<'a> {
     }
 
     /// Counts an applied and acknowledged batch in the report.
-    fn account(&mut self, batch: &Batch, applied: &Applied) {
+    fn account(&mut self, batch: &Head, applied: &Applied) {
         if !applied.unknown.is_empty() {
             log::debug!(
                 "batch {}: {} codes unknown ({}), {}",
@@ -573,7 +633,7 @@ impl<'a> Flusher<'a> {
         let mut report = self.report();
         report.batches += 1;
         report.keys += batch.keys;
-        report.hits += batch.total_hits();
+        report.hits += batch.hits;
         report.rows_updated += applied.rows_updated;
         report.add_unknown(&applied.unknown);
         if !applied.quarantined.is_empty() {
@@ -598,12 +658,12 @@ impl<'a> Flusher<'a> {
         }
         report::keep_so_far(&report);
         drop(report);
-        progress::applied(batch.keys, batch.total_hits());
+        progress::applied(batch.keys, batch.hits);
         log::debug!(
             "batch {}: {} keys, {} hits, {} rows updated",
             batch.id,
             batch.keys,
-            batch.total_hits(),
+            batch.hits,
             applied.rows_updated
         );
     }
@@ -643,6 +703,29 @@ fn apply_to<'a>(cfg: &'a FlushConfig, facts: &'a TableFacts, run: &'a Run) -> Ap
         quarantine: &cfg.ledger.quarantine_table,
         owner: &run.owner,
     }
+}
+
+/// The next claimed batch from `receiver` (the lock on it held), once the claimer hands one
+/// over; None when it ended, or when a connection failed (a batch taken then is left in its
+/// journal, and counted).
+fn next_batch(
+    receiver: &Option<Receiver<Batch>>,
+    failed: &AtomicBool,
+    report: &Mutex<Report>,
+) -> Option<Batch> {
+    let next = match receiver {
+        Some(b) if !failed.load(Ordering::SeqCst) => b.recv(),
+        _ => return None,
+    };
+    let batch = next.ok()?; // the claimer ended
+    if failed.load(Ordering::SeqCst) {
+        report
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pending_journals += 1;
+        return None;
+    }
+    Some(batch)
 }
 
 /// Drops the receiver of claimed batches when dropped, so that a claimer blocked in a send

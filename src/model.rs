@@ -260,6 +260,25 @@ pub struct Batch {
     pub keys: u64,
     /// The bytes of its codes: what its memory grows with.
     pub bytes: usize,
+    /// The most keys the transaction that applies it may take, when that is more than a
+    /// claimed batch may hold (a backlog's: batches are gathered in Postgres' stage,
+    /// `postgres/stage.rs`); 0 when it applies this batch alone.
+    pub gather: usize,
+}
+
+/// A batch without its codes: what its ledger row, its journal and the report need, and all
+/// that is left of a batch once its codes are in Postgres' stage.
+#[derive(Debug, Clone, Default)]
+pub struct Head {
+    pub id: String,
+    /// Its journal's fields ([`Batch::fields`]).
+    pub fields: Vec<String>,
+    /// Keys claimed (before summing).
+    pub keys: u64,
+    /// Distinct codes.
+    pub codes: usize,
+    /// Hits of all its codes.
+    pub hits: i128,
 }
 
 impl Batch {
@@ -307,6 +326,17 @@ impl Batch {
 
     pub fn total_hits(&self) -> i128 {
         self.hits.total()
+    }
+
+    /// The batch without its codes.
+    pub fn head(&self) -> Head {
+        Head {
+            id: self.id.clone(),
+            fields: self.fields.clone(),
+            keys: self.keys,
+            codes: self.hits.len(),
+            hits: self.total_hits(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {

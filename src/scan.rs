@@ -37,13 +37,21 @@ const STEADY_BATCH: usize = 50_000;
 /// the single-connection floor, 500,000-key batches 1.3x (docs/performance.md).
 const GROW_AFTER: u64 = 1_000_000;
 
+/// A run that SCAN's progress says will hand over at least this many keys is a backlog from
+/// its first batches: it need not pay for a million keys in small batches first.
+const BACKLOG_KEYS: f64 = 2_000_000.0;
+
 /// How large a run's batches may be: [`FIRST_BATCH`] doubling to [`STEADY_BATCH`], which it
-/// keeps until the run has handed over [`GROW_AFTER`] keys, then doubling again; never more
-/// than `--batch-size`.
+/// keeps until the run is a backlog (it has handed over [`GROW_AFTER`] keys, or expects
+/// [`BACKLOG_KEYS`]), then doubling again; never more than `--batch-size`, nor, near the
+/// end, more than half the keys expected still (so that the last transactions are applied
+/// side by side rather than one alone while the other connection waits).
 #[derive(Debug, Clone, Copy)]
 pub struct Growth {
     limit: usize,
     handed: u64,
+    /// Keys the SCAN's progress says are still to come, once it says anything.
+    remaining: Option<u64>,
 }
 
 impl Default for Growth {
@@ -51,6 +59,7 @@ impl Default for Growth {
         Growth {
             limit: FIRST_BATCH,
             handed: 0,
+            remaining: None,
         }
     }
 }
@@ -58,19 +67,35 @@ impl Default for Growth {
 impl Growth {
     /// The most keys the next batch may hold.
     pub fn limit(&self, batch_size: usize) -> usize {
-        self.limit.min(batch_size)
+        let tail = self
+            .remaining
+            .map_or(usize::MAX, |r| usize::try_from(r / 2).unwrap_or(usize::MAX));
+        self.limit.min(batch_size).min(tail.max(STEADY_BATCH))
     }
 
-    /// A batch of `keys` keys was handed over: the next may be larger.
-    pub fn handed(&mut self, keys: u64) {
+    /// A batch of `keys` keys was handed over, with the SCAN `progress` far (0 to 1): the
+    /// next may be larger.
+    pub fn handed(&mut self, keys: u64, progress: f64) {
         self.handed = self.handed.saturating_add(keys);
-        if self.limit < STEADY_BATCH {
-            self.limit = (self.limit * 2).min(STEADY_BATCH);
-        } else if self.handed >= GROW_AFTER {
+        // Estimates from a sliver of the keyspace are noise.
+        let expected = (progress >= 0.001).then(|| self.handed as f64 / progress.min(1.0));
+        self.remaining = expected.map(|e| (e - self.handed as f64).max(0.0).round() as u64);
+        let backlog = self.handed >= GROW_AFTER || expected.is_some_and(|e| e >= BACKLOG_KEYS);
+        if backlog {
             self.limit = self.limit.saturating_mul(2);
+        } else if self.limit < STEADY_BATCH {
+            self.limit = (self.limit * 2).min(STEADY_BATCH);
         }
     }
 }
+
+/// The most keys one claimed batch holds, whatever `--batch-size` says. A backlog's
+/// transactions grow past it (up to `--batch-size`) by gathering several batches in
+/// Postgres' stage (`postgres/stage.rs`), so that memory stays at N + 1 batches of this
+/// size while each transaction takes one sorted pass over many more rows. Measured at 10M keys
+/// over 20M rows, Postgres alone: 500,000-key transactions 66.0 s, 2,000,000-key ones 49.6 s
+/// from memory and 55.5 s through the stage (docs/performance.md).
+pub const BATCH_KEYS: usize = 250_000;
 
 /// The most bytes of codes the batches of a run hold at once, whatever `--batch-size` says:
 /// memory follows a batch's bytes, not only its keys (100 MB of 10 KB codes took 487 MB). Up
@@ -122,7 +147,8 @@ pub enum Take {
 
 /// Walks the SCAN: checks each key's code, takes the good keys in chunks with `take`, and
 /// hands each batch (at most `--batch-size` keys, most of them fewer, [`Growth`]; at
-/// most [`batch_bytes`] of codes) to `send` (false: nobody receives any more). Batches are
+/// most [`BATCH_KEYS`] keys and [`batch_bytes`] of codes; the keys its transaction may
+/// gather in [`Batch::gather`]) to `send` (false: nobody receives any more). Batches are
 /// named `<run>-<n>`; `batch` is the one being filled, so that a caller can tell whether a
 /// failure left one half claimed. Bad keys and Redis time go into `report`. Once `cancel` is
 /// set (a connection applying the batches failed), it stops at the next SCAN step, and the
@@ -140,10 +166,14 @@ pub fn scan_in_batches(
 ) -> Result<Claiming> {
     let (cfg, batch_size) = (&flush.source, flush.batch_size);
     let max_bytes = batch_bytes(flush.pg_connections);
-    let chunk = cfg.claim_size.min(batch_size);
+    let most_keys = fault::batch_keys(BATCH_KEYS);
+    let chunk = cfg.claim_size.min(batch_size).min(most_keys);
     let mut seq = 0u64;
     let mut growth = Growth::default();
+    // A transaction gathers batches only when it may be larger than one.
+    let gather = |growth: &Growth| Some(growth.limit(batch_size)).filter(|&l| l > most_keys);
     *batch = Batch::new(format!("{run}-0"));
+    batch.gather = gather(&growth).unwrap_or(0);
     let mut pending: Vec<Vec<u8>> = Vec::with_capacity(2 * chunk);
     let mut cursor = 0;
     loop {
@@ -181,15 +211,16 @@ pub fn scan_in_batches(
             // A batch never holds more keys than --batch-size, so never more codes, nor more
             // than its share of CODE_BYTES of codes.
             let bytes: usize = keys.iter().map(|k| k.len() - cfg.prefix.len()).sum();
-            let full = batch.keys as usize + keys.len() > growth.limit(batch_size)
-                || batch.bytes + bytes > max_bytes;
+            let limit = growth.limit(batch_size).min(most_keys);
+            let full = batch.keys as usize + keys.len() > limit || batch.bytes + bytes > max_bytes;
             if full && !batch.is_empty() {
                 seq += 1;
-                growth.handed(batch.keys);
+                growth.handed(batch.keys, redis.scan_progress(next));
                 if !hand_over(redis, take, batch, &mut send)? {
                     return Ok(Claiming::Stopped); // the applier stopped: its error is reported
                 }
                 *batch = Batch::new(format!("{run}-{seq}"));
+                batch.gather = gather(&growth).unwrap_or(0);
             }
             let t = Instant::now();
             let bad = match take {
@@ -268,12 +299,13 @@ mod tests {
 
     #[test]
     fn batches_start_small_stay_steady_and_grow_past_a_million_keys() {
+        // No estimate from the SCAN (a sliver of the keyspace each time).
         let mut g = Growth::default();
         let mut limits = Vec::new();
         for _ in 0..28 {
             let limit = g.limit(500_000);
             limits.push(limit);
-            g.handed(limit as u64);
+            g.handed(limit as u64, 0.0);
         }
         // 10k + 20k + 40k, then 50k until a million keys were handed over (19 batches of
         // 50k: 1,020,000 in all), then doubling up to --batch-size.
@@ -284,11 +316,45 @@ mod tests {
         // --batch-size caps every batch, the first ones included.
         assert_eq!(Growth::default().limit(500), 500);
         let mut g = Growth::default();
-        g.handed(u64::MAX);
+        g.handed(u64::MAX, 0.0);
         for _ in 0..70 {
-            g.handed(1);
+            g.handed(1, 0.0);
         }
         assert_eq!(g.limit(usize::MAX), usize::MAX);
         assert_eq!(g.limit(1_000_000), 1_000_000);
+    }
+
+    /// The SCAN's progress says how many keys a run will hand over: a backlog grows from its
+    /// first batches, a run of a million keys does not, and the last transactions shrink to
+    /// half of what is left.
+    #[test]
+    fn a_run_the_scan_says_is_a_backlog_grows_at_once_and_its_end_shrinks() {
+        // 10M keys: 10k keys handed at 0.1 %.
+        let mut g = Growth::default();
+        g.handed(10_000, 0.001);
+        assert_eq!(g.limit(2_000_000), 20_000);
+        let mut handed = 10_000u64;
+        let mut limits = Vec::new();
+        while handed < 10_000_000 {
+            let limit = g.limit(2_000_000).min((10_000_000 - handed) as usize);
+            limits.push(limit);
+            handed += limit as u64;
+            g.handed(limit as u64, handed as f64 / 10_000_000.0);
+        }
+        assert_eq!(
+            limits,
+            [
+                // doubling from the first batches, up to --batch-size
+                20_000, 40_000, 80_000, 160_000, 320_000, 640_000, 1_280_000, 2_000_000, 2_000_000,
+                // half of what is left (3.45M, 1.725M, …), then 50k, then the rest
+                1_725_000, 862_500, 431_250, 215_625, 107_812, 53_906, 50_000, 3_907
+            ]
+        );
+        // 1M keys: no backlog, 50k batches.
+        let mut g = Growth::default();
+        for done in [10_000u64, 30_000, 70_000, 120_000] {
+            g.handed(done - g.handed, done as f64 / 1_000_000.0);
+        }
+        assert_eq!(g.limit(2_000_000), 50_000);
     }
 }

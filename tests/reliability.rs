@@ -222,18 +222,27 @@ fn assert_accounted(env: &TestEnv, known: i64, unknown: i64, parked: bool, when:
 
 #[test]
 fn a_kill_at_every_step_loses_and_doubles_nothing_on_one_connection() {
-    a_kill_at_every_step("1");
+    a_kill_at_every_step("1", false);
 }
 
 /// Four connections: a kill finds several batches in flight, some committed, some not.
 #[test]
 fn a_kill_at_every_step_loses_and_doubles_nothing_on_four_connections() {
-    a_kill_at_every_step("4");
+    a_kill_at_every_step("4", false);
 }
 
-fn a_kill_at_every_step(connections: &str) {
-    // 343 keys in 9 batches: at a kill, at most the batches that reached the point and one
-    // on each other connection are committed, never all of them.
+/// Batches of 10 keys gathered four to a transaction through the stage (a backlog's shape),
+/// on one connection and on four.
+#[test]
+fn a_kill_at_every_step_of_gathered_batches_loses_and_doubles_nothing() {
+    a_kill_at_every_step("1", true);
+    a_kill_at_every_step("4", true);
+}
+
+fn a_kill_at_every_step(connections: &str, gathered: bool) {
+    // 343 keys in 9 batches (or 35 batches of 10, gathered in 9 transactions): at a kill, at
+    // most the batches that reached the point and one on each other connection are
+    // committed, never all of them.
     let args = [
         "run",
         "--batch-size",
@@ -243,9 +252,24 @@ fn a_kill_at_every_step(connections: &str) {
         "--pg-connections",
         connections,
     ];
+    let knob: &[(&str, &str)] = if gathered {
+        &[("REDIS_FLUSHER_TEST_BATCH_KEYS", "10")]
+    } else {
+        &[]
+    };
+    let with = |fault: &'static str| -> Vec<(&str, &str)> {
+        let mut env = knob.to_vec();
+        env.push(("REDIS_FLUSHER_FAULT", fault));
+        env
+    };
     // (kill first at, then kill the recovering run at): recovery points need journals left
     // by a first kill.
-    let plan: [(&str, Option<&str>); 10] = [
+    let stage_plan: &[(&str, Option<&str>)] = if gathered {
+        &[("after_stage", None), ("after_stage:6", None)]
+    } else {
+        &[]
+    };
+    let plan: Vec<(&'static str, Option<&'static str>)> = [
         ("after_scan", None),
         ("after_claim", None),
         ("after_claim:4", None),
@@ -256,7 +280,10 @@ fn a_kill_at_every_step(connections: &str) {
         ("after_claim:5", Some("recovery_before_commit")),
         ("after_claim:5", Some("recovery_after_commit")),
         ("after_commit:2", Some("recovery_after_commit")),
-    ];
+    ]
+    .into_iter()
+    .chain(stage_plan.iter().copied())
+    .collect();
     for (i, (first, second)) in plan.iter().enumerate() {
         let park = i % 2 == 1;
         let args: Vec<&str> = args
@@ -273,8 +300,7 @@ fn a_kill_at_every_step(connections: &str) {
             let env = TestEnv::new(300);
             set_bad_keys(&env);
             let (known, unknown) = mixed_workload(&env, 300, 40);
-            env.run_with(&args, &[("REDIS_FLUSHER_FAULT", first)])
-                .expect_killed();
+            env.run_with(&args, &with(first)).expect_killed();
             if second.is_none() || unapplied_journals(&env) > 0 || attempts == 10 {
                 break (env, known, unknown);
             }
@@ -284,14 +310,13 @@ fn a_kill_at_every_step(connections: &str) {
                 unapplied_journals(&env) > 0,
                 "{first} left no journal to apply in recovery, {attempts} times"
             );
-            env.run_with(&args, &[("REDIS_FLUSHER_FAULT", second)])
-                .expect_killed();
+            env.run_with(&args, &with(second)).expect_killed();
         }
         assert!(
             env.total() < known,
             "killed at {first}, yet everything was applied"
         );
-        let out = env.run(&[&args[..], &["--json"]].concat());
+        let out = env.run_with(&[&args[..], &["--json"]].concat(), knob);
         out.expect(0);
         assert_eq!(out.json()["bad_keys"], 3);
         assert_accounted(
@@ -334,16 +359,22 @@ fn kills_wanted() -> usize {
 
 #[test]
 fn random_kills_while_20k_keys_flush_lose_and_double_nothing_on_one_connection() {
-    random_kills("1");
+    random_kills("1", false);
 }
 
 /// Four connections: most kills find several transactions in flight.
 #[test]
 fn random_kills_while_20k_keys_flush_lose_and_double_nothing_on_four_connections() {
-    random_kills("4");
+    random_kills("4", false);
 }
 
-fn random_kills(connections: &str) {
+/// Batches of 500 keys gathered four to a transaction through the stage (a backlog's shape).
+#[test]
+fn random_kills_while_gathered_batches_flush_lose_and_double_nothing() {
+    random_kills("2", true);
+}
+
+fn random_kills(connections: &str, gathered: bool) {
     const CODES: u32 = 20_000;
     const UNKNOWN: u32 = 500;
     let args = [
@@ -362,6 +393,16 @@ fn random_kills(connections: &str) {
     eprintln!("seed {seed} (REDIS_FLUSHER_SEED={seed} repeats this run)");
     let mut rng = fastrand::Rng::with_seed(seed);
     let env = TestEnv::new(CODES);
+    let knob: &[(&str, &str)] = if gathered {
+        &[("REDIS_FLUSHER_TEST_BATCH_KEYS", "500")]
+    } else {
+        &[]
+    };
+    let cmd = || {
+        let mut cmd = env.cmd();
+        cmd.envs(knob.iter().copied()).args(args);
+        cmd
+    };
     set_bad_keys(&env);
     // INCRBY 1..5 on every code, known and unknown; returns the hits of each kind.
     let add_hits = |rng: &mut fastrand::Rng| -> (i64, i64) {
@@ -389,8 +430,8 @@ fn random_kills(connections: &str) {
         let (k, u) = add_hits(&mut rng);
         known += k;
         unknown += u;
-        let mut cmd = env.cmd();
-        cmd.args(args).stderr(Stdio::null());
+        let mut cmd = cmd();
+        cmd.stderr(Stdio::null());
         let t = Instant::now();
         let status = cmd.status().expect("run redis-flusher");
         full = full.min(t.elapsed());
@@ -408,8 +449,8 @@ fn random_kills(connections: &str) {
         // Half the rounds kill the recovering run too.
         let times = if rng.bool() { 2 } else { 1 };
         for k in 0..times {
-            let mut child = env.cmd();
-            child.args(args).stdout(Stdio::null()).stderr(Stdio::null());
+            let mut child = cmd();
+            child.stdout(Stdio::null()).stderr(Stdio::null());
             let mut child = child.spawn().expect("start redis-flusher");
             // The recovering run has only what the first one left: a shorter window.
             let window = if k == 0 { 0.9 } else { 0.3 };
@@ -446,7 +487,7 @@ fn random_kills(connections: &str) {
             }
             env.wait_for_unlock();
         }
-        env.run(&args).expect(0);
+        env.run_with(&args, knob).expect(0);
         assert_accounted(
             &env,
             known,

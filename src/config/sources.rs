@@ -82,7 +82,7 @@ pub fn of(flag: &str) -> Option<&'static Source> {
 }
 
 /// Variables read outside clap (secrets, the test hook), which are ours too.
-const OTHERS: [&str; 7] = [
+const OTHERS: [&str; 8] = [
     "REDIS_PASSWORD",
     "REDIS_PASSWORD_FILE",
     "DB_PASSWORD",
@@ -90,6 +90,7 @@ const OTHERS: [&str; 7] = [
     "REDIS_SENTINEL_PASSWORD",
     "REDIS_SENTINEL_PASSWORD_FILE",
     "REDIS_FLUSHER_FAULT",
+    "REDIS_FLUSHER_TEST_BATCH_KEYS",
 ];
 
 /// A variable that looks like one of ours and is not.

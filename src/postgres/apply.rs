@@ -17,7 +17,7 @@ use super::quarantine::{duplicate, row_level, Poisoned, RowError};
 use super::session::{get, Param, Session};
 use crate::config::{Ident, TargetConfig, UpdateForm};
 use crate::fault;
-use crate::model::Batch;
+use crate::model::{Batch, Head};
 
 /// A batch Postgres refused for what it holds as a whole: a row that another session keeps
 /// locked. The run goes on with the other batches; this one stays in its journal.
@@ -48,14 +48,14 @@ pub struct Applied {
 
 impl Applied {
     /// The hits that reached a row.
-    pub fn hits_applied(&self, batch: &Batch) -> i128 {
+    pub fn hits_applied(&self, batch: &Head) -> i128 {
         let aside: i128 = self
             .unknown
             .iter()
             .map(|(_, h)| i128::from(*h))
             .chain(self.quarantined.iter().map(|p| i128::from(p.hits)))
             .sum();
-        batch.total_hits() - aside
+        batch.hits - aside
     }
 }
 
@@ -190,14 +190,34 @@ impl Session {
                     pg.isolate_all(to, batch)?
                 }
             };
-            let mut applied = settle(batch, outcome);
-            if !applied.quarantined.is_empty() {
-                applied.newly_quarantined =
-                    pg.quarantine(to.quarantine, to.owner, &batch.id, &applied.quarantined)?;
-            }
-            pg.record_batch(to, batch, &applied, recovered)?;
-            Ok(applied)
+            pg.settle_and_record(to, batch, outcome, recovered)
         })
+    }
+
+    /// Applies one batch inside a transaction that is already open (one that gathers
+    /// batches): part by part under savepoints, so that a refused code rolls back only
+    /// itself; its quarantined codes and its ledger row are written in the same transaction.
+    pub(super) fn apply_within(&mut self, to: &ApplyTo, batch: &Batch) -> Result<Applied> {
+        let outcome = self.isolate_all(to, batch)?;
+        self.settle_and_record(to, batch, outcome, false)
+    }
+
+    /// What the UPDATEs of a batch found, as what was applied: refused codes quarantined,
+    /// and the batch's ledger row written.
+    fn settle_and_record(
+        &mut self,
+        to: &ApplyTo,
+        batch: &Batch,
+        outcome: Outcome,
+        recovered: bool,
+    ) -> Result<Applied> {
+        let mut applied = settle(batch, outcome);
+        if !applied.quarantined.is_empty() {
+            applied.newly_quarantined =
+                self.quarantine(to.quarantine, to.owner, &batch.id, &applied.quarantined)?;
+        }
+        self.record_batch(to, &batch.head(), &applied, recovered)?;
+        Ok(applied)
     }
 
     /// Tries this flusher's quarantined codes again (up to [`RETRY_LIMIT`]), as batch
@@ -232,7 +252,7 @@ impl Session {
                 .filter(|c| !again.contains(c))
                 .collect();
             pg.settle_quarantine(to.quarantine, to.owner, &done, &applied.quarantined)?;
-            pg.record_batch(to, &batch, &applied, false)?;
+            pg.record_batch(to, &batch.head(), &applied, false)?;
             Ok(Some(applied))
         })?;
         Ok(applied.map(|a| (batch, a)))
@@ -240,7 +260,7 @@ impl Session {
 
     /// Runs `f` in a transaction of ours and commits it (batch `id`'s), fault point
     /// `before_commit` just before; rolls back if `f` fails.
-    fn in_transaction<T>(
+    pub(super) fn in_transaction<T>(
         &mut self,
         id: &str,
         before_commit: &str,
@@ -291,7 +311,13 @@ impl Session {
             if let Err(e) = done {
                 return match row_level(&e, to.target, to.facts) {
                     Some(refused) => Ok(Part::Refused(refused, Vec::new())),
-                    None => Err(self.refusal(e, to, batch)),
+                    None => Err(self.refusal(
+                        e,
+                        to,
+                        &format!("batch {}", batch.id),
+                        batch.hits.len(),
+                        part,
+                    )),
                 };
             }
             start = end;
@@ -369,10 +395,10 @@ impl Session {
 
     /// The batch's ledger row: the hits that reached a row or had none (quarantined ones are
     /// counted where they are applied in the end), and the unknown codes.
-    fn record_batch(
+    pub(super) fn record_batch(
         &mut self,
         to: &ApplyTo,
-        batch: &Batch,
+        batch: &Head,
         applied: &Applied,
         recovered: bool,
     ) -> Result<()> {
@@ -409,16 +435,25 @@ impl Session {
         Ok(())
     }
 
-    /// What a failed UPDATE means for its batch, when no row in particular caused it: the
-    /// whole batch refused (it waits in its journal and the run goes on), or a failure of the
-    /// run.
-    fn refusal(&self, e: postgres::Error, to: &ApplyTo, batch: &Batch) -> anyhow::Error {
-        let (t, id) = (to.target, &batch.id);
+    /// What a failed UPDATE means for what it applies (`what`: "batch <id>", or the batches
+    /// of a transaction that gathers them; `codes` codes, in statements of `per_statement`
+    /// rows), when no row in particular caused
+    /// it: refused as a whole (it waits in its journals and the run goes on), or a failure of
+    /// the run.
+    pub(super) fn refusal(
+        &self,
+        e: postgres::Error,
+        to: &ApplyTo,
+        what: &str,
+        codes: usize,
+        per_statement: usize,
+    ) -> anyhow::Error {
+        let t = to.target;
         if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
             return BatchRejected(format!(
-                "batch {id} waited more than {} s for a row of `{}` that another \
-                 session holds locked (the app, or a long transaction); the batch stays in \
-                 its journal and the next run applies it (`--lock-timeout` sets the wait)",
+                "{what} waited more than {} s for a row of `{}` that another session holds \
+                 locked (the app, or a long transaction); it stays in its journal and the next \
+                 run applies it (`--lock-timeout` sets the wait)",
                 self.lock_timeout.as_secs(),
                 t.table.name
             ))
@@ -428,9 +463,9 @@ impl Session {
             // Our batches lock rows in code order; a transaction of the app's that locks them
             // in another order can still meet one of ours.
             return BatchRejected(format!(
-                "batch {id} and another session's transaction locked rows of `{}` in opposite \
-                 orders, and Postgres rolled the batch back (deadlock detected); the batch \
-                 stays in its journal and the next run applies it",
+                "{what} and another session's transaction locked rows of `{}` in opposite \
+                 orders, and Postgres rolled it back (deadlock detected); it stays in its \
+                 journal and the next run applies it",
                 t.table.name
             ))
             .into();
@@ -439,13 +474,12 @@ impl Session {
             // Not a rejection: the next batch would most likely time out as well, and
             // this one comes back whole from its journal, however --batch-size is set.
             return anyhow::Error::new(e).context(format!(
-                "PostgreSQL at {}: an UPDATE of batch {id} ({} codes, in statements of up to \
+                "PostgreSQL at {}: an UPDATE of {what} ({codes} codes, in statements of up to \
                  {}) was canceled: it took longer than --statement-timeout ({} s), or an \
-                 operator canceled it. The batch stays in its journal and the next run \
+                 operator canceled it. What it holds waits in its journal, and the next run \
                  applies it whole: raise --statement-timeout if Postgres is just slow",
                 self.display,
-                batch.hits.len(),
-                statement_rows(t.form, batch.hits.len()),
+                per_statement,
                 self.statement_timeout.as_secs(),
             ));
         }

@@ -22,6 +22,10 @@ pub struct TableFacts {
     pub is_table: bool,
     /// Whether Postgres can UPDATE it (a join view cannot).
     pub updatable: bool,
+    /// Whether this role may create temporary tables (the TEMPORARY privilege on the
+    /// database, which PUBLIC has unless a DBA revoked it): a backlog's transactions gather
+    /// batches in one (`stage.rs`). Without it every batch is its own transaction.
+    pub can_stage: bool,
 }
 
 impl TableFacts {
@@ -94,7 +98,8 @@ impl Session {
              ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
              WHERE i.indrelid = to_regclass($1) AND a.attname = $2), \
              (SELECT relkind IN ('r', 'p') FROM pg_class WHERE oid = to_regclass($1)), \
-             pg_relation_is_updatable(to_regclass($1), false) & 4 = 4",
+             pg_relation_is_updatable(to_regclass($1), false) & 4 = 4, \
+             has_database_privilege(current_database(), 'TEMPORARY')",
             &[
                 (&table.quoted, Type::TEXT),
                 (&target.code_column.name, Type::TEXT),
@@ -106,6 +111,7 @@ impl Session {
             indexed: get(&row, 0, CATALOG)?,
             is_table: get(&row, 1, CATALOG)?,
             updatable: get(&row, 2, CATALOG)?,
+            can_stage: get(&row, 3, CATALOG)?,
         })
     }
 

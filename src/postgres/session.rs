@@ -12,6 +12,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use postgres::binary_copy::BinaryCopyInWriter;
 use postgres::error::SqlState;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{FromSql, ToSql, Type};
@@ -198,6 +199,22 @@ impl Session {
                 Err(e) => return Ok(Err(e)),
             }
         }
+    }
+
+    /// Runs a binary `COPY … FROM STDIN` of columns `types`, `write` writing its rows; returns
+    /// how many rows the server took, or the server's error (a row it refused, say), which
+    /// leaves the transaction to be rolled back.
+    pub fn copy_in(
+        &mut self,
+        what: &str,
+        sql: &str,
+        types: &[Type],
+        write: impl FnOnce(&mut BinaryCopyInWriter<'_>) -> Result<(), postgres::Error>,
+    ) -> Result<u64, postgres::Error> {
+        let _watch = self.watch(what);
+        let mut writer = BinaryCopyInWriter::new(self.client.copy_in(sql)?, types);
+        write(&mut writer)?;
+        writer.finish()
     }
 
     /// Begins a transaction of ours, with its settings.

@@ -147,6 +147,19 @@ impl RedisSource {
         }
     }
 
+    /// How far a SCAN is that returned `cursor`, from 0 to 1: the share of the keyspace's
+    /// buckets it has visited. Redis walks the buckets in the order of the cursor's bits
+    /// reversed, so the reversed cursor is that share (on a cluster, of the masters in turn).
+    /// An estimate: what it is used for (batch sizes) needs no more.
+    pub fn scan_progress(&self, cursor: u64) -> f64 {
+        let share = |c: u64| c.reverse_bits() as f64 / 2f64.powi(64);
+        match &self.backend {
+            Backend::Single(_) if cursor == 0 => 1.0,
+            Backend::Single(_) => share(cursor),
+            Backend::Cluster(c) => c.scan_progress(share),
+        }
+    }
+
     /// The server's version, persistence, eviction policy, and whether we may run scripts
     /// (on a cluster, the first master's).
     pub fn facts(&mut self) -> Result<RedisFacts> {
