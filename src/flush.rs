@@ -437,7 +437,9 @@ impl<'a> Flusher<'a> {
             let Some(batch) = next_batch(&receiver, failed, self.report) else {
                 return Ok(());
             };
-            let applied = if self.facts.can_stage && batch.gather > batch.keys as usize {
+            // Gathered when its transaction may take another batch besides.
+            let room = batch.gather.saturating_sub(batch.keys as usize);
+            let applied = if self.facts.can_stage && room >= crate::scan::batch_keys() {
                 self.apply_gathered(batch, receiver, failed)
             } else {
                 drop(receiver);
@@ -450,8 +452,8 @@ impl<'a> Flusher<'a> {
         }
     }
 
-    /// Applies `first` and the claimed batches after it, up to `first.gather` keys, in one
-    /// transaction, then deletes their journals. A transaction Postgres refused as a whole (a
+    /// Applies `first` and the claimed batches after it, up to `first.gather` keys (never
+    /// more), in one transaction, then deletes their journals. A transaction Postgres refused as a whole (a
     /// locked row) leaves all of them in their journals, and the run goes on.
     ///
     /// This connection keeps the claimed batches to itself (`receiver`) until its transaction
@@ -467,8 +469,11 @@ impl<'a> Flusher<'a> {
         let t = Instant::now();
         let to = apply_to(self.cfg, self.facts, self.run);
         let report = self.report;
-        let (gather, mut keys) = (first.gather, first.keys as usize);
-        let mut receiver = (keys < gather).then_some(receiver);
+        // Another batch is taken only while one more, as large as a batch may be, keeps the
+        // transaction within its keys (never more than --batch-size).
+        let (gather, most) = (first.gather, crate::scan::batch_keys());
+        let mut keys = first.keys as usize;
+        let mut receiver = (keys + most <= gather).then_some(receiver);
         let mut taken = 0;
         let result = self.pg.apply_gathered(
             &to,
@@ -476,7 +481,7 @@ impl<'a> Flusher<'a> {
             || {
                 let batch = next_batch(receiver.as_ref()?, failed, report);
                 keys += batch.as_ref().map_or(0, |b| b.keys as usize);
-                if batch.is_none() || keys >= gather {
+                if batch.is_none() || keys + most > gather {
                     receiver = None; // full: the next connection gathers
                 }
                 batch

@@ -97,6 +97,11 @@ impl Growth {
 /// from memory and 55.5 s through the stage (docs/performance.md).
 pub const BATCH_KEYS: usize = 250_000;
 
+/// The most keys a claimed batch of this process holds ([`BATCH_KEYS`], or a test's fewer).
+pub fn batch_keys() -> usize {
+    fault::batch_keys(BATCH_KEYS)
+}
+
 /// The most bytes of codes the batches of a run hold at once, whatever `--batch-size` says:
 /// memory follows a batch's bytes, not only its keys (100 MB of 10 KB codes took 487 MB). Up
 /// to N + 1 batches exist at once (N connections applying, one being claimed), so each closes
@@ -166,7 +171,7 @@ pub fn scan_in_batches(
 ) -> Result<Claiming> {
     let (cfg, batch_size) = (&flush.source, flush.batch_size);
     let max_bytes = batch_bytes(flush.pg_connections);
-    let most_keys = fault::batch_keys(BATCH_KEYS);
+    let most_keys = batch_keys();
     let chunk = cfg.claim_size.min(batch_size).min(most_keys);
     let mut seq = 0u64;
     let mut growth = Growth::default();

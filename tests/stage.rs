@@ -96,6 +96,8 @@ fn a_killed_runs_journal_and_the_next_runs_gathered_batches_both_land() {
     assert_eq!(env.total(), first + second);
     assert_eq!(env.count("c5"), 3);
     assert!(env.journals().is_empty());
+    // The journal's batch, then 60 keys in batches of 25 gathered (25 + 25 + 10).
+    assert_eq!(ledger_rows_and_transactions(&env), (4, 2));
 }
 
 #[test]
@@ -198,6 +200,52 @@ fn a_code_the_encoding_cannot_hold_in_a_gathered_transaction_is_quarantined() {
     assert_eq!((q[0].0.as_str(), q[0].1), ("😀", 4));
     assert!(env.journals().is_empty());
     assert!(env.keys(&env.prefix).is_empty());
+    let (rows, transactions) = ledger_rows_and_transactions(&env);
+    assert!(
+        transactions < rows,
+        "{rows} batches, {transactions} transactions"
+    );
+}
+
+/// A row the app keeps locked past `--lock-timeout`: the transaction that gathers it is
+/// refused whole, all its batches wait in their journals, the run goes on with the others,
+/// and the next run applies them.
+#[test]
+fn a_locked_row_refuses_a_gathered_transaction_and_its_batches_wait() {
+    let env = TestEnv::new(400);
+    let expected = env.set_many(400, |i| i64::from(i % 3 + 1));
+    let mut app = env.pg();
+    let mut lock = app.transaction().unwrap();
+    lock.execute("SELECT 1 FROM urls WHERE short_code = 'c5' FOR UPDATE", &[])
+        .unwrap();
+    let out = env.run_with(
+        &[
+            "run",
+            "--json",
+            "--batch-size",
+            "100",
+            "--lock-timeout",
+            "1",
+        ],
+        &[BATCH_KEYS],
+    );
+    out.expect(1);
+    let j = out.json();
+    assert!(
+        out.stderr.contains("they stay in their journals"),
+        "{}",
+        out.stderr
+    );
+    let waiting = j["pending_journals"].as_u64().unwrap();
+    assert!(waiting >= 2, "a gathered transaction's batches: {waiting}");
+    assert_eq!(j["batches_failed"], waiting);
+    assert_eq!(env.journals().len() as u64, waiting);
+    assert!(env.total() > 0, "the other transactions were applied");
+    lock.rollback().unwrap();
+
+    env.run_with(&["run"], &[BATCH_KEYS]).expect(0);
+    assert_eq!(env.total(), expected);
+    assert!(env.journals().is_empty());
 }
 
 /// A DBA may revoke the right to create temporary tables: each batch is then its own

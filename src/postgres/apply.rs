@@ -314,7 +314,7 @@ impl Session {
                     None => Err(self.refusal(
                         e,
                         to,
-                        &format!("batch {}", batch.id),
+                        (&format!("batch {}", batch.id), false),
                         batch.hits.len(),
                         part,
                     )),
@@ -435,25 +435,28 @@ impl Session {
         Ok(())
     }
 
-    /// What a failed UPDATE means for what it applies (`what`: "batch <id>", or the batches
-    /// of a transaction that gathers them; `codes` codes, in statements of `per_statement`
-    /// rows), when no row in particular caused
-    /// it: refused as a whole (it waits in its journals and the run goes on), or a failure of
-    /// the run.
+    /// What a failed UPDATE means for what it applies (`what`: "batch <id>", or the
+    /// batches of a transaction that gathers them, `several`; `codes` codes, in statements
+    /// of `per_statement` rows), when no row in particular caused it: refused as a whole (it
+    /// waits in its journals and the run goes on), or a failure of the run.
     pub(super) fn refusal(
         &self,
         e: postgres::Error,
         to: &ApplyTo,
-        what: &str,
+        (what, several): (&str, bool),
         codes: usize,
         per_statement: usize,
     ) -> anyhow::Error {
         let t = to.target;
+        let (waits, them) = match several {
+            false => ("it stays in its journal", "it"),
+            true => ("they stay in their journals", "them"),
+        };
         if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
             return BatchRejected(format!(
                 "{what} waited more than {} s for a row of `{}` that another session holds \
-                 locked (the app, or a long transaction); it stays in its journal and the next \
-                 run applies it (`--lock-timeout` sets the wait)",
+                 locked (the app, or a long transaction); {waits} and the next run applies \
+                 {them} (`--lock-timeout` sets the wait)",
                 self.lock_timeout.as_secs(),
                 t.table.name
             ))
@@ -464,8 +467,8 @@ impl Session {
             // in another order can still meet one of ours.
             return BatchRejected(format!(
                 "{what} and another session's transaction locked rows of `{}` in opposite \
-                 orders, and Postgres rolled it back (deadlock detected); it stays in its \
-                 journal and the next run applies it",
+                 orders, and Postgres rolled it back (deadlock detected); {waits} and the next \
+                 run applies {them}",
                 t.table.name
             ))
             .into();

@@ -5,8 +5,10 @@
 //!
 //! Nothing outlives our own transactions, so that the connection can be a pooler's (PgBouncer
 //! in transaction mode hands each transaction a different server connection, and ours to the
-//! app next): no named prepared statements (statements with parameters are sent unnamed,
-//! `query_typed`; those without, with the simple protocol), no session settings (every
+//! app next): no named prepared statements outliving a transaction (statements with
+//! parameters are sent unnamed, `query_typed`; those without, with the simple protocol; the
+//! one exception, a backlog's `COPY`, which the client prepares by name, is prepared and
+//! closed inside its transaction), no session settings (every
 //! transaction sets what it needs with `SET LOCAL`), no session-level lock (`lease.rs`).
 
 use std::time::Duration;

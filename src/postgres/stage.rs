@@ -25,7 +25,9 @@
 use std::collections::HashMap;
 
 use anyhow::{Context, Result};
-use postgres::types::Type;
+use postgres::error::SqlState;
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::types::{ToSql, Type};
 
 use super::apply::{Applied, ApplyTo};
 use super::quarantine::row_level;
@@ -34,9 +36,9 @@ use crate::fault;
 use crate::model::{Batch, Head};
 
 /// The stage: each batch's codes, numbered by batch.
-const STAGE: &str = "redis_flusher_stage";
+const STAGE: &str = "pg_temp.redis_flusher_stage";
 /// The staged codes numbered (`i`) in code order.
-const MERGED: &str = "redis_flusher_merged";
+const MERGED: &str = "pg_temp.redis_flusher_merged";
 
 /// Rows per statement of the merged UPDATE. The statements take the codes in order, so the
 /// transaction's pass over the table stays one, and each statement stays well under
@@ -52,8 +54,10 @@ const MOST_UNKNOWN: usize = 100_000;
 struct Gathered {
     /// Batches whose codes are in the stage; a batch's number there is its index here.
     staged: Vec<Head>,
-    /// Batches applied on their own in the transaction: the stage refused one of their codes.
-    alone: Vec<(Head, Applied)>,
+    /// Batches the stage refused a code of (the database's encoding cannot hold it): applied
+    /// on their own after the merged UPDATE, so that their rows are not locked while the
+    /// transaction still gathers.
+    alone: Vec<Batch>,
 }
 
 impl Session {
@@ -116,16 +120,16 @@ impl Session {
                     "ROLLBACK TO SAVEPOINT stage; RELEASE SAVEPOINT stage",
                 )?;
                 log::debug!(
-                    "batch {}: the stage refused a code ({}); applying the batch on its own",
+                    "batch {}: the stage refused a code ({}); it is applied on its own",
                     batch.id,
                     crate::error::text(&anyhow::Error::new(e))
                 );
-                let applied = self.apply_within(to, &batch)?;
-                g.alone.push((batch.head(), applied));
+                g.alone.push(batch);
             }
             Err(e) => {
-                return Err(anyhow::Error::new(e)
-                    .context(self.failed(&format!("copying batch {} into the stage", batch.id))))
+                return Err(
+                    self.stage_failed(e, &format!("copying batch {} into the stage", batch.id))
+                )
             }
         }
         Ok(())
@@ -134,28 +138,41 @@ impl Session {
     /// Applies what the stage holds: numbered in code order, then the UPDATE in ranges of
     /// those numbers; each batch's ledger row.
     fn apply_stage(&mut self, to: &ApplyTo, g: Gathered) -> Result<Vec<(Head, Applied)>> {
-        let Gathered { staged, alone, .. } = g;
-        let mut done = alone;
-        if staged.is_empty() {
-            return Ok(done);
+        let Gathered { staged, alone } = g;
+        let mut done = Vec::with_capacity(staged.len() + alone.len());
+        if !staged.is_empty() {
+            self.apply_merged(to, staged, &mut done)?;
         }
+        for batch in alone {
+            let applied = self.apply_within(to, &batch)?;
+            done.push((batch.head(), applied));
+        }
+        Ok(done)
+    }
+
+    /// The staged batches: numbered, updated, settled; each batch's ledger row.
+    fn apply_merged(
+        &mut self,
+        to: &ApplyTo,
+        staged: Vec<Head>,
+        done: &mut Vec<(Head, Applied)>,
+    ) -> Result<()> {
         // Numbered in byte order (COLLATE "C"), as a batch in memory is sorted: every
         // transaction of ours locks rows in one order. Not summed: a code two batches hold
         // (rare: its key was INCRed again after its claim, and SCAN listed it again) is two
         // rows here, next to each other, and the UPDATE that meets both in one statement
         // takes only the first; `settle_merged` finds that, and the batches are applied one
         // by one. Summing would cost a second pass over the stage for every transaction.
-        let merged = self.execute(
+        let merged = self.stage_step(
             "numbering the stage",
             &format!(
                 "CREATE TEMP TABLE {MERGED} ON COMMIT DROP AS \
                  SELECT row_number() OVER (ORDER BY code COLLATE \"C\", batch) AS i, batch, \
                  code, count FROM {STAGE}"
             ),
-            &[],
         )?;
         let merged = i64::try_from(merged).context("BUG: the stage's row count")?;
-        self.simple(
+        self.stage_step(
             "indexing the numbered stage",
             &format!("CREATE INDEX ON {MERGED} (i)"),
         )?;
@@ -174,7 +191,7 @@ impl Session {
                         "rolling back to a savepoint",
                         "ROLLBACK TO SAVEPOINT merged; RELEASE SAVEPOINT merged",
                     )?;
-                    self.apply_one_by_one(to, staged, &mut done)?;
+                    self.apply_one_by_one(to, staged, done)?;
                 }
             },
             None => {
@@ -182,10 +199,40 @@ impl Session {
                     "rolling back to a savepoint",
                     "ROLLBACK TO SAVEPOINT merged; RELEASE SAVEPOINT merged",
                 )?;
-                self.apply_one_by_one(to, staged, &mut done)?;
+                self.apply_one_by_one(to, staged, done)?;
             }
         }
-        Ok(done)
+        Ok(())
+    }
+
+    /// One statement of the stage's own (no rows of the table): its rows, or its failure,
+    /// with advice when it took longer than `--statement-timeout`.
+    fn stage_step(&mut self, what: &str, sql: &str) -> Result<u64> {
+        let step = self.call(what, |c| {
+            let mut rows = c.query_typed_raw(sql, Vec::<(&(dyn ToSql + Sync), Type)>::new())?;
+            while rows.next()?.is_some() {}
+            Ok(rows.rows_affected().unwrap_or(0))
+        });
+        step.map_err(|e| match e.downcast::<postgres::Error>() {
+            Ok(e) => self.stage_failed(e, what),
+            Err(e) => e,
+        })
+    }
+
+    /// The failure of a step of the stage: the run's, with advice when it took longer than
+    /// `--statement-timeout` (the batches wait in their journals either way).
+    fn stage_failed(&self, e: postgres::Error, what: &str) -> anyhow::Error {
+        let canceled = e.code() == Some(&SqlState::QUERY_CANCELED);
+        let e = anyhow::Error::new(e).context(self.failed(what));
+        if !canceled {
+            return e;
+        }
+        e.context(format!(
+            "{what} took longer than --statement-timeout ({} s) in a transaction that gathers \
+             a backlog's batches; they wait in their journals, and the next run applies them \
+             (each on its own): lower --batch-size or raise --statement-timeout",
+            self.statement_timeout.as_secs()
+        ))
     }
 
     /// Each staged batch read back and applied on its own, under savepoints (`apply.rs`):
@@ -258,11 +305,14 @@ impl Session {
                     None => Err(self.refusal(
                         e,
                         to,
-                        &format!(
-                            "the {} batches from {} to {} (one transaction)",
-                            staged.len(),
-                            staged.first().map_or("", |h| h.id.as_str()),
-                            staged.last().map_or("", |h| h.id.as_str())
+                        (
+                            &format!(
+                                "the {} batches from {} to {} (one transaction)",
+                                staged.len(),
+                                staged.first().map_or("", |h| h.id.as_str()),
+                                staged.last().map_or("", |h| h.id.as_str())
+                            ),
+                            true,
                         ),
                         merged as usize,
                         MERGED_ROWS as usize,

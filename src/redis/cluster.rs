@@ -173,14 +173,6 @@ impl Cluster {
         Ok((u64::from(more), keys))
     }
 
-    /// How far the SCAN is (`share`: how far one master's cursor is): the masters done, and
-    /// the share of the one being scanned.
-    pub fn scan_progress(&self, share: impl Fn(u64) -> f64) -> f64 {
-        let (node, at) = self.scan_at;
-        let nodes = self.nodes.len().max(1) as f64;
-        ((node as f64 + if at == 0 { 0.0 } else { share(at) }) / nodes).min(1.0)
-    }
-
     /// Raises every slot's fence to `token` (pipelined, per master), so that no run with a
     /// lower token can claim anything any more.
     pub fn raise_fences(&mut self, token: i64) -> Result<()> {

@@ -149,14 +149,14 @@ impl RedisSource {
 
     /// How far a SCAN is that returned `cursor`, from 0 to 1: the share of the keyspace's
     /// buckets it has visited. Redis walks the buckets in the order of the cursor's bits
-    /// reversed, so the reversed cursor is that share (on a cluster, of the masters in turn).
-    /// An estimate: what it is used for (batch sizes) needs no more.
+    /// reversed, so the reversed cursor is that share. An estimate: what it is used for
+    /// (batch sizes) needs no more. 0 (no estimate) on a cluster, whose servers may keep the
+    /// slot in the cursor's low bits (Redis 7.4 and later).
     pub fn scan_progress(&self, cursor: u64) -> f64 {
-        let share = |c: u64| c.reverse_bits() as f64 / 2f64.powi(64);
         match &self.backend {
             Backend::Single(_) if cursor == 0 => 1.0,
-            Backend::Single(_) => share(cursor),
-            Backend::Cluster(c) => c.scan_progress(share),
+            Backend::Single(_) => cursor.reverse_bits() as f64 / 2f64.powi(64),
+            Backend::Cluster(_) => 0.0,
         }
     }
 
