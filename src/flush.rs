@@ -9,6 +9,8 @@
 //! connection: `claim_and_apply`). They stay here rather than in a module of their own
 //! because each applier is a [`Flusher`] running the same apply-then-acknowledge step as
 //! recovery does; what the threads add is only who takes the next batch and who stops when.
+//! A backlog's applier takes several batches into one transaction (`apply_gathered`,
+//! `postgres/stage.rs`), and acknowledges each after its COMMIT, as for one.
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -453,8 +455,8 @@ impl<'a> Flusher<'a> {
     }
 
     /// Applies `first` and the claimed batches after it, up to `first.gather` keys (never
-    /// more), in one transaction, then deletes their journals. A transaction Postgres refused as a whole (a
-    /// locked row) leaves all of them in their journals, and the run goes on.
+    /// more), in one transaction, then deletes their journals. A transaction Postgres refused
+    /// as a whole (a locked row) leaves all of them in their journals, and the run goes on.
     ///
     /// This connection keeps the claimed batches to itself (`receiver`) until its transaction
     /// is full, and lets go before the UPDATE: so the connections take turns, one gathering

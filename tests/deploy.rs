@@ -83,6 +83,64 @@ fn overlapping_runs_through_pgbouncer_in_transaction_mode_count_everything_once(
     assert_eq!(advisory, 0, "advisory locks left on the server");
 }
 
+/// A backlog's transactions gather batches in a temporary table, whose COPY the client
+/// prepares by name: through transaction pooling, both live and die inside the transaction,
+/// and the pooled server connections keep neither.
+#[test]
+fn gathered_batches_through_pgbouncer_in_transaction_mode_leave_nothing_behind() {
+    let env = TestEnv::new(2000);
+    let bouncer = start_pgbouncer(env.pg_port, "transaction", 2);
+    let port = bouncer.port.to_string();
+    let knob = ("REDIS_FLUSHER_TEST_BATCH_KEYS", "50");
+    let mut expected = 0;
+    for round in 0..3 {
+        expected += env.set_many(2000, |i| i64::from(i % 5 + round + 1));
+        env.run_with(&["run", "--batch-size", "400"], &[through(&port)[0], knob])
+            .expect(0);
+        assert_eq!(env.total(), expected, "round {round}");
+    }
+    let (rows, transactions): (i64, i64) = {
+        let row = env
+            .pg()
+            .query_one(
+                "SELECT count(*), count(DISTINCT xmin::text) FROM redis_flusher_batches",
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert!(
+        transactions < rows,
+        "{rows} batches in {transactions} transactions"
+    );
+    let mut clients: Vec<postgres::Client> = (0..2)
+        .map(|_| common::pg_connect(bouncer.port, &env.db).expect("connect through pgbouncer"))
+        .collect();
+    for c in clients.iter_mut() {
+        c.batch_execute("BEGIN").expect("BEGIN through pgbouncer");
+    }
+    for c in clients.iter_mut() {
+        let rows = c
+            .simple_query(
+                "SELECT (SELECT count(*) FROM pg_prepared_statements), \
+                 (SELECT count(*) FROM pg_class WHERE relnamespace = pg_my_temp_schema())",
+            )
+            .expect("read the server connection's state");
+        let row = rows
+            .iter()
+            .find_map(|m| match m {
+                postgres::SimpleQueryMessage::Row(r) => Some(r),
+                _ => None,
+            })
+            .expect("a row");
+        assert_eq!(
+            (row.get(0), row.get(1)),
+            (Some("0"), Some("0")),
+            "prepared statements, temporary tables left"
+        );
+    }
+}
+
 #[test]
 fn a_killed_runs_lock_expires_and_the_next_run_after_it_flushes() {
     let env = TestEnv::new(2000);

@@ -16,11 +16,11 @@
 //!
 //! Unknown codes are the numbers the UPDATE's rows skip; they go to their batches' ledger
 //! rows. A code matching several rows, a code two of the batches hold (met twice by one
-//! statement), a row-level error (a trigger, a constraint), too many unknown codes, or rows
-//! not in the order asked for: the merged UPDATE is rolled back to its savepoint and each
-//! batch is read back from the stage and applied on its own, under savepoints (`apply.rs`:
-//! the quarantine). A batch with a code the database's encoding
-//! cannot hold is applied on its own when the stage refuses it.
+//! statement), a row-level error (a trigger, a constraint), or too many unknown codes: the
+//! merged UPDATE is rolled back to its savepoint and each batch is read back from the stage
+//! and applied on its own, under savepoints (`apply.rs`: the quarantine). A batch with a code
+//! the database's encoding cannot hold is applied on its own, after the merged UPDATE, when
+//! the stage refuses it.
 
 use std::collections::HashMap;
 
@@ -264,10 +264,10 @@ impl Session {
         // The numbers come back as one sorted array a statement, not a row each: a row each
         // cost Postgres and the client about a microsecond a code.
         let sql = format!(
-            "WITH u AS (UPDATE {tq} AS u SET {n} = u.{n} + d.count \
+            "WITH done AS (UPDATE {tq} AS u SET {n} = u.{n} + d.count \
              FROM (SELECT i, code, count FROM {MERGED} WHERE i >= $1 AND i < $2 ORDER BY i) AS d \
              WHERE u.{c} = d.code RETURNING d.i) \
-             SELECT coalesce(array_agg(i ORDER BY i), '{{}}') FROM u",
+             SELECT coalesce(array_agg(i ORDER BY i), '{{}}') FROM done",
             tq = t.table.quoted,
             n = t.count_column.quoted,
             c = t.code_column.quoted,
