@@ -9,6 +9,17 @@ use std::time::{Duration, Instant};
 use common::{overlapping_runs_under_load, servers, start_pgbouncer, TestEnv};
 
 /// The run's environment with Postgres behind the pooler on `port`.
+/// The first row of a simple-protocol answer.
+fn first_row(messages: &[postgres::SimpleQueryMessage]) -> &postgres::SimpleQueryRow {
+    messages
+        .iter()
+        .find_map(|m| match m {
+            postgres::SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .expect("a row")
+}
+
 fn through(port: &str) -> [(&str, &str); 1] {
     [("DB_PORT", port)]
 }
@@ -46,13 +57,7 @@ fn overlapping_runs_through_pgbouncer_in_transaction_mode_count_everything_once(
                  (SELECT count(*) FROM pg_prepared_statements)",
             )
             .expect("read the server connection's settings");
-        let row = rows
-            .iter()
-            .find_map(|m| match m {
-                postgres::SimpleQueryMessage::Row(r) => Some(r),
-                _ => None,
-            })
-            .expect("a row");
+        let row = first_row(&rows);
         let col = |i| row.get(i).expect("a value").to_owned();
         let pid = col(0);
         let settings: Vec<String> = (1..6).map(col).collect();
@@ -99,16 +104,7 @@ fn gathered_batches_through_pgbouncer_in_transaction_mode_leave_nothing_behind()
             .expect(0);
         assert_eq!(env.total(), expected, "round {round}");
     }
-    let (rows, transactions): (i64, i64) = {
-        let row = env
-            .pg()
-            .query_one(
-                "SELECT count(*), count(DISTINCT xmin::text) FROM redis_flusher_batches",
-                &[],
-            )
-            .unwrap();
-        (row.get(0), row.get(1))
-    };
+    let (rows, transactions) = env.ledger_rows_and_transactions();
     assert!(
         transactions < rows,
         "{rows} batches in {transactions} transactions"
@@ -126,13 +122,7 @@ fn gathered_batches_through_pgbouncer_in_transaction_mode_leave_nothing_behind()
                  (SELECT count(*) FROM pg_class WHERE relnamespace = pg_my_temp_schema())",
             )
             .expect("read the server connection's state");
-        let row = rows
-            .iter()
-            .find_map(|m| match m {
-                postgres::SimpleQueryMessage::Row(r) => Some(r),
-                _ => None,
-            })
-            .expect("a row");
+        let row = first_row(&rows);
         assert_eq!(
             (row.get(0), row.get(1)),
             (Some("0"), Some("0")),

@@ -10,19 +10,6 @@ use common::TestEnv;
 /// Claimed batches of this many keys, gathered into transactions of `--batch-size`.
 const BATCH_KEYS: (&str, &str) = ("REDIS_FLUSHER_TEST_BATCH_KEYS", "25");
 
-/// Ledger rows, and the transactions that wrote them (rows one transaction inserts share its
-/// `xmin`).
-fn ledger_rows_and_transactions(env: &TestEnv) -> (i64, i64) {
-    let row = env
-        .pg()
-        .query_one(
-            "SELECT count(*), count(DISTINCT xmin::text) FROM redis_flusher_batches",
-            &[],
-        )
-        .unwrap();
-    (row.get(0), row.get(1))
-}
-
 fn gathered_batches_flush_exactly(connections: &str) {
     let env = TestEnv::new(1000);
     let known = env.set_many(900, |i| i64::from(i % 9 + 1));
@@ -54,7 +41,7 @@ fn gathered_batches_flush_exactly(connections: &str) {
     assert_eq!(parked.iter().sum::<i64>(), 60, "unknown hits parked");
     assert!(env.journals().is_empty());
     assert!(env.keys(&env.prefix).is_empty());
-    let (rows, transactions) = ledger_rows_and_transactions(&env);
+    let (rows, transactions) = env.ledger_rows_and_transactions();
     assert_eq!(rows, 38, "930 keys in batches of at most 25");
     assert!(
         transactions <= 10,
@@ -97,7 +84,7 @@ fn a_killed_runs_journal_and_the_next_runs_gathered_batches_both_land() {
     assert_eq!(env.count("c5"), 3);
     assert!(env.journals().is_empty());
     // The journal's batch, then 60 keys in batches of 25 gathered (25 + 25 + 10).
-    assert_eq!(ledger_rows_and_transactions(&env), (4, 2));
+    assert_eq!(env.ledger_rows_and_transactions(), (4, 2));
 }
 
 #[test]
@@ -128,7 +115,7 @@ fn a_row_a_trigger_refuses_in_a_gathered_transaction_waits_alone() {
     assert_eq!((q.len(), q[0].0.as_str(), q[0].1), (1, "c7", c7));
     assert!(env.journals().is_empty());
     assert!(env.keys(&env.prefix).is_empty());
-    let (rows, transactions) = ledger_rows_and_transactions(&env);
+    let (rows, transactions) = env.ledger_rows_and_transactions();
     assert!(
         transactions < rows,
         "{rows} batches, {transactions} transactions"
@@ -200,7 +187,7 @@ fn a_code_the_encoding_cannot_hold_in_a_gathered_transaction_is_quarantined() {
     assert_eq!((q[0].0.as_str(), q[0].1), ("😀", 4));
     assert!(env.journals().is_empty());
     assert!(env.keys(&env.prefix).is_empty());
-    let (rows, transactions) = ledger_rows_and_transactions(&env);
+    let (rows, transactions) = env.ledger_rows_and_transactions();
     assert!(
         transactions < rows,
         "{rows} batches, {transactions} transactions"
@@ -273,7 +260,7 @@ fn without_temporary_tables_each_batch_is_its_own_transaction() {
     );
     out.expect(0);
     assert_eq!(env.total(), expected);
-    let (rows, transactions) = ledger_rows_and_transactions(&env);
+    let (rows, transactions) = env.ledger_rows_and_transactions();
     assert_eq!((rows, transactions), (12, 12));
     let check = env.run_with(&["check"], &[("DB_USER", &role)]);
     check.expect(0);

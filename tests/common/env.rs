@@ -427,6 +427,19 @@ impl TestEnv {
         .collect()
     }
 
+    /// Ledger rows, and the transactions that wrote them (rows one transaction inserts share
+    /// its `xmin`): fewer transactions than rows when batches were gathered.
+    pub fn ledger_rows_and_transactions(&self) -> (i64, i64) {
+        let row = self
+            .pg()
+            .query_one(
+                "SELECT count(*), count(DISTINCT xmin::text) FROM redis_flusher_batches",
+                &[],
+            )
+            .expect("count the ledger's rows and transactions");
+        (row.get(0), row.get(1))
+    }
+
     /// The hits of unknown codes that the ledger records as dropped or parked.
     pub fn ledger_unknown_hits(&self) -> i64 {
         self.pg()
