@@ -493,17 +493,7 @@ impl<'a> Flusher<'a> {
         self.report().postgres_seconds += t.elapsed().as_secs_f64();
         let done = match result {
             Ok(done) => done,
-            Err(e) => {
-                let rejected = e.downcast_ref::<BatchRejected>().is_some();
-                let mut report = self.report();
-                report.pending_journals += taken as u64;
-                if !rejected {
-                    return Err(e);
-                }
-                report.batches_failed += taken as u64;
-                report.fail(&e);
-                return Ok(());
-            }
+            Err(e) => return self.not_applied(e, taken as u64),
         };
         fault::point("after_commit");
         for (n, (head, applied)) in done.iter().enumerate() {
@@ -546,17 +536,22 @@ impl<'a> Flusher<'a> {
         self.report().postgres_seconds += t.elapsed().as_secs_f64();
         match result {
             Ok(applied) => Ok(Some(applied)),
-            Err(e) if e.downcast_ref::<BatchRejected>().is_some() => {
-                self.report().batches_failed += 1;
-                self.report().pending_journals += 1;
-                self.report().fail(&e);
-                Ok(None)
-            }
-            Err(e) => {
-                self.report().pending_journals += 1;
-                Err(e)
-            }
+            Err(e) => self.not_applied(e, 1).map(|()| None),
         }
+    }
+
+    /// Counts `batches` a failed transaction leaves in their journals. Postgres refusing
+    /// them as a whole (a locked row, a deadlock) fails the run's report and lets it go on;
+    /// any other error is the run's.
+    fn not_applied(&mut self, e: anyhow::Error, batches: u64) -> Result<()> {
+        let mut report = self.report();
+        report.pending_journals += batches;
+        if e.downcast_ref::<BatchRejected>().is_none() {
+            return Err(e);
+        }
+        report.batches_failed += batches;
+        report.fail(&e);
+        Ok(())
     }
 
     /// Deletes the batch's chunks from its journal, parking unknown hits first if asked.
