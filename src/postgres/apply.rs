@@ -2,6 +2,10 @@
 //! Postgres refuses row by row, in one transaction that commits all or nothing; trying the
 //! quarantined codes again; and the read-only look a dry run takes instead.
 //!
+//! One piece because all three run the same UPDATE and narrow a refusal down the same way
+//! (`update`, `isolate`, `settle`), and the dry run's look must find the rows that UPDATE
+//! would; `stage.rs` reuses them for a batch applied on its own inside a larger transaction.
+//!
 //! Table and column names reach SQL only as `Ident`s (checked and quoted in `config`); codes
 //! and counts are always bound parameters.
 
