@@ -112,16 +112,7 @@ fn a_flusher_never_prunes_a_ledger_row_another_flusher_still_needs() {
 #[test]
 fn a_row_a_trigger_refuses_is_quarantined_and_the_rest_flushes() {
     let env = TestEnv::new(50);
-    env.pg()
-        .batch_execute(
-            "CREATE FUNCTION refuse_c7() RETURNS trigger LANGUAGE plpgsql AS $$
-             BEGIN
-               IF NEW.short_code = 'c7' THEN RAISE EXCEPTION 'c7 is frozen'; END IF;
-               RETURN NEW;
-             END $$;
-             CREATE TRIGGER refuse_c7 BEFORE UPDATE ON urls FOR EACH ROW EXECUTE FUNCTION refuse_c7();",
-        )
-        .unwrap();
+    env.refuse_updates_of("c7", "c7 is frozen");
     env.set_many(50, |_| 2);
     let out = env.run(&["run", "--json"]);
     out.expect(1);
@@ -253,16 +244,7 @@ fn a_code_that_matches_two_rows_is_not_counted_twice() {
 #[test]
 fn kills_around_a_batch_with_a_refused_row_lose_and_double_nothing() {
     let env = TestEnv::new(300);
-    env.pg()
-        .batch_execute(
-            "CREATE FUNCTION refuse_c9() RETURNS trigger LANGUAGE plpgsql AS $$
-             BEGIN
-               IF NEW.short_code = 'c9' THEN RAISE EXCEPTION 'no'; END IF;
-               RETURN NEW;
-             END $$;
-             CREATE TRIGGER refuse_c9 BEFORE UPDATE ON urls FOR EACH ROW EXECUTE FUNCTION refuse_c9();",
-        )
-        .unwrap();
+    env.refuse_updates_of("c9", "no");
     let mut expected = 0;
     for point in ["before_commit", "after_commit", "quarantine_before_commit"] {
         expected += env.set_many(300, |i| i64::from(i % 5 + 1));

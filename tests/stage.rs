@@ -90,16 +90,7 @@ fn a_killed_runs_journal_and_the_next_runs_gathered_batches_both_land() {
 #[test]
 fn a_row_a_trigger_refuses_in_a_gathered_transaction_waits_alone() {
     let env = TestEnv::new(300);
-    env.pg()
-        .batch_execute(
-            "CREATE FUNCTION refuse_c7() RETURNS trigger LANGUAGE plpgsql AS $$
-             BEGIN
-               IF NEW.short_code = 'c7' THEN RAISE EXCEPTION 'c7 is frozen'; END IF;
-               RETURN NEW;
-             END $$;
-             CREATE TRIGGER refuse_c7 BEFORE UPDATE ON urls FOR EACH ROW EXECUTE FUNCTION refuse_c7();",
-        )
-        .unwrap();
+    env.refuse_updates_of("c7", "c7 is frozen");
     let expected = env.set_many(300, |i| i64::from(i % 4 + 1));
     env.set("u1", "5"); // unknown, beside the refused one
     let out = env.run_with(&["run", "--json", "--batch-size", "150"], &[BATCH_KEYS]);

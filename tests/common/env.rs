@@ -427,6 +427,22 @@ impl TestEnv {
         .collect()
     }
 
+    /// A trigger `refuse_<code>` on `urls` that raises `message` on any UPDATE of `code`'s
+    /// row: a row Postgres refuses, for the quarantine (drop the trigger to let it through).
+    pub fn refuse_updates_of(&self, code: &str, message: &str) {
+        self.pg()
+            .batch_execute(&format!(
+                "CREATE FUNCTION refuse_{code}() RETURNS trigger LANGUAGE plpgsql AS $$
+                 BEGIN
+                   IF NEW.short_code = '{code}' THEN RAISE EXCEPTION '{message}'; END IF;
+                   RETURN NEW;
+                 END $$;
+                 CREATE TRIGGER refuse_{code} BEFORE UPDATE ON urls FOR EACH ROW \
+                 EXECUTE FUNCTION refuse_{code}();"
+            ))
+            .expect("create the refusing trigger");
+    }
+
     /// Ledger rows, and the transactions that wrote them (rows one transaction inserts share
     /// its `xmin`): fewer transactions than rows when batches were gathered.
     pub fn ledger_rows_and_transactions(&self) -> (i64, i64) {
