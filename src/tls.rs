@@ -2,9 +2,9 @@
 //! files, and PostgreSQL's `sslmode` as libpq users write it.
 //!
 //! The `postgres` crate knows only disable, prefer and require, and refuses `verify-ca` and
-//! `verify-full` in a URL. So the `ssl*` parameters are taken out of `DATABASE_URL` here,
-//! the crate is told only whether TLS is required, and the certificate checks that the mode
-//! asks for are made by the rustls configuration built here.
+//! `verify-full` in a URL. So the `ssl*` parameters are taken out of `DATABASE_URL`
+//! (`config/conninfo.rs`), the crate is told only whether TLS is required, and the
+//! certificate checks that the mode asks for are made by the rustls configuration built here.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -134,146 +134,6 @@ pub struct PgTls {
     pub rootcert: Option<PathBuf>,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
-}
-
-/// Takes `sslmode`, `sslrootcert`, `sslcert` and `sslkey` out of a connection string, a
-/// `postgres://` URL or libpq's `key=value` form, returning the string without them and what
-/// they said. A URL with more than one `@` before its host is refused: where its password
-/// ends is a guess (the message shows no part of it).
-pub fn split_conninfo(s: &str) -> std::result::Result<(String, PgTls), String> {
-    let Some(rest) = s
-        .strip_prefix("postgres://")
-        .or_else(|| s.strip_prefix("postgresql://"))
-    else {
-        return split_keyvalue(s);
-    };
-    let before_query = rest.split('?').next().unwrap_or_default();
-    if before_query.matches('@').count() > 1 {
-        return Err(
-            "has more than one `@` before its host, so where its password ends is unclear: \
-             write a `@` in the password as `%40` (and any `:`, `/`, `?` or `#` in it \
-             percent-encoded too)"
-                .into(),
-        );
-    }
-    split_url(s)
-}
-
-/// libpq's `key=value` connection string, split into its pairs: values may be quoted
-/// (`'…'`, with `\'` and `\\` inside) and have spaces around `=`.
-fn keyvalue_pairs(s: &str) -> std::result::Result<Vec<(String, String)>, String> {
-    let mut out = Vec::new();
-    let mut chars = s.chars().peekable();
-    loop {
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        if chars.peek().is_none() {
-            return Ok(out);
-        }
-        let mut key = String::new();
-        while let Some(c) = chars.next_if(|c| *c != '=' && !c.is_whitespace()) {
-            key.push(c);
-        }
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        if chars.next() != Some('=') {
-            return Err(format!("`{key}` is not followed by `=`"));
-        }
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        let mut value = String::new();
-        if chars.next_if_eq(&'\'').is_some() {
-            loop {
-                match chars.next() {
-                    Some('\\') => value.extend(chars.next()),
-                    Some('\'') => break,
-                    Some(c) => value.push(c),
-                    None => return Err(format!("the value of `{key}` has no closing quote")),
-                }
-            }
-        } else {
-            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
-                if c == '\\' {
-                    value.extend(chars.next());
-                } else {
-                    value.push(c);
-                }
-            }
-        }
-        out.push((key, value));
-    }
-}
-
-/// As [`split_url`], for libpq's `key=value` form.
-fn split_keyvalue(s: &str) -> std::result::Result<(String, PgTls), String> {
-    let mut tls = PgTls::default();
-    let mut kept = Vec::new();
-    for (key, value) in keyvalue_pairs(s)? {
-        match key.as_str() {
-            "sslmode" => tls.mode = Some(value.parse()?),
-            "sslrootcert" => tls.rootcert = Some(PathBuf::from(value)),
-            "sslcert" => tls.cert = Some(PathBuf::from(value)),
-            "sslkey" => tls.key = Some(PathBuf::from(value)),
-            _ => kept.push(format!(
-                "{key}='{}'",
-                value.replace('\\', "\\\\").replace('\'', "\\'")
-            )),
-        }
-    }
-    Ok((kept.join(" "), tls))
-}
-
-/// Takes `sslmode`, `sslrootcert`, `sslcert` and `sslkey` out of a `postgres://` URL's query,
-/// returning the URL without them and what they said.
-fn split_url(url: &str) -> std::result::Result<(String, PgTls), String> {
-    let Some((base, query)) = url.split_once('?') else {
-        return Ok((url.to_owned(), PgTls::default()));
-    };
-    let mut tls = PgTls::default();
-    let mut kept = Vec::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let value = || percent_decode(v);
-        match k {
-            "sslmode" => tls.mode = Some(value()?.parse()?),
-            "sslrootcert" => tls.rootcert = Some(PathBuf::from(value()?)),
-            "sslcert" => tls.cert = Some(PathBuf::from(value()?)),
-            "sslkey" => tls.key = Some(PathBuf::from(value()?)),
-            _ => kept.push(pair),
-        }
-    }
-    let url = if kept.is_empty() {
-        base.to_owned()
-    } else {
-        format!("{base}?{}", kept.join("&"))
-    };
-    Ok((url, tls))
-}
-
-fn percent_decode(s: &str) -> std::result::Result<String, String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = s
-                    .get(i + 1..i + 3)
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                    .ok_or_else(|| {
-                        "a `%` in a URL parameter is not followed by two hex digits".to_owned()
-                    })?;
-                out.push(hex);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).map_err(|_| "a URL parameter is not UTF-8".to_owned())
 }
 
 /// The connector for `tls`: the certificate checks its mode asks for.
@@ -442,55 +302,5 @@ impl ServerCertVerifier for CaOnly {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.supported_verify_schemes()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ssl_parameters_come_out_of_the_url_and_the_rest_stays() {
-        let (url, tls) = split_url(
-            "postgres://u:p@db:5432/app?sslmode=verify-full&application_name=x\
-             &sslrootcert=%2Fetc%2Fca.pem",
-        )
-        .unwrap();
-        assert_eq!(url, "postgres://u:p@db:5432/app?application_name=x");
-        assert_eq!(tls.mode, Some(SslMode::VerifyFull));
-        assert_eq!(tls.rootcert, Some(PathBuf::from("/etc/ca.pem")));
-        let (url, tls) = split_url("postgres://db/app?sslmode=require").unwrap();
-        assert_eq!(url, "postgres://db/app");
-        assert_eq!(tls.mode, Some(SslMode::Require));
-        assert!(split_url("postgres://db/app?sslmode=verify").is_err());
-        assert_eq!(
-            split_url("postgres://db/app").unwrap().0,
-            "postgres://db/app"
-        );
-    }
-
-    #[test]
-    fn libpq_keyvalue_strings_give_up_their_ssl_settings() {
-        let (rest, tls) = split_conninfo(
-            "host=db port=5432 sslmode = 'verify-full' password='it\\'s' \
-             sslrootcert=/etc/ca\\ 1.pem dbname=app",
-        )
-        .unwrap();
-        assert_eq!(rest, "host='db' port='5432' password='it\\'s' dbname='app'");
-        assert_eq!(tls.mode, Some(SslMode::VerifyFull));
-        assert_eq!(tls.rootcert, Some(PathBuf::from("/etc/ca 1.pem")));
-        assert!(split_conninfo("host=db sslmode=sure").is_err());
-        assert!(split_conninfo("host='db").is_err());
-    }
-
-    #[test]
-    fn a_url_with_two_at_signs_before_its_host_is_refused_without_its_password() {
-        let err = split_conninfo("postgres://u:Xq7@Zk9@db/app").unwrap_err();
-        assert!(
-            err.contains("`%40`") && !err.contains("Xq7") && !err.contains("Zk9"),
-            "{err}"
-        );
-        assert!(split_conninfo("postgres://u:pa%40ss@db/app").is_ok());
-        assert!(split_conninfo("postgresql://u@/app?host=/run/postgresql").is_ok());
     }
 }

@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
 use super::usage::usage;
 
@@ -20,17 +19,11 @@ pub struct EnvFile {
     pub set: BTreeMap<String, usize>,
 }
 
-static LOADED: OnceLock<EnvFile> = OnceLock::new();
-
-/// The `.env` file this process loaded, if any.
-pub fn loaded() -> Option<&'static EnvFile> {
-    LOADED.get()
-}
-
 /// Loads `--env-file PATH` or `./.env` into the environment, without overriding variables that
-/// are already set (real environment wins over the file). Looks for `--env-file` itself,
-/// before clap parses, because clap reads the environment while parsing.
-pub fn load_env_file(args: &[String]) -> anyhow::Result<()> {
+/// are already set (real environment wins over the file), and returns what it loaded (for
+/// `sources.rs` to keep). Looks for `--env-file` itself, before clap parses, because clap
+/// reads the environment while parsing.
+pub fn load_env_file(args: &[String]) -> anyhow::Result<Option<EnvFile>> {
     let mut explicit = None;
     for (i, a) in args.iter().enumerate() {
         if let Some(v) = a.strip_prefix("--env-file=") {
@@ -46,7 +39,7 @@ pub fn load_env_file(args: &[String]) -> anyhow::Result<()> {
     let text = match std::fs::read(&path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && what == "./.env" => {
-            return Ok(());
+            return Ok(None);
         }
         Err(e) => {
             return Err(usage(format!(
@@ -63,8 +56,7 @@ pub fn load_env_file(args: &[String]) -> anyhow::Result<()> {
             set.insert(name, line);
         }
     }
-    let _ = LOADED.set(EnvFile { path, set });
-    Ok(())
+    Ok(Some(EnvFile { path, set }))
 }
 
 /// The variables of a `.env` file: name → (value, line of its first definition, which is the

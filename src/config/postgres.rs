@@ -28,7 +28,7 @@ pub struct PgConfig {
 }
 
 impl PgConfig {
-    pub fn from_args(c: &ConnArgs) -> anyhow::Result<PgConfig> {
+    pub(crate) fn from_args(c: &ConnArgs) -> anyhow::Result<PgConfig> {
         let password = secret_env("DB_PASSWORD")?;
         let mut tls = crate::tls::PgTls {
             mode: c
@@ -54,8 +54,8 @@ impl PgConfig {
             // The parser's messages name the option, never its value, so they are safe.
             Some(url) => {
                 let name = named("--database-url", "DATABASE_URL", url);
-                let (url, in_url) =
-                    crate::tls::split_conninfo(url).map_err(|e| usage(format!("{name}: {e}")))?;
+                let (url, in_url) = super::conninfo::split_conninfo(url)
+                    .map_err(|e| usage(format!("{name}: {e}")))?;
                 tls.mode = in_url.mode.or(tls.mode);
                 tls.rootcert = in_url.rootcert.or(tls.rootcert);
                 tls.cert = in_url.cert;
@@ -152,24 +152,8 @@ impl PgConfig {
 
 /// The name of the user this process runs as, as libpq takes it for a URL without one.
 fn os_user() -> String {
-    // SAFETY: getpwuid_r fills `pw` and writes its strings into `buf`, both ours; the name is
-    // read only when it reports success.
-    unsafe {
-        let mut pw: libc::passwd = std::mem::zeroed();
-        let mut buf = [0 as libc::c_char; 1024];
-        let mut out: *mut libc::passwd = std::ptr::null_mut();
-        let rc = libc::getpwuid_r(
-            libc::getuid(),
-            &mut pw,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut out,
-        );
-        if rc == 0 && !out.is_null() && !pw.pw_name.is_null() {
-            return std::ffi::CStr::from_ptr(pw.pw_name)
-                .to_string_lossy()
-                .into_owned();
-        }
-    }
-    std::env::var("USER").unwrap_or_else(|_| "postgres".into())
+    whoami::username()
+        .ok()
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "postgres".into())
 }

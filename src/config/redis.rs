@@ -38,7 +38,7 @@ pub struct RedisConfig {
 }
 
 impl RedisConfig {
-    pub fn from_args(c: &ConnArgs) -> anyhow::Result<RedisConfig> {
+    pub(crate) fn from_args(c: &ConnArgs) -> anyhow::Result<RedisConfig> {
         let password = secret_env("REDIS_PASSWORD")?;
         if let Some(url) = c.redis_url.as_deref().filter(|u| u.trim().is_empty()) {
             return Err(empty("--redis-url", "REDIS_URL", url));
@@ -257,7 +257,7 @@ fn sentinels(c: &ConnArgs, list: &str, tls: bool) -> anyhow::Result<Sentinel> {
 
 /// The address of a Redis server at `host:port`, over TLS when `tls` (an IPv6 host is
 /// bracketed, as a URL needs).
-pub fn redis_address(
+pub(crate) fn redis_address(
     host: &str,
     port: u16,
     tls: bool,

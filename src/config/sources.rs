@@ -6,12 +6,12 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::OnceLock;
 
-use super::env::loaded;
+use super::env::EnvFile;
 use crate::cli::{Given, How};
 
 /// Where one setting's value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     /// The flag, `--table`.
     Flag(String),
     /// A variable of the real environment.
@@ -49,36 +49,54 @@ impl Source {
     }
 }
 
-static SOURCES: OnceLock<BTreeMap<String, Source>> = OnceLock::new();
+/// Where this process's settings came from: the `.env` file it loaded, and the source of each
+/// setting of its command.
+struct Provenance {
+    env_file: Option<EnvFile>,
+    sources: BTreeMap<String, Source>,
+}
 
-/// Records where each setting of the command came from (once, after parsing; `.env` loaded).
-pub fn record(given: Vec<Given>) {
-    let dotenv = loaded();
+/// Global because messages deep in the settings and the checks name a setting's source, and
+/// it is recorded once, in `main`, before anything else runs.
+static PROVENANCE: OnceLock<Provenance> = OnceLock::new();
+
+/// Records where each setting of the command came from (once, after parsing), with the `.env`
+/// file that was loaded, if any.
+pub fn record(given: Vec<Given>, env_file: Option<EnvFile>) {
     let sources = given
         .into_iter()
-        .filter_map(|g| {
-            let source = match (g.how, g.var) {
-                (How::Flag, _) => Source::Flag(g.flag.clone()),
-                (How::Env, Some(var)) => match dotenv.and_then(|f| Some((f, *f.set.get(&var)?))) {
-                    Some((file, line)) => Source::DotEnv {
-                        var,
-                        file: file.path.display().to_string(),
-                        line,
-                    },
-                    None => Source::Env(var),
-                },
-                (How::Default, _) => Source::Default(g.flag.clone()),
-                _ => return None,
-            };
-            Some((g.flag, source))
-        })
+        .filter_map(|g| Some((g.flag.clone(), source_of(g, env_file.as_ref())?)))
         .collect();
-    let _ = SOURCES.set(sources);
+    let _ = PROVENANCE.set(Provenance { env_file, sources });
+}
+
+/// Where one setting came from, as clap saw it (`given`) and as `.env` set it: a flag wins,
+/// then a variable (of `.env` when the file set it, else of the real environment, which the
+/// file never overrides), then the default.
+fn source_of(given: Given, env_file: Option<&EnvFile>) -> Option<Source> {
+    Some(match (given.how, given.var) {
+        (How::Flag, _) => Source::Flag(given.flag),
+        (How::Env, Some(var)) => match env_file.and_then(|f| Some((f, *f.set.get(&var)?))) {
+            Some((file, line)) => Source::DotEnv {
+                var,
+                file: file.path.display().to_string(),
+                line,
+            },
+            None => Source::Env(var),
+        },
+        (How::Default, _) => Source::Default(given.flag),
+        _ => return None,
+    })
 }
 
 /// Where the setting of `flag` came from, if it is set (and was recorded).
 pub fn of(flag: &str) -> Option<&'static Source> {
-    SOURCES.get()?.get(flag)
+    PROVENANCE.get()?.sources.get(flag)
+}
+
+/// The `.env` file this process loaded, if any.
+pub(crate) fn loaded() -> Option<&'static EnvFile> {
+    PROVENANCE.get()?.env_file.as_ref()
 }
 
 /// Variables read outside clap (secrets, the test hook), which are ours too.
@@ -95,7 +113,7 @@ const OTHERS: [&str; 8] = [
 
 /// A variable that looks like one of ours and is not.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Unknown {
+pub(crate) struct Unknown {
     pub name: String,
     /// `the environment`, or `.env line 7`.
     pub place: String,
@@ -119,7 +137,7 @@ impl fmt::Display for Unknown {
 
 /// Every variable named `REDIS_FLUSHER_*`, `REDIS_*` or `DB_*`, in the environment or `.env`,
 /// that is not one of `known` (clap's) or ours besides.
-pub fn unknown_variables(known: &[String]) -> Vec<Unknown> {
+pub(crate) fn unknown_variables(known: &[String]) -> Vec<Unknown> {
     let known: Vec<&str> = known.iter().map(String::as_str).chain(OTHERS).collect();
     let dotenv = loaded();
     let mut out: Vec<Unknown> = std::env::vars_os()
@@ -133,7 +151,7 @@ pub fn unknown_variables(known: &[String]) -> Vec<Unknown> {
             };
             let closest = known
                 .iter()
-                .map(|k| (distance(&name, k), *k))
+                .map(|k| (strsim::levenshtein(&name, k), *k))
                 .filter(|(d, k)| *d <= 3.max(k.len() / 5))
                 .min()
                 .map(|(_, k)| k.to_owned());
@@ -148,33 +166,60 @@ pub fn unknown_variables(known: &[String]) -> Vec<Unknown> {
     out
 }
 
-/// The edit distance between two names (insertions, deletions, substitutions).
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let here = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb))
-                .min(row[j] + 1)
-                .min(here + 1);
-            prev = here;
-        }
-    }
-    row[b.len()]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn given(how: How, var: Option<&str>) -> Given {
+        Given {
+            flag: "--table".into(),
+            var: var.map(str::to_owned),
+            how,
+        }
+    }
+
+    /// A flag wins; a variable is the `.env` line that set it when the file did, else the
+    /// real environment's (which `.env` never overrides); else the default.
     #[test]
-    fn a_typo_finds_the_name_it_was_meant_to_be() {
-        assert_eq!(distance("REDIS_FLUSHER_PATERN", "REDIS_FLUSHER_PATTERN"), 1);
-        assert_eq!(distance("DB_PASWORD", "DB_PASSWORD"), 1);
-        assert_eq!(distance("abc", "abc"), 0);
-        assert_eq!(distance("", "ab"), 2);
+    fn a_setting_names_the_place_that_won() {
+        let file = EnvFile {
+            path: "/etc/redis-flusher/env".into(),
+            set: [("REDIS_FLUSHER_TABLE".to_owned(), 7)].into(),
+        };
+        let var = Some("REDIS_FLUSHER_TABLE");
+        assert_eq!(
+            source_of(given(How::Flag, var), Some(&file)),
+            Some(Source::Flag("--table".into()))
+        );
+        assert_eq!(
+            source_of(given(How::Env, var), Some(&file)),
+            Some(Source::DotEnv {
+                var: "REDIS_FLUSHER_TABLE".into(),
+                file: "/etc/redis-flusher/env".into(),
+                line: 7
+            })
+        );
+        let other = EnvFile {
+            path: ".env".into(),
+            set: BTreeMap::new(),
+        };
+        assert_eq!(
+            source_of(given(How::Env, var), Some(&other)),
+            Some(Source::Env("REDIS_FLUSHER_TABLE".into()))
+        );
+        assert_eq!(
+            source_of(given(How::Default, var), None),
+            Some(Source::Default("--table".into()))
+        );
+        assert_eq!(source_of(given(How::Absent, var), None), None);
+        assert_eq!(
+            Source::DotEnv {
+                var: "X".into(),
+                file: ".env".into(),
+                line: 3
+            }
+            .to_string(),
+            "`X` (.env line 3)"
+        );
     }
 }

@@ -4,7 +4,7 @@ use std::fmt;
 
 /// A mistake in flags, environment or `.env`: the run did not start. Exit code 2.
 #[derive(Debug)]
-pub struct UsageError(pub String);
+pub(crate) struct UsageError(pub String);
 
 impl fmt::Display for UsageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

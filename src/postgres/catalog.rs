@@ -30,7 +30,7 @@ pub struct TableFacts {
 
 impl TableFacts {
     /// The advice for a table without an index on the code column.
-    pub fn index_advice(target: &TargetConfig) -> String {
+    pub(crate) fn index_advice(target: &TargetConfig) -> String {
         format!(
             "table `{t}` has no index on `{c}`: every batch reads the whole table; create one \
              with `CREATE UNIQUE INDEX ON {tq} ({cq})`",
@@ -117,7 +117,7 @@ impl Session {
 
     /// The server's version and its `synchronous_commit` (the server's or role's, not the
     /// value our transactions raise it to).
-    pub fn server_facts(&mut self) -> Result<(String, String)> {
+    pub(crate) fn server_facts(&mut self) -> Result<(String, String)> {
         let row = self.query_one(
             "reading the server settings",
             "SELECT current_setting('server_version'), \
@@ -128,7 +128,7 @@ impl Session {
     }
 
     /// Which of `privileges` (`SELECT`, `UPDATE`, …) this role lacks on `table`.
-    pub fn missing_privileges(
+    pub(crate) fn missing_privileges(
         &mut self,
         table: &Ident,
         privileges: &[&str],
@@ -149,7 +149,7 @@ impl Session {
 
     /// Whether this role may create `table` (CREATE on its schema, or on the first schema of
     /// the search path when the name has none).
-    pub fn may_create(&mut self, table: &Ident) -> Result<bool> {
+    pub(crate) fn may_create(&mut self, table: &Ident) -> Result<bool> {
         let schema = table.name.rsplit_once('.').map(|(s, _)| s.to_owned());
         let row = self.query_one(
             "reading schema privileges",
@@ -162,7 +162,7 @@ impl Session {
 
     /// Why this server would refuse our writes, if it would: a hot standby, or a database
     /// (or role) whose transactions are read-only by default.
-    pub fn read_only(&mut self) -> Result<Option<String>> {
+    pub(crate) fn read_only(&mut self) -> Result<Option<String>> {
         let row = self.query_one(
             "reading whether the server takes writes",
             "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only')",
@@ -189,7 +189,7 @@ impl Session {
         })
     }
 
-    pub fn table_exists(&mut self, table: &Ident) -> Result<bool> {
+    pub(crate) fn table_exists(&mut self, table: &Ident) -> Result<bool> {
         let row = self.query_one(
             &format!("looking up table `{}`", table.name),
             "SELECT to_regclass($1) IS NOT NULL",

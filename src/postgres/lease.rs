@@ -23,7 +23,7 @@ use super::session::{get, Param, Session};
 use crate::config::{Ident, PgConfig};
 
 /// The DDL of the lease table, for creating it and for a DBA when we may not.
-pub fn lease_ddl(leases: &Ident) -> String {
+pub(crate) fn lease_ddl(leases: &Ident) -> String {
     format!(
         "CREATE TABLE IF NOT EXISTS {l} (\n    \
              name       text PRIMARY KEY,\n    \
@@ -41,7 +41,7 @@ pub fn lease_ddl(leases: &Ident) -> String {
 /// Who holds a lease: a run, on a host, as a process. `machine` tells apart two processes
 /// that share a host name but not a kernel or pid namespace (containers).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Holder {
+pub(crate) struct Holder {
     pub run_id: String,
     pub host: String,
     pub pid: i32,
@@ -50,14 +50,14 @@ pub struct Holder {
 
 impl Holder {
     /// This process, as the holder for run `run_id`.
-    pub fn this_process(run_id: &str) -> Holder {
+    pub(crate) fn this_process(run_id: &str) -> Holder {
         let read = |path: &str| std::fs::read_to_string(path).unwrap_or_default();
         let pidns = std::fs::read_link("/proc/self/ns/pid")
             .map(|p| p.display().to_string())
             .unwrap_or_default();
         Holder {
             run_id: run_id.to_owned(),
-            host: hostname(),
+            host: whoami::hostname().unwrap_or_else(|_| "unknown".into()),
             pid: std::process::id() as i32,
             machine: format!("{}/{pidns}", read("/proc/sys/kernel/random/boot_id").trim()),
         }
@@ -88,20 +88,9 @@ pub fn process_gone(pid: i32) -> bool {
         .unwrap_or(false)
 }
 
-fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most buf.len() bytes into buf.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "unknown".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
-}
-
 /// A lease someone else holds, as a run that found it taken reports it.
 #[derive(Debug)]
-pub struct Taken {
+pub(crate) struct Taken {
     pub holder: Holder,
     /// UTC, `YYYY-MM-DDTHH:MM:SSZ`.
     pub since: String,
@@ -110,13 +99,13 @@ pub struct Taken {
 }
 
 /// What trying to take the lease came to.
-pub enum Acquired {
+pub(crate) enum Acquired {
     Held(Lease),
     Taken(Taken),
 }
 
 /// A lease this run holds, renewed by a thread of its own until [`Lease::release`].
-pub struct Lease {
+pub(crate) struct Lease {
     name: String,
     holder: Holder,
     table: Ident,
@@ -202,7 +191,7 @@ impl Session {
     }
 
     /// Who holds lease `name`, if anyone.
-    pub fn lease_holder(&mut self, table: &Ident, name: &str) -> Result<Option<Taken>> {
+    pub(crate) fn lease_holder(&mut self, table: &Ident, name: &str) -> Result<Option<Taken>> {
         let what = format!("table `{}`", table.name);
         let row = self.query_opt(
             &format!("reading {what}"),
@@ -267,7 +256,7 @@ impl Session {
 impl Lease {
     /// Takes lease `name` in `table` for `holder`, or says who holds it. Held, it is renewed
     /// every `ttl / 4` on a connection of its own (from `cfg`) until released.
-    pub fn acquire(
+    pub(crate) fn acquire(
         pg: &mut Session,
         cfg: &PgConfig,
         table: &Ident,
@@ -277,7 +266,7 @@ impl Lease {
     ) -> Result<Acquired> {
         // In a transaction of ours, if only to find out before anything is claimed that a
         // pooler refuses transactions.
-        let taken = pg.transaction("taking the run lock", false, |pg| {
+        let taken = pg.transaction("taking the run lock", None, |pg| {
             pg.take_lease(table, name, &holder, ttl)
         })?;
         if let Some(taken) = taken {
@@ -322,7 +311,7 @@ impl Lease {
                             }
                             Err(e) => {
                                 // Tried again next time; the run notices a dead server itself.
-                                log::warn!("{}", crate::error::text(&e));
+                                log::warn!("{}", crate::sys::error::text(&e));
                                 pg = None;
                             }
                         }
@@ -339,13 +328,8 @@ impl Lease {
         }))
     }
 
-    /// Whether another run has taken the lease over.
-    pub fn lost(&self) -> bool {
-        self.lost.load(Ordering::SeqCst)
-    }
-
     /// A handle to the lost flag, for a thread that should stop when the lease is lost.
-    pub fn lost_flag(&self) -> Arc<AtomicBool> {
+    pub(crate) fn lost_flag(&self) -> Arc<AtomicBool> {
         self.lost.clone()
     }
 

@@ -1,24 +1,41 @@
-//! Everything that talks to PostgreSQL, split by concern: `session.rs` connects, sets the
-//! session up and is the one path every call takes; `apply.rs` applies a batch (the bulk
-//! UPDATE and its ledger row, in one transaction); `ledger.rs` keeps the ledger and the run
-//! history; `lease.rs` the run lock; `quarantine.rs` the codes Postgres refuses row by row;
-//! `catalog.rs` reads what the catalog says about the target and the role; `stage.rs` applies
-//! a backlog's batches several to a transaction, through a temporary table.
+//! Everything that talks to PostgreSQL. One type, [`Session`] (a connection and the one path
+//! every call takes), whose methods are split by concern, a file each; each file adds one
+//! `impl Session` block:
+//!
+//! | file | `impl Session`: … |
+//! |---|---|
+//! | `session.rs` | connect, the calls (`query`, `execute`, `copy_in`…), `begin`, `transaction` |
+//! | `apply.rs` | `write_batch`: one batch's transaction, its ledger row; `refusal` |
+//! | `update.rs` | `update_part`: the bulk UPDATE; `existing`, the dry run's look |
+//! | `isolate.rs` | `isolate_all`: a refused batch narrowed down under savepoints |
+//! | `stage.rs` | `write_gathered`: a backlog's batches in one transaction, through a temporary table |
+//! | `quarantine.rs` | `retry_quarantine`, and the table where refused codes' hits wait |
+//! | `ledger.rs` | `applied`, `prune`; the fence token, the database's name |
+//! | `history.rs` | `record_run`, `last_runs`, `last_success_age` |
+//! | `schema.rs` | `ensure_tables`: our own tables, and their DDL for a DBA |
+//! | `lease.rs` | the run lock (a lease in a table) |
+//! | `catalog.rs` | what the catalog says about the target and the role; reads only |
 
 mod apply;
 mod catalog;
+mod history;
+mod isolate;
 mod lease;
 mod ledger;
 mod quarantine;
+mod schema;
 mod session;
 mod stage;
+mod update;
 
-pub use apply::{
-    statement_rows, update_params, update_sql, Applied, ApplyTo, BatchRejected, RETRY_LIMIT,
-};
+pub(crate) use apply::BatchRejected;
+pub use apply::{Applied, ApplyTo};
 pub use catalog::TableFacts;
-pub use lease::{lease_ddl, process_gone, Acquired, Holder, Lease, Taken};
-pub use ledger::{ledger_ddl, lock_key, runs_ddl, LedgerRow, RunRecord, RunRow};
-pub use quarantine::{quarantine_ddl, Poisoned, RowError};
-pub use session::{connect_client, transaction_settings, Param, Session};
-pub use stage::MERGED_ROWS;
+pub(crate) use history::RunRecord;
+pub use history::RunRow;
+pub use lease::process_gone;
+pub(crate) use lease::{Acquired, Holder, Lease};
+pub(crate) use schema::own_tables;
+pub(crate) use session::connect_client;
+pub use session::Session;
+pub use update::{statement_rows, update_params, update_sql};

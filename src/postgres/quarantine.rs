@@ -8,16 +8,21 @@
 //! leave, in the same transaction. Codes are kept as the bytes Redis held (`bytea`): a code
 //! the database's encoding cannot hold could not be kept as text.
 
+use std::collections::HashSet;
+
 use anyhow::Result;
 use postgres::error::{DbError, SqlState};
 use postgres::types::Type;
 
+use super::apply::{Applied, ApplyTo};
 use super::catalog::TableFacts;
+use super::isolate::settle;
 use super::session::{get, Session};
 use crate::config::{Ident, TargetConfig};
+use crate::model::{Batch, Poisoned, RowError};
 
 /// The DDL of the quarantine, for creating it and for a DBA when we may not.
-pub fn quarantine_ddl(quarantine: &Ident) -> String {
+pub(crate) fn quarantine_ddl(quarantine: &Ident) -> String {
     format!(
         "CREATE TABLE IF NOT EXISTS {q} (\n    \
              owner           text NOT NULL,\n    \
@@ -34,23 +39,8 @@ pub fn quarantine_ddl(quarantine: &Ident) -> String {
     )
 }
 
-/// Why Postgres refused one code's row.
-#[derive(Debug, Clone)]
-pub struct RowError {
-    pub sqlstate: String,
-    /// Postgres' message (and detail), or ours for a code that matched several rows.
-    pub message: String,
-    /// What to do about it.
-    pub advice: String,
-}
-
-/// A code whose hits went to the quarantine, and why.
-#[derive(Debug, Clone)]
-pub struct Poisoned {
-    pub code: String,
-    pub hits: i64,
-    pub error: RowError,
-}
+/// How many quarantined codes a run tries again, those tried longest ago first.
+pub(crate) const RETRY_LIMIT: i64 = 1000;
 
 /// SQLSTATE classes of errors that one row's values cause, which other rows of the batch do
 /// not share: data exceptions (22: a count past the range, a code the encoding cannot hold),
@@ -59,7 +49,7 @@ pub struct Poisoned {
 const ROW_LEVEL: [&str; 8] = ["22", "23", "27", "2F", "38", "39", "44", "P0"];
 
 /// `e` as a row-level error, if it is one.
-pub fn row_level(
+pub(super) fn row_level(
     e: &postgres::Error,
     target: &TargetConfig,
     facts: &TableFacts,
@@ -77,7 +67,7 @@ pub fn row_level(
 }
 
 /// A code the UPDATE matched in `rows` rows.
-pub fn duplicate(target: &TargetConfig, rows: usize) -> RowError {
+pub(super) fn duplicate(target: &TargetConfig, rows: usize) -> RowError {
     RowError {
         sqlstate: "dupe".into(),
         message: format!(
@@ -141,6 +131,48 @@ fn bytes(codes: &[&str]) -> Vec<Vec<u8>> {
 }
 
 impl Session {
+    /// Tries this flusher's quarantined codes again (up to [`RETRY_LIMIT`]), as batch
+    /// `batch_id`: in one transaction, those that now reach a row (or have none) are applied
+    /// and leave the quarantine, the others stay. None when nothing waits there.
+    pub(crate) fn retry_quarantine(
+        &mut self,
+        to: &ApplyTo,
+        batch_id: &str,
+    ) -> Result<Option<(Batch, Applied)>> {
+        let mut batch = Batch::new(batch_id.to_owned());
+        let applied = self.transaction(
+            &format!("batch {batch_id}"),
+            Some("quarantine_before_commit"),
+            |pg| {
+                let taken = pg.take_quarantined(to.quarantine, to.owner, RETRY_LIMIT)?;
+                if taken.is_empty() {
+                    return Ok(None);
+                }
+                for (code, hits) in taken {
+                    batch.hits.push(&code, hits)?;
+                    batch.keys += 1;
+                }
+                batch.finish()?;
+                let applied = settle(&batch, pg.isolate_all(to, &batch)?);
+                let again: HashSet<&str> = applied
+                    .quarantined
+                    .iter()
+                    .map(|p| p.code.as_str())
+                    .collect();
+                let done: Vec<&str> = batch
+                    .hits
+                    .iter()
+                    .map(|(c, _)| c)
+                    .filter(|c| !again.contains(c))
+                    .collect();
+                pg.settle_quarantine(to.quarantine, to.owner, &done, &applied.quarantined)?;
+                pg.record_batch(to, &batch.head(), &applied, false)?;
+                Ok(Some(applied))
+            },
+        )?;
+        Ok(applied.map(|a| (batch, a)))
+    }
+
     /// Adds `poisoned` (from batch `batch_id`) to the quarantine of `owner`: a code already
     /// there gains these hits, and the latest error. Returns how many codes are new there.
     pub(super) fn quarantine(
@@ -263,7 +295,7 @@ impl Session {
     }
 
     /// How many codes and hits wait in `owner`'s quarantine.
-    pub fn quarantined(&mut self, table: &Ident, owner: &str) -> Result<(i64, i128)> {
+    pub(crate) fn quarantined(&mut self, table: &Ident, owner: &str) -> Result<(i64, i128)> {
         let what = format!("table `{}`", table.name);
         let row = self.query_one(
             &format!("reading {what}"),

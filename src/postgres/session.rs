@@ -21,30 +21,31 @@ use postgres::types::{FromSql, ToSql, Type};
 use postgres::{Client, Row};
 
 use crate::config::{PgConfig, UsageError};
-use crate::deadline::{self, Guard};
+use crate::sys::deadline::{self, Guard};
+use crate::sys::fault;
 
 /// How much longer than its own timeout a Postgres call may take before the watchdog gives
 /// up on the server: time for the server's error to travel back.
-pub const GRACE: Duration = Duration::from_secs(5);
+pub(crate) const GRACE: Duration = Duration::from_secs(5);
 
 /// A statement parameter and its Postgres type (statements are sent unnamed, so the types
 /// travel with the values).
-pub type Param<'a> = (&'a (dyn ToSql + Sync), Type);
+pub(crate) type Param<'a> = (&'a (dyn ToSql + Sync), Type);
 
 /// The settings every transaction of ours runs with, as `SET LOCAL`s, so that nothing outlives
 /// it on a shared server connection:
 /// - `statement_timeout` and `lock_timeout`, from the flags;
 /// - hash and merge joins off, which keeps every batch's UPDATE on the code column's index (a
 ///   nested loop). Without it, the planner turns to a hash join over a sequential scan of the
-///   whole table once a batch is large enough for the table's size (measured at 2M rows: at
-///   20k rows for unnest, 10k for VALUES), which made a 1M-key flush 3x slower;
+///   whole table once a batch is large enough for the table's size, which made a large flush
+///   several times slower (docs/performance.md);
 /// - `synchronous_commit` raised from `off` to `on`: a COMMIT must be durable before the
 ///   journal is deleted. With `off` (a server may set it for speed) a Postgres crash forgets
 ///   the last committed transactions, ledger rows included, while their journals are already
 ///   gone, and the hits are lost (seen in testing: `pg_ctl stop -m immediate` right after our
 ///   COMMITs). Stronger settings (`remote_write`, `remote_apply`, `local`) are all durable
 ///   locally and are kept.
-pub fn transaction_settings(statement_timeout: Duration, lock_timeout: Duration) -> String {
+pub(crate) fn transaction_settings(statement_timeout: Duration, lock_timeout: Duration) -> String {
     format!(
         "SET LOCAL statement_timeout = {}; SET LOCAL lock_timeout = {}; \
          SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; \
@@ -56,7 +57,7 @@ pub fn transaction_settings(statement_timeout: Duration, lock_timeout: Duration)
 }
 
 /// A plain connection, whose failure names the server and the variables to check.
-pub fn connect_client(cfg: &PgConfig) -> Result<Client> {
+pub(crate) fn connect_client(cfg: &PgConfig) -> Result<Client> {
     // The crate's connect timeout covers the TCP connect only; a server that accepts and then
     // never answers (stopped) would hold the startup exchange for ever.
     let connect_timeout = cfg.config.get_connect_timeout().copied().unwrap_or(GRACE);
@@ -87,7 +88,7 @@ pub fn connect_client(cfg: &PgConfig) -> Result<Client> {
                 || *c == SqlState::INVALID_CATALOG_NAME
         });
         // The TLS cause is a source of the error, not its own text.
-        let text = crate::error::text(&anyhow::Error::new(e));
+        let text = crate::sys::error::text(&anyhow::Error::new(e));
         let setup = refused || text.contains("certificate");
         if setup {
             UsageError(format!("{advice}: {text}")).into()
@@ -132,7 +133,7 @@ impl Session {
         format!("PostgreSQL at {}: {what} failed", self.display)
     }
 
-    /// Arms the watchdog for one call (`deadline.rs`): the crate has no client-side timeout.
+    /// Arms the watchdog for one call (`sys/deadline.rs`): the crate has no client-side timeout.
     fn watch(&self, what: &str) -> Guard {
         deadline::arm(
             format!("PostgreSQL at {}: {what}", self.display),
@@ -167,7 +168,12 @@ impl Session {
     }
 
     /// As [`Session::query`], for a statement that returns at most one row.
-    pub fn query_opt(&mut self, what: &str, sql: &str, params: &[Param]) -> Result<Option<Row>> {
+    pub(crate) fn query_opt(
+        &mut self,
+        what: &str,
+        sql: &str,
+        params: &[Param],
+    ) -> Result<Option<Row>> {
         self.call(what, |c| c.query_typed_opt(sql, params))
     }
 
@@ -182,7 +188,7 @@ impl Session {
 
     /// Runs one statement, unnamed, and hands each row to `each` as it arrives (the rows of
     /// a batch's UPDATE are not collected). `each`'s error ends the call.
-    pub fn for_each_row(
+    pub(crate) fn for_each_row(
         &mut self,
         what: &str,
         sql: &str,
@@ -206,7 +212,7 @@ impl Session {
     /// Runs a binary `COPY … FROM STDIN` of columns `types`, `write` writing its rows; returns
     /// how many rows the server took, or the server's error (a row it refused, say), which
     /// leaves the transaction to be rolled back.
-    pub fn copy_in(
+    pub(crate) fn copy_in(
         &mut self,
         what: &str,
         sql: &str,
@@ -284,16 +290,21 @@ impl Session {
         let _ = self.client.batch_execute("ROLLBACK");
     }
 
-    /// Runs `f` in a transaction of ours and commits; rolls back if `f` fails.
+    /// Runs `f` in a transaction of ours and commits it; rolls back if `f` fails. `what` names
+    /// the transaction in errors; `before_commit` is the fault point just before its COMMIT
+    /// (`sys/fault.rs`), if it has one. The one way our writes are wrapped.
     pub fn transaction<T>(
         &mut self,
         what: &str,
-        read_only: bool,
+        before_commit: Option<&str>,
         f: impl FnOnce(&mut Session) -> Result<T>,
     ) -> Result<T> {
-        self.begin(read_only)?;
+        self.begin(false)?;
         match f(self) {
             Ok(v) => {
+                if let Some(point) = before_commit {
+                    fault::point(point);
+                }
                 self.commit(what)?;
                 Ok(v)
             }

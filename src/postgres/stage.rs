@@ -10,7 +10,7 @@
 //! (docs/performance.md).
 //!
 //! Exactly once is kept as for one batch: each batch keeps its journal and gets its ledger
-//! row in the transaction, and the journals are deleted only after its COMMIT (`flush.rs`).
+//! row in the transaction, and the journals are deleted only after its COMMIT (`flush/commit.rs`).
 //! Killed before COMMIT, the whole transaction is gone and every batch waits in its journal,
 //! for the next run to apply one by one.
 //!
@@ -32,8 +32,8 @@ use postgres::types::{ToSql, Type};
 use super::apply::{Applied, ApplyTo};
 use super::quarantine::row_level;
 use super::session::{get, Session};
-use crate::fault;
 use crate::model::{Batch, Head};
+use crate::sys::fault;
 
 /// The stage: each batch's codes, numbered by batch.
 const STAGE: &str = "pg_temp.redis_flusher_stage";
@@ -43,7 +43,7 @@ const MERGED: &str = "pg_temp.redis_flusher_merged";
 /// Rows per statement of the merged UPDATE. The statements take the codes in order, so the
 /// transaction's pass over the table stays one, and each statement stays well under
 /// `--statement-timeout`.
-pub const MERGED_ROWS: i64 = 100_000;
+pub(crate) const MERGED_ROWS: i64 = 100_000;
 
 /// More unknown codes than this in one transaction: its batches are applied one by one
 /// instead, each finding its own, so that the numbers kept stay few.
@@ -64,15 +64,15 @@ impl Session {
     /// Applies `first` and the batches `next` hands over after it (None: no more), in one
     /// transaction. `taken` counts the batches it took, so that a failure can say how many
     /// wait in their journals. Returns each batch with what it did.
-    pub fn apply_gathered(
+    pub fn write_gathered(
         &mut self,
         to: &ApplyTo,
         first: Batch,
         mut next: impl FnMut() -> Option<Batch>,
         taken: &mut usize,
     ) -> Result<Vec<(Head, Applied)>> {
-        let id = format!("{} and the batches after it", first.id);
-        self.in_transaction(&id, "before_commit", |pg| {
+        let what = format!("batch {} and the batches after it", first.id);
+        self.transaction(&what, Some("before_commit"), |pg| {
             pg.simple(
                 "creating the stage (a temporary table)",
                 &format!(
@@ -122,7 +122,7 @@ impl Session {
                 log::debug!(
                     "batch {}: the stage refused a code ({}); it is applied on its own",
                     batch.id,
-                    crate::error::text(&anyhow::Error::new(e))
+                    crate::sys::error::text(&anyhow::Error::new(e))
                 );
                 g.alone.push(batch);
             }
@@ -373,20 +373,7 @@ impl Session {
                 a.unknown = codes;
             }
         }
-        // Each batch's rows: its codes that have one. A code in two of the batches updated
-        // its row once: the last batches give back what the sum has too many.
-        let mut excess = staged
-            .iter()
-            .zip(&applied)
-            .map(|(h, a)| (h.codes - a.unknown.len()) as u64)
-            .sum::<u64>()
-            .saturating_sub(rows);
-        for (h, a) in staged.iter().zip(applied.iter_mut()).rev() {
-            let own = (h.codes - a.unknown.len()) as u64;
-            let back = own.min(excess);
-            excess -= back;
-            a.rows_updated = own - back;
-        }
+        share_rows(staged, &mut applied, rows);
         Ok(Some(applied))
     }
 
@@ -406,5 +393,63 @@ impl Session {
         batch.keys = head.keys;
         batch.fields = head.fields.clone();
         Ok(batch)
+    }
+}
+
+/// Shares the `rows` the merged UPDATE changed out among the staged batches (whose unknown
+/// codes are known by now): each its codes that have a row. A code in two of the batches
+/// updated its row once, so the sum may be too many: the last batches give it back.
+fn share_rows(staged: &[Head], applied: &mut [Applied], rows: u64) {
+    let mut excess = staged
+        .iter()
+        .zip(applied.iter())
+        .map(|(h, a)| (h.codes - a.unknown.len()) as u64)
+        .sum::<u64>()
+        .saturating_sub(rows);
+    for (h, a) in staged.iter().zip(applied.iter_mut()).rev() {
+        let own = (h.codes - a.unknown.len()) as u64;
+        let back = own.min(excess);
+        excess -= back;
+        a.rows_updated = own - back;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(codes: usize) -> Head {
+        Head {
+            codes,
+            ..Head::default()
+        }
+    }
+
+    fn unknown(n: usize) -> Applied {
+        Applied {
+            unknown: (0..n).map(|i| (format!("u{i}"), 1)).collect(),
+            ..Applied::default()
+        }
+    }
+
+    #[test]
+    fn each_staged_batch_gets_its_codes_that_have_a_row() {
+        let staged = [head(10), head(5), head(7)];
+        let mut applied = [unknown(2), unknown(0), unknown(7)];
+        share_rows(&staged, &mut applied, 13);
+        let rows: Vec<u64> = applied.iter().map(|a| a.rows_updated).collect();
+        assert_eq!(rows, [8, 5, 0]);
+    }
+
+    /// Two batches held one code: its row was updated once, and the later batch gives back
+    /// the row the sum counts twice, so the ledger's rows add up to the table's.
+    #[test]
+    fn a_code_two_batches_hold_is_one_row_counted_once() {
+        let staged = [head(4), head(3), head(2)];
+        let mut applied = [unknown(0), unknown(1), unknown(0)];
+        share_rows(&staged, &mut applied, 6);
+        let rows: Vec<u64> = applied.iter().map(|a| a.rows_updated).collect();
+        assert_eq!(rows, [4, 2, 0]);
+        assert_eq!(rows.iter().sum::<u64>(), 6);
     }
 }

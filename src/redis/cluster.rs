@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashSet};
 use anyhow::{Context, Result};
 use redis::{Connection, Value};
 
-use super::conn::{connect_to, facts, glob_escape, scan_step, RedisFacts};
+use super::conn::{connect_to, facts, glob_escape, scan_all, scan_step, RedisFacts};
 use super::scripts::{self, scripts, Contents};
 use super::slots::{slot, tags, Topology, SLOTS};
 use crate::config::{redis_address, RedisConfig};
@@ -322,13 +322,11 @@ impl Cluster {
     pub fn journals(&mut self) -> Result<Vec<(String, Vec<u16>)>> {
         let pattern = format!("{}*", glob_escape(&self.journal_prefix));
         let mut located: BTreeMap<String, Vec<u16>> = BTreeMap::new();
+        let prefix = self.journal_prefix.as_bytes();
         for node in &mut self.nodes {
-            let mut cursor = 0u64;
-            loop {
-                let (next, keys) = scan_step(&mut node.con, cursor, pattern.as_bytes(), 1000)
-                    .with_context(|| format!("Redis at {}: SCAN for journals failed", node.addr))?;
+            scan_all(&mut node.con, pattern.as_bytes(), |keys| {
                 for k in keys {
-                    let Some(rest) = k.strip_prefix(self.journal_prefix.as_bytes()) else {
+                    let Some(rest) = k.strip_prefix(prefix) else {
                         continue;
                     };
                     let Some(close) = rest.iter().position(|&b| b == b'}') else {
@@ -343,11 +341,9 @@ impl Cluster {
                     }
                     located.entry(name).or_default().push(slot(&k));
                 }
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
+                Ok(())
+            })
+            .with_context(|| format!("Redis at {}: SCAN for journals failed", node.addr))?;
         }
         Ok(located
             .into_iter()

@@ -86,7 +86,7 @@ fn master_from_sentinels(cfg: &RedisConfig, s: &Sentinel) -> Result<(Connection,
                 continue;
             }
             Err(e) => {
-                tried.push(crate::error::text(&e));
+                tried.push(crate::sys::error::text(&e));
                 continue;
             }
         };
@@ -103,7 +103,7 @@ fn master_from_sentinels(cfg: &RedisConfig, s: &Sentinel) -> Result<(Connection,
                 )),
                 _ => return Ok((con, addr)),
             },
-            Err(e) => tried.push(crate::error::text(&e)),
+            Err(e) => tried.push(crate::sys::error::text(&e)),
         }
     }
     Err(anyhow::anyhow!(
@@ -126,7 +126,7 @@ fn master_info(cfg: &RedisConfig, host: &str, port: u16) -> Result<redis::Connec
 /// checked with a PING, so that a wrong password or a server that is not Redis is reported
 /// as a connection problem, naming the server (`name`) and the variables to check, rather
 /// than half-way through the flush.
-pub fn connect_to(
+pub(crate) fn connect_to(
     cfg: &RedisConfig,
     info: &redis::ConnectionInfo,
     name: &str,
@@ -152,7 +152,7 @@ pub fn connect_to(
     // Refused for who we are: a person must change a setting before any run can work.
     let setup = |e: redis::RedisError| -> anyhow::Error {
         let auth = e.kind() == redis::ErrorKind::AuthenticationFailed;
-        let text = crate::error::text(&anyhow::Error::new(e));
+        let text = crate::sys::error::text(&anyhow::Error::new(e));
         if auth
             || text.contains("NOAUTH")
             || text.contains("WRONGPASS")
@@ -197,7 +197,7 @@ fn timed_out(e: &redis::RedisError) -> bool {
 }
 
 /// One `SCAN cursor MATCH pattern COUNT count` on `con`: the next cursor and the keys.
-pub fn scan_step(
+pub(crate) fn scan_step(
     con: &mut Connection,
     cursor: u64,
     pattern: &[u8],
@@ -212,8 +212,27 @@ pub fn scan_step(
         .query(con)
 }
 
+/// Walks a whole SCAN of `pattern` on `con` (1,000 slots a step), handing each step's keys to
+/// `each`. For the small walks (journal keys, a demo's keys); a run's own SCAN goes a step at a
+/// time between claims (`flush/scan.rs`).
+pub(crate) fn scan_all(
+    con: &mut Connection,
+    pattern: &[u8],
+    mut each: impl FnMut(Vec<Vec<u8>>) -> Result<()>,
+) -> Result<()> {
+    let mut cursor = 0;
+    loop {
+        let (next, keys) = scan_step(con, cursor, pattern, 1000)?;
+        each(keys)?;
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
+}
+
 /// Escapes glob characters so that a literal prefix matches only itself in `SCAN MATCH`.
-pub fn glob_escape(s: &str) -> String {
+pub(crate) fn glob_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if matches!(c, '*' | '?' | '[' | ']' | '\\') {

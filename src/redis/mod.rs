@@ -6,7 +6,7 @@
 //! business, so another way to find it (Sentinel, say) adds a way to connect, not a backend.
 //! The Lua lives in `lua/*.lua` (`scripts.rs`). A key's count is always in exactly one place,
 //! its live key or a journal, because the claim moves it inside one Lua script, which Redis
-//! runs atomically. What the counts mean and when a journal may be deleted is `flush.rs`'s
+//! runs atomically. What the counts mean and when a journal may be deleted is `flush/`'s
 //! business.
 
 mod cluster;
@@ -19,8 +19,11 @@ use std::time::Duration;
 
 use anyhow::{bail, Result};
 
-pub use conn::{connect, RedisFacts};
-pub use scripts::{Acked, Contents};
+pub use conn::connect;
+pub use conn::RedisFacts;
+pub(crate) use conn::{glob_escape, scan_all};
+pub use scripts::Acked;
+pub use scripts::Contents;
 pub use slots::slot;
 
 use crate::config::{RedisConfig, SourceConfig};
@@ -86,7 +89,7 @@ impl RedisSource {
     /// What the journals this source starts are for, and which it may seal: see
     /// [`crate::config::FlushConfig::target_record`]. Unset, journals record nothing and any
     /// may be sealed (as before 0.2).
-    pub fn set_target(&mut self, target: &str) {
+    pub(crate) fn set_target(&mut self, target: &str) {
         self.target = target.to_owned();
     }
 
@@ -109,7 +112,7 @@ impl RedisSource {
     }
 
     /// This run's token, for a claim connection that did not raise the fences itself.
-    pub fn set_token(&mut self, token: i64) {
+    pub(crate) fn set_token(&mut self, token: i64) {
         if let Backend::Cluster(c) = &mut self.backend {
             c.token = token;
         }
@@ -118,7 +121,7 @@ impl RedisSource {
     /// Whether this user may touch the keys a run does (the counters, the journals and their
     /// index, and the unknown-codes hash if `parking`): an `EVAL` of nothing, naming them, which
     /// an ACL refuses as a claim would, but before anything has moved.
-    pub fn may_touch(&mut self, parking: bool) -> Result<()> {
+    pub(crate) fn may_touch(&mut self, parking: bool) -> Result<()> {
         let mut keys = vec![
             format!("{}~probe", String::from_utf8_lossy(&self.prefix)),
             format!("{}~probe", self.journal_prefix),
@@ -152,7 +155,7 @@ impl RedisSource {
     /// reversed, so the reversed cursor is that share. An estimate: what it is used for
     /// (batch sizes) needs no more. 0 (no estimate) on a cluster, whose servers may keep the
     /// slot in the cursor's low bits (Redis 7.4 and later).
-    pub fn scan_progress(&self, cursor: u64) -> f64 {
+    pub(crate) fn scan_progress(&self, cursor: u64) -> f64 {
         match &self.backend {
             Backend::Single(_) if cursor == 0 => 1.0,
             Backend::Single(_) => cursor.reverse_bits() as f64 / 2f64.powi(64),
@@ -172,7 +175,7 @@ impl RedisSource {
     /// With `--redis-wait-replicas N`, waits until N replicas have every write this connection
     /// made (a batch's claims, a journal's seal), or fails naming `what`: then the batch must
     /// not be committed, and it waits in its journal.
-    pub fn confirm_replicated(&mut self, what: &str) -> Result<()> {
+    pub(crate) fn confirm_replicated(&mut self, what: &str) -> Result<()> {
         let (wanted, timeout) = self.wait;
         if wanted == 0 {
             return Ok(());
@@ -254,7 +257,7 @@ impl RedisSource {
     }
 
     /// Whether `contents` is another target's than this source's (as `seal` would judge).
-    pub fn is_other(&self, contents: &Contents) -> bool {
+    pub(crate) fn is_other(&self, contents: &Contents) -> bool {
         contents.target.as_ref().is_some_and(|t| *t != self.target)
     }
 

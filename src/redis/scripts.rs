@@ -10,7 +10,7 @@ use crate::model::{self, BadKey, BadReason, Claimed};
 
 const COLLECT: &str = include_str!("lua/collect.lua");
 
-pub struct Scripts {
+pub(crate) struct Scripts {
     /// `collect.lua` + `claim.lua`.
     pub claim: Script,
     /// `collect.lua` + `inspect.lua`.
@@ -72,7 +72,7 @@ pub struct Contents {
 
 impl Contents {
     /// Adds a cluster's sub-journal of slot `slot`: its chunks named `<slot>/<field>`.
-    pub fn add(&mut self, slot: u16, sub: Contents) {
+    pub(crate) fn add(&mut self, slot: u16, sub: Contents) {
         self.target = self.target.take().or(sub.target);
         self.chunks.extend(
             sub.chunks
@@ -84,7 +84,7 @@ impl Contents {
 
 /// A journal's flat `HGETALL` (or seal) reply, read into its contents: the `open` mark is
 /// left out, the `for` field is its target.
-pub fn contents(flat: Vec<Vec<u8>>) -> Result<Contents> {
+pub(crate) fn contents(flat: Vec<Vec<u8>>) -> Result<Contents> {
     let mut out = Contents::default();
     let mut it = flat.into_iter();
     while let (Some(f), Some(v)) = (it.next(), it.next()) {
@@ -120,9 +120,9 @@ pub enum Acked {
 }
 
 /// The field in which a journal records what it is for (claim.lua).
-pub const FOR_FIELD: &str = "for";
+pub(crate) const FOR_FIELD: &str = "for";
 
 /// Field that marks a journal as still open for more chunks. Recovery removes it first
 /// ("seals" the journal), so a run that lost its lock can no longer add to a journal that
 /// another run is applying: its next claim fails instead of being deleted unapplied.
-pub const OPEN_FIELD: &str = "open";
+pub(crate) const OPEN_FIELD: &str = "open";

@@ -5,16 +5,16 @@
 use anyhow::{Context, Result};
 use redis::Connection;
 
-use super::conn::{facts, glob_escape, scan_step, RedisFacts};
+use super::conn::{facts, glob_escape, scan_all, scan_step, RedisFacts};
 use super::scripts::{self, scripts, Acked, Contents};
 use crate::model::Claimed;
 
 /// This member keeps the index from vanishing when it has no journal: a missing index means
-/// it was lost, and recovery then falls back to a full SCAN (at 1M keys that SCAN cost 0.6 s
+/// it was lost, and recovery then falls back to a full SCAN (a pass over the whole keyspace
 /// before any work).
 const INDEX_SENTINEL: &str = "-";
 
-pub struct Single {
+pub(crate) struct Single {
     con: Connection,
     /// The server as errors name it.
     display: String,
@@ -35,7 +35,7 @@ impl Single {
     }
 
     /// The Redis key of a batch's journal.
-    pub fn journal_key(&self, batch_id: &str) -> String {
+    pub(crate) fn journal_key(&self, batch_id: &str) -> String {
         format!("{}{batch_id}", self.journal_prefix)
     }
 
@@ -135,23 +135,20 @@ impl Single {
                 .collect());
         }
         let pattern = format!("{}*", glob_escape(&self.journal_prefix));
-        let mut cursor = 0;
         let mut found = Vec::new();
-        loop {
-            let (next, keys) = self.scan(cursor, pattern.as_bytes(), 1000)?;
+        let prefix = self.journal_prefix.len();
+        scan_all(&mut self.con, pattern.as_bytes(), |keys| {
             for k in keys {
                 if k == index.as_bytes() {
                     continue;
                 }
                 let key = String::from_utf8(k)
                     .context("a journal key is not UTF-8; it was not written by redis-flusher")?;
-                found.push(key[self.journal_prefix.len()..].to_owned());
+                found.push(key[prefix..].to_owned());
             }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
+            Ok(())
+        })
+        .with_context(|| self.ctx("SCAN"))?;
         found.sort();
         found.dedup();
         if repair {

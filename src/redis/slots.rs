@@ -49,7 +49,7 @@ pub fn tags() -> &'static [String] {
 
 /// Which master owns each slot, from `CLUSTER SLOTS`.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Topology {
+pub(crate) struct Topology {
     /// slot → index in `masters` of its master.
     pub owner: Vec<usize>,
     /// The masters' (host, port), in the order `CLUSTER SLOTS` first names them.

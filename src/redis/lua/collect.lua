@@ -4,7 +4,7 @@
 
   valid(v): v is a base-10 integer within 64 bits.
   collect(first, plen, take): reads KEYS[first..] with one MGET; returns the valid ones
-    packed as `<byte length of code>:<code><value>\n` each (src/model.rs reads it), the bad
+    packed as `<byte length of code>:<code><value>\n` each (src/model/packed.rs reads it), the bad
     ones as a flat list {key, reason, …}, and how many were packed. With `take`, deletes the
     valid keys. Invalid and wrong-type keys are never touched.
 ]]

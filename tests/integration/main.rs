@@ -1,0 +1,28 @@
+//! The integration suite: one test binary (ripgrep's shape), so that the private servers
+//! (`common/`) start once and the suite compiles once. Each module is one area, driven
+//! through the binary as an operator would, against real servers:
+//!
+//! | module | what |
+//! |---|---|
+//! | `flush` | the rules of a run: exactly once, unknown codes, bad keys, batches |
+//! | `reliability` | the stress proof: kills at every step, random kills, outages, overlaps |
+//! | `stage` | a backlog's transactions that gather batches |
+//! | `adversarial` | shared servers, poisoned rows, hostile keys |
+//! | `config_and_errors`, `settings` | settings, their sources, and what errors say |
+//! | `operate` | `check`, `status`, metrics, progress, logs, help |
+//! | `deploy` | PgBouncer, Unix sockets, Sentinel, replicas, standbys |
+//! | `tls` | a private CA, both servers over TLS |
+//! | `cluster` | a private Redis Cluster |
+
+mod common;
+
+mod adversarial;
+mod cluster;
+mod config_and_errors;
+mod deploy;
+mod flush;
+mod operate;
+mod reliability;
+mod settings;
+mod stage;
+mod tls;
