@@ -1,74 +1,25 @@
 //! Applying one batch: the bulk UPDATE (`update.rs`), the batch's ledger row and the
 //! quarantine of the codes Postgres refuses row by row (`isolate.rs`), in one transaction
-//! that commits all or nothing; and what a failed UPDATE means for the batch (refused as a
-//! whole, or the run's failure). `stage.rs` applies a backlog's batches several to a
-//! transaction, and falls back to these for a batch on its own.
+//! that commits all or nothing; and trying the quarantined codes again, the same way.
+//! `stage.rs` applies a backlog's batches several to a transaction, and falls back to these
+//! for a batch on its own.
 //!
 //! Table and column names reach SQL only as `Ident`s (checked and quoted in `config`); codes
 //! and counts are always bound parameters.
 
-use std::fmt;
+use std::collections::HashSet;
 
 use anyhow::Result;
-use postgres::error::SqlState;
 use postgres::types::Type;
 
-use super::catalog::TableFacts;
+use super::applied::{Applied, ApplyTo};
 use super::isolate::{settle, Outcome};
 use super::session::Session;
 use super::update::Part;
-use crate::config::{Ident, TargetConfig};
-use crate::model::{Batch, Head, Poisoned};
+use crate::model::{Batch, Head};
 
-/// A batch Postgres refused for what it holds as a whole: a row that another session keeps
-/// locked. The run goes on with the other batches; this one stays in its journal.
-#[derive(Debug)]
-pub(crate) struct BatchRejected(pub String);
-
-impl fmt::Display for BatchRejected {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for BatchRejected {}
-
-/// What one applied batch did.
-#[derive(Debug, Default)]
-pub struct Applied {
-    /// Rows the UPDATE changed.
-    pub rows_updated: u64,
-    /// Codes with no row, and their hits.
-    pub unknown: Vec<(String, i64)>,
-    /// Codes Postgres refused row by row, and why: their hits are in the quarantine (for a
-    /// batch from the quarantine: they stay there).
-    pub quarantined: Vec<Poisoned>,
-    /// How many of them were not in the quarantine before.
-    pub newly_quarantined: usize,
-}
-
-impl Applied {
-    /// The hits that reached a row.
-    pub(crate) fn hits_applied(&self, batch: &Head) -> i128 {
-        let aside: i128 = self
-            .unknown
-            .iter()
-            .map(|(_, h)| i128::from(*h))
-            .chain(self.quarantined.iter().map(|p| i128::from(p.hits)))
-            .sum();
-        batch.hits - aside
-    }
-}
-
-/// Where one batch goes, and what the advice on a refusal needs.
-pub struct ApplyTo<'a> {
-    pub target: &'a TargetConfig,
-    pub facts: &'a TableFacts,
-    pub ledger: &'a Ident,
-    pub quarantine: &'a Ident,
-    /// This flusher's tag: its quarantined codes are its own.
-    pub owner: &'a str,
-}
+/// How many quarantined codes a run tries again, those tried longest ago first.
+pub(crate) const RETRY_LIMIT: i64 = 1000;
 
 impl Session {
     /// Applies one batch in one transaction: the UPDATE, its ledger row, and the quarantine
@@ -175,58 +126,45 @@ impl Session {
         Ok(())
     }
 
-    /// What a failed UPDATE means for what it applies (`what`: "batch <id>", or the
-    /// batches of a transaction that gathers them, `several`; `codes` codes, in statements
-    /// of `per_statement` rows), when no row in particular caused it: refused as a whole (it
-    /// waits in its journals and the run goes on), or a failure of the run.
-    pub(super) fn refusal(
-        &self,
-        e: postgres::Error,
+    /// Tries this flusher's quarantined codes again (up to [`RETRY_LIMIT`]), as batch
+    /// `batch_id`: in one transaction, those that now reach a row (or have none) are applied
+    /// and leave the quarantine, the others stay. None when nothing waits there.
+    pub(crate) fn retry_quarantine(
+        &mut self,
         to: &ApplyTo,
-        (what, several): (&str, bool),
-        codes: usize,
-        per_statement: usize,
-    ) -> anyhow::Error {
-        let t = to.target;
-        let (waits, them) = match several {
-            false => ("it stays in its journal", "it"),
-            true => ("they stay in their journals", "them"),
-        };
-        if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
-            return BatchRejected(format!(
-                "{what} waited more than {} s for a row of `{}` that another session holds \
-                 locked (the app, or a long transaction); {waits} and the next run applies \
-                 {them} (`--lock-timeout` sets the wait)",
-                self.lock_timeout.as_secs(),
-                t.table.name
-            ))
-            .into();
-        }
-        if e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED) {
-            // Our batches lock rows in code order; a transaction of the app's that locks them
-            // in another order can still meet one of ours.
-            return BatchRejected(format!(
-                "{what} and another session's transaction locked rows of `{}` in opposite \
-                 orders, and Postgres rolled it back (deadlock detected); {waits} and the next \
-                 run applies {them}",
-                t.table.name
-            ))
-            .into();
-        }
-        if e.code() == Some(&SqlState::QUERY_CANCELED) {
-            // Not a rejection: the next batch would most likely time out as well, and
-            // this one comes back whole from its journal, however --batch-size is set.
-            return anyhow::Error::new(e).context(format!(
-                "PostgreSQL at {}: an UPDATE of {what} ({codes} codes, in statements of up to \
-                 {}) was canceled: it took longer than --statement-timeout ({} s), or an \
-                 operator canceled it. What it holds waits in its journal, and the next run \
-                 applies it whole: raise --statement-timeout if Postgres is just slow",
-                self.display,
-                per_statement,
-                self.statement_timeout.as_secs(),
-            ));
-        }
-        anyhow::Error::new(e)
-            .context(self.failed(&format!("the UPDATE of table `{}`", t.table.name)))
+        batch_id: &str,
+    ) -> Result<Option<(Batch, Applied)>> {
+        let mut batch = Batch::new(batch_id.to_owned());
+        let applied = self.transaction(
+            &format!("batch {batch_id}"),
+            Some("quarantine_before_commit"),
+            |pg| {
+                let taken = pg.take_quarantined(to.quarantine, to.owner, RETRY_LIMIT)?;
+                if taken.is_empty() {
+                    return Ok(None);
+                }
+                for (code, hits) in taken {
+                    batch.hits.push(&code, hits)?;
+                    batch.keys += 1;
+                }
+                batch.finish()?;
+                let applied = settle(&batch, pg.isolate_all(to, &batch)?);
+                let again: HashSet<&str> = applied
+                    .quarantined
+                    .iter()
+                    .map(|p| p.code.as_str())
+                    .collect();
+                let done: Vec<&str> = batch
+                    .hits
+                    .iter()
+                    .map(|(c, _)| c)
+                    .filter(|c| !again.contains(c))
+                    .collect();
+                pg.settle_quarantine(to.quarantine, to.owner, &done, &applied.quarantined)?;
+                pg.record_batch(to, &batch.head(), &applied, false)?;
+                Ok(Some(applied))
+            },
+        )?;
+        Ok(applied.map(|a| (batch, a)))
     }
 }

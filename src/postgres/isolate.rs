@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use anyhow::Result;
 
-use super::apply::{Applied, ApplyTo};
+use super::applied::{Applied, ApplyTo};
 use super::quarantine::duplicate;
 use super::session::Session;
 use super::update::Part;

@@ -5,17 +5,20 @@
 //! | file | `impl Session`: … |
 //! |---|---|
 //! | `session.rs` | connect, the calls (`query`, `execute`, `copy_in`…), `begin`, `transaction` |
-//! | `apply.rs` | `write_batch`: one batch's transaction, its ledger row; `refusal` |
-//! | `update.rs` | `update_part`: the bulk UPDATE; `existing`, the dry run's look |
+//! | `apply.rs` | `write_batch`: one batch's transaction, its ledger row; `retry_quarantine` |
+//! | `update.rs` | `update_part`: the bulk UPDATE; `refusal`; `existing`, the dry run's look |
 //! | `isolate.rs` | `isolate_all`: a refused batch narrowed down under savepoints |
 //! | `stage.rs` | `write_gathered`: a backlog's batches in one transaction, through a temporary table |
-//! | `quarantine.rs` | `retry_quarantine`, and the table where refused codes' hits wait |
+//! | `quarantine.rs` | the table where refused codes' hits wait, and the advice for each error |
 //! | `ledger.rs` | `applied`, `prune`; the fence token, the database's name |
 //! | `history.rs` | `record_run`, `last_runs`, `last_success_age` |
 //! | `schema.rs` | `ensure_tables`: our own tables, and their DDL for a DBA |
 //! | `lease.rs` | the run lock (a lease in a table) |
 //! | `catalog.rs` | what the catalog says about the target and the role; reads only |
+//!
+//! `applied.rs` holds the types the apply files share (`ApplyTo`, `Applied`), below them all.
 
+mod applied;
 mod apply;
 mod catalog;
 mod history;
@@ -28,8 +31,8 @@ mod session;
 mod stage;
 mod update;
 
-pub(crate) use apply::BatchRejected;
-pub use apply::{Applied, ApplyTo};
+pub(crate) use applied::BatchRejected;
+pub use applied::{Applied, ApplyTo};
 pub use catalog::TableFacts;
 pub(crate) use history::RunRecord;
 pub use history::RunRow;

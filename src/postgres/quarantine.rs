@@ -8,18 +8,14 @@
 //! leave, in the same transaction. Codes are kept as the bytes Redis held (`bytea`): a code
 //! the database's encoding cannot hold could not be kept as text.
 
-use std::collections::HashSet;
-
 use anyhow::Result;
 use postgres::error::{DbError, SqlState};
 use postgres::types::Type;
 
-use super::apply::{Applied, ApplyTo};
 use super::catalog::TableFacts;
-use super::isolate::settle;
 use super::session::{get, Session};
 use crate::config::{Ident, TargetConfig};
-use crate::model::{Batch, Poisoned, RowError};
+use crate::model::{Poisoned, RowError};
 
 /// The DDL of the quarantine, for creating it and for a DBA when we may not.
 pub(crate) fn quarantine_ddl(quarantine: &Ident) -> String {
@@ -38,9 +34,6 @@ pub(crate) fn quarantine_ddl(quarantine: &Ident) -> String {
         q = quarantine.quoted
     )
 }
-
-/// How many quarantined codes a run tries again, those tried longest ago first.
-pub(crate) const RETRY_LIMIT: i64 = 1000;
 
 /// SQLSTATE classes of errors that one row's values cause, which other rows of the batch do
 /// not share: data exceptions (22: a count past the range, a code the encoding cannot hold),
@@ -131,48 +124,6 @@ fn bytes(codes: &[&str]) -> Vec<Vec<u8>> {
 }
 
 impl Session {
-    /// Tries this flusher's quarantined codes again (up to [`RETRY_LIMIT`]), as batch
-    /// `batch_id`: in one transaction, those that now reach a row (or have none) are applied
-    /// and leave the quarantine, the others stay. None when nothing waits there.
-    pub(crate) fn retry_quarantine(
-        &mut self,
-        to: &ApplyTo,
-        batch_id: &str,
-    ) -> Result<Option<(Batch, Applied)>> {
-        let mut batch = Batch::new(batch_id.to_owned());
-        let applied = self.transaction(
-            &format!("batch {batch_id}"),
-            Some("quarantine_before_commit"),
-            |pg| {
-                let taken = pg.take_quarantined(to.quarantine, to.owner, RETRY_LIMIT)?;
-                if taken.is_empty() {
-                    return Ok(None);
-                }
-                for (code, hits) in taken {
-                    batch.hits.push(&code, hits)?;
-                    batch.keys += 1;
-                }
-                batch.finish()?;
-                let applied = settle(&batch, pg.isolate_all(to, &batch)?);
-                let again: HashSet<&str> = applied
-                    .quarantined
-                    .iter()
-                    .map(|p| p.code.as_str())
-                    .collect();
-                let done: Vec<&str> = batch
-                    .hits
-                    .iter()
-                    .map(|(c, _)| c)
-                    .filter(|c| !again.contains(c))
-                    .collect();
-                pg.settle_quarantine(to.quarantine, to.owner, &done, &applied.quarantined)?;
-                pg.record_batch(to, &batch.head(), &applied, false)?;
-                Ok(Some(applied))
-            },
-        )?;
-        Ok(applied.map(|a| (batch, a)))
-    }
-
     /// Adds `poisoned` (from batch `batch_id`) to the quarantine of `owner`: a code already
     /// there gains these hits, and the latest error. Returns how many codes are new there.
     pub(super) fn quarantine(

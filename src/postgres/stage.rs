@@ -2,25 +2,18 @@
 //! stage. Each batch's codes are copied (binary `COPY`) into a temporary table as the batch
 //! comes, and its memory is freed; once the transaction holds its keys (`Batch::gather`, up
 //! to `--batch-size`), the staged codes are numbered in code order and applied in one pass
-//! over the table, in statements of [`MERGED_ROWS`] rows taken in that order.
-//!
-//! Why: a batch small beside the table visits a page for nearly every code, so a backlog
-//! costs about one pass over the table per transaction; memory follows the batches the
-//! client holds, so larger transactions gather their codes in Postgres instead
-//! (docs/performance.md).
+//! over the table, in statements of [`MERGED_ROWS`] rows taken in that order. Why: a batch
+//! small beside the table visits a page for nearly every code (docs/performance.md).
 //!
 //! Exactly once is kept as for one batch: each batch keeps its journal and gets its ledger
-//! row in the transaction, and the journals are deleted only after its COMMIT (`flush/commit.rs`).
-//! Killed before COMMIT, the whole transaction is gone and every batch waits in its journal,
-//! for the next run to apply one by one.
+//! row in the transaction, and the journals are deleted only after its COMMIT
+//! (`flush/commit.rs`). Killed before COMMIT, every batch waits in its journal.
 //!
-//! Unknown codes are the numbers the UPDATE's rows skip; they go to their batches' ledger
-//! rows. A code matching several rows, a code two of the batches hold (met twice by one
-//! statement), a row-level error (a trigger, a constraint), or too many unknown codes: the
-//! merged UPDATE is rolled back to its savepoint and each batch is read back from the stage
-//! and applied on its own, under savepoints (`apply.rs`: the quarantine). A batch with a code
-//! the database's encoding cannot hold is applied on its own, after the merged UPDATE, when
-//! the stage refuses it.
+//! Unknown codes are the numbers the UPDATE's rows skip. A code matching several rows, a code
+//! two of the batches hold (met twice by one statement), a row-level error, or too many
+//! unknown codes: the merged UPDATE is rolled back to its savepoint and each batch is read
+//! back and applied on its own, under savepoints (the quarantine). A batch with a code the
+//! database's encoding cannot hold (the stage refuses it) is applied on its own afterwards.
 
 use std::collections::HashMap;
 
@@ -29,7 +22,7 @@ use postgres::error::SqlState;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{ToSql, Type};
 
-use super::apply::{Applied, ApplyTo};
+use super::applied::{Applied, ApplyTo};
 use super::quarantine::row_level;
 use super::session::{get, Session};
 use crate::model::{Batch, Head};

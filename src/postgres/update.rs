@@ -1,13 +1,14 @@
 //! The bulk UPDATE of a batch's codes, `unnest` or `VALUES`, in statements of a bounded size,
-//! its rows read as they arrive; and the dry run's read-only look, which must find the rows
-//! that UPDATE would.
+//! its rows read as they arrive; what a failed UPDATE means (refused as a whole, or the run's
+//! failure); and the dry run's read-only look, which must find the rows that UPDATE would.
 
 use std::collections::HashSet;
 
 use anyhow::Result;
+use postgres::error::SqlState;
 use postgres::types::{ToSql, Type};
 
-use super::apply::ApplyTo;
+use super::applied::{ApplyTo, BatchRejected};
 use super::quarantine::{duplicate, row_level};
 use super::session::{get, Param, Session};
 use crate::config::{TargetConfig, UpdateForm};
@@ -176,5 +177,60 @@ impl Session {
             found.insert(get::<String>(r, 0, &what)?);
         }
         Ok((found, rows.len() as u64))
+    }
+
+    /// What a failed UPDATE means for what it applies (`what`: "batch <id>", or the
+    /// batches of a transaction that gathers them, `several`; `codes` codes, in statements
+    /// of `per_statement` rows), when no row in particular caused it: refused as a whole (it
+    /// waits in its journals and the run goes on), or a failure of the run.
+    pub(super) fn refusal(
+        &self,
+        e: postgres::Error,
+        to: &ApplyTo,
+        (what, several): (&str, bool),
+        codes: usize,
+        per_statement: usize,
+    ) -> anyhow::Error {
+        let t = to.target;
+        let (waits, them) = match several {
+            false => ("it stays in its journal", "it"),
+            true => ("they stay in their journals", "them"),
+        };
+        if e.code() == Some(&SqlState::LOCK_NOT_AVAILABLE) {
+            return BatchRejected(format!(
+                "{what} waited more than {} s for a row of `{}` that another session holds \
+                 locked (the app, or a long transaction); {waits} and the next run applies \
+                 {them} (`--lock-timeout` sets the wait)",
+                self.lock_timeout.as_secs(),
+                t.table.name
+            ))
+            .into();
+        }
+        if e.code() == Some(&SqlState::T_R_DEADLOCK_DETECTED) {
+            // Our batches lock rows in code order; a transaction of the app's that locks them
+            // in another order can still meet one of ours.
+            return BatchRejected(format!(
+                "{what} and another session's transaction locked rows of `{}` in opposite \
+                 orders, and Postgres rolled it back (deadlock detected); {waits} and the next \
+                 run applies {them}",
+                t.table.name
+            ))
+            .into();
+        }
+        if e.code() == Some(&SqlState::QUERY_CANCELED) {
+            // Not a rejection: the next batch would most likely time out as well, and
+            // this one comes back whole from its journal, however --batch-size is set.
+            return anyhow::Error::new(e).context(format!(
+                "PostgreSQL at {}: an UPDATE of {what} ({codes} codes, in statements of up to \
+                 {}) was canceled: it took longer than --statement-timeout ({} s), or an \
+                 operator canceled it. What it holds waits in its journal, and the next run \
+                 applies it whole: raise --statement-timeout if Postgres is just slow",
+                self.display,
+                per_statement,
+                self.statement_timeout.as_secs(),
+            ));
+        }
+        anyhow::Error::new(e)
+            .context(self.failed(&format!("the UPDATE of table `{}`", t.table.name)))
     }
 }
