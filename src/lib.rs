@@ -6,7 +6,8 @@
 //! | layer | modules |
 //! |---|---|
 //! | verbs | `cmd/` |
-//! | the engine | `flush/` (a run's steps, its threads, its SCAN) |
+//! | runs on a schedule | `serve/` (the loop, its HTTP endpoints and health) |
+//! | the engine, and news of it | `flush/` (a run's steps, its threads, its SCAN); `notify/` (pushes, pings) |
 //! | what a run shows | `output/` (stdout, the exit code, metrics, progress, logs) |
 //! | what a run knows | `preflight` (what `check` checks), `report/` (the tally and its text) |
 //! | the servers | `redis/`, `postgres/`, `throwaway` (private servers for the demo and the tests) |
@@ -20,11 +21,13 @@ mod cmd;
 pub mod config;
 pub(crate) mod flush;
 pub mod model;
+mod notify;
 mod output;
 pub mod postgres;
 mod preflight;
 pub mod redis;
 mod report;
+mod serve;
 mod sys;
 pub mod throwaway;
 mod tls;

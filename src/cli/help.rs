@@ -10,7 +10,8 @@ macro_rules! exit_codes {
     () => {
         "\
 Exit codes:
-  0  done: flushed, nothing to flush, or another run holds the lock
+  0  done: flushed, nothing to flush, another run holds the lock, or stopped by SIGTERM or
+     SIGINT (what it claimed is applied or waits in its journal)
   1  the run failed and the next run can finish it (a server down or too slow, a batch
      Postgres gave up on); nothing is lost, claimed hits wait in their journal
   2  a person must change something before any run can work (a bad flag or value, a
@@ -51,6 +52,23 @@ pub(super) const SHORT_AFTER: &str = concat!(
     "\n\n`--help` for details, the environment and `.env` rules."
 );
 pub(super) const LONG_AFTER: &str = concat!(environment!(), exit_codes!());
+
+/// `serve` runs until stopped: its own exit codes.
+macro_rules! serve_exit_codes {
+    () => {
+        "\
+Exit codes (a run that fails does not end `serve`: the log and /healthz say so):
+  0  stopped by SIGTERM or SIGINT, at a safe point or at --shutdown-timeout
+  1  a PostgreSQL call hung past its timeout (the watchdog ends the process; restart it)
+  2  a person must change something first: a bad flag or value, an address it cannot
+     listen on"
+    };
+}
+pub(super) const SERVE_SHORT_AFTER: &str = concat!(
+    serve_exit_codes!(),
+    "\n\n`--help` for details, the environment and `.env` rules."
+);
+pub(super) const SERVE_LONG_AFTER: &str = concat!(environment!(), serve_exit_codes!());
 
 /// `check` reports rather than runs: its own exit codes.
 macro_rules! check_exit_codes {

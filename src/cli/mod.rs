@@ -9,16 +9,22 @@
 mod conn;
 mod given;
 mod help;
+mod monitor;
 mod target;
 
 pub use conn::ConnArgs;
 pub use given::Given;
 pub use given::{parse_with_sources, run_args, variables, How};
 pub(crate) use help::long_help;
-use help::{CHECK_LONG_AFTER, CHECK_SHORT_AFTER, LONG_AFTER, SHORT_AFTER, TOP_HELP};
+use help::{
+    CHECK_LONG_AFTER, CHECK_SHORT_AFTER, LONG_AFTER, SERVE_LONG_AFTER, SERVE_SHORT_AFTER,
+    SHORT_AFTER, TOP_HELP,
+};
+pub use monitor::{parse_duration, MonitorArgs};
 pub use target::{Statement, TargetArgs};
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -104,6 +110,20 @@ pub enum Command {
     #[command(after_help = SHORT_AFTER, after_long_help = LONG_AFTER, verbatim_doc_comment)]
     Status(StatusArgs),
 
+    /// Run a flush every `--interval`, for as long as it runs: for Kubernetes and systemd.
+    ///
+    /// Each run is what `run` does (the lock, recovery first, the same log lines); a run that
+    /// fails does not end it, and a run that finds the lock held (another replica flushing)
+    /// waits for the next tick, so two replicas are a hot standby. With `--listen`, it serves
+    /// /metrics, /healthz and /readyz. SIGTERM or SIGINT stops it at the next safe point:
+    /// exit 0 within `--shutdown-timeout`.
+    ///
+    /// Examples:
+    ///   redis-flusher serve --interval 1m --listen 0.0.0.0:9810
+    ///   redis-flusher serve --interval 5m --metrics-push-url http://pushgateway:9091
+    #[command(after_help = SERVE_SHORT_AFTER, after_long_help = SERVE_LONG_AFTER, verbatim_doc_comment)]
+    Serve(ServeArgs),
+
     /// Try it out: create a demo table and a few hits, then flush them and show the result.
     ///
     /// Uses its own table (`redis_flusher_demo`) and keys (`redis_flusher_demo:*`), so it
@@ -176,17 +196,57 @@ pub struct RunArgs {
     #[arg(long, help_heading = "Output")]
     pub no_progress: bool,
 
-    /// After each run, write its figures to this file for Prometheus
+    #[command(flatten)]
+    pub monitor: MonitorArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    /// How often a run starts: seconds, or a duration like `5m`
     ///
-    /// In the Prometheus text format, for node_exporter's textfile collector, e.g.
-    /// /var/lib/node_exporter/textfile_collector/redis_flusher.prom
+    /// From the start of one run to the start of the next; a run that takes longer starts the
+    /// next at once, never two at a time.
     #[arg(
         long,
-        env = "REDIS_FLUSHER_METRICS_FILE",
-        value_name = "PATH",
-        help_heading = "Output"
+        env = "REDIS_FLUSHER_INTERVAL",
+        default_value = "60s",
+        value_name = "DURATION",
+        value_parser = parse_duration,
+        help_heading = "Serving"
     )]
-    pub metrics_file: Option<PathBuf>,
+    pub interval: Duration,
+
+    /// Serve /metrics, /healthz and /readyz over HTTP here, e.g. `0.0.0.0:9810`
+    ///
+    /// None unless set. /metrics: Prometheus text, cumulative since start. /healthz: 200
+    /// while the last run that flushed (or found another replica flushing) is younger than
+    /// `--max-age`, else 503 and why. /readyz: 200 once the first run has finished.
+    #[arg(
+        long,
+        env = "REDIS_FLUSHER_LISTEN",
+        value_name = "HOST:PORT",
+        help_heading = "Serving"
+    )]
+    pub listen: Option<String>,
+
+    /// /healthz turns 503 when no run has flushed for this long [default: 3 intervals]
+    #[arg(
+        long,
+        env = "REDIS_FLUSHER_MAX_AGE",
+        value_name = "DURATION",
+        value_parser = parse_duration,
+        help_heading = "Serving"
+    )]
+    pub max_age: Option<Duration>,
+
+    #[command(flatten)]
+    pub monitor: MonitorArgs,
 }
 
 #[derive(Debug, Args)]

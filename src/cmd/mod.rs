@@ -1,4 +1,4 @@
-//! The verbs, one file each: `run` (and its `--dry-run`), `check`, `status`, `demo`, and the
+//! The verbs, one file each: `run` (and its `--dry-run`), `serve`, `check`, `status`, `demo`, and the
 //! documentation ones (`help`, `man`, `completions`). Each turns its arguments into settings,
 //! calls the engine or the checks, and says how the command ended; `output::exit_code` turns
 //! that into the exit code.
@@ -8,6 +8,7 @@ mod demo;
 mod docs;
 mod dry_run;
 mod run;
+mod serve;
 mod status;
 
 use anyhow::Result;
@@ -27,6 +28,7 @@ pub fn execute(cli: Cli) -> Result<Status> {
     }
     match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Serve(args) => serve::serve(args),
         Command::Check(args) => check::check(args),
         Command::Status(args) => status::status(args),
         Command::Demo(args) => demo::demo(args),

@@ -44,9 +44,14 @@ impl Config {
         })
     }
 
-    /// As [`Config::from_args`], from `run`'s arguments, with the rules only a run has.
+    /// As [`Config::from_args`], from `run`'s arguments, with the rules only a flush has.
     pub fn from_run_args(args: &RunArgs) -> anyhow::Result<Config> {
-        let cfg = Config::from_args(&args.conn, &args.target)?;
+        Config::for_flush(&args.conn, &args.target)
+    }
+
+    /// As [`Config::from_args`], with the rules only a flush has (`run`, `serve`).
+    pub fn for_flush(conn: &ConnArgs, target: &TargetArgs) -> anyhow::Result<Config> {
+        let cfg = Config::from_args(conn, target)?;
         if cfg.redis.cluster && cfg.flush.source.keep_unknown {
             return Err(usage(
                 "`--keep-unknown` is not supported on a Redis Cluster yet (the hash would be in \

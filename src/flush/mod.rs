@@ -31,7 +31,7 @@ use crate::postgres::{Acquired, Holder, Lease, RunRecord, Session, TableFacts};
 use crate::preflight::{self, Findings};
 use crate::redis::RedisSource;
 use crate::report::{Report, Status};
-use crate::sys::stop;
+use crate::sys::stop::{self, StopRequested};
 use scan::Claiming;
 
 /// Runs a flush. Failures are recorded in the report (status failed, exit 1), never panics;
@@ -102,14 +102,20 @@ impl Halt {
         }
     }
 
-    /// The error of a run that was asked to stop `when`: exit 1, as the next run finishes
-    /// the job.
+    /// The error of a run that was asked to stop `when`: not a failure when a signal asked
+    /// (exit 0); a failure when its lease was taken over (exit 1: the run that took it
+    /// finishes the job).
     fn stopped(&self, when: &str) -> anyhow::Error {
-        anyhow::anyhow!(
+        let text = format!(
             "stopped by {} {when}; every claimed batch was applied or waits in its journal, and \
              the next run flushes the rest",
             self.reason().unwrap_or("a request")
-        )
+        );
+        if self.lease_lost.load(Ordering::SeqCst) {
+            anyhow::anyhow!(text)
+        } else {
+            StopRequested(text).into()
+        }
     }
 }
 

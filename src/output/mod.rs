@@ -20,17 +20,24 @@ pub struct Output {
     pub json: bool,
     pub dry_run: bool,
     pub metrics_file: Option<PathBuf>,
+    /// Nothing on stdout (`serve`: its runs speak in the log).
+    pub quiet: bool,
 }
 
 /// The exit code of a command that ended with `status`: 0 done (or locked out), 1 the next
 /// run can finish it, 2 a person must change something first. The table every `--help`
 /// prints (`cli/help.rs`).
 pub fn exit_code(status: Status) -> ExitCode {
-    ExitCode::from(match status {
-        Status::Ok | Status::Locked => 0,
+    ExitCode::from(code(status))
+}
+
+/// [`exit_code`] as a number (a cron monitor's ping carries it).
+pub fn code(status: Status) -> u8 {
+    match status {
+        Status::Ok | Status::Locked | Status::Stopped => 0,
         Status::Failed => 1,
         Status::SetupError => 2,
-    })
+    }
 }
 
 /// Prints the report as asked and writes the metrics file; returns how the run ended, as
@@ -50,7 +57,9 @@ pub fn finish(report: &Report, out: &Output) -> Status {
     } else {
         log::info!("{}", report.summary());
     }
-    let text = if out.json {
+    let text = if out.quiet {
+        None
+    } else if out.json {
         match serde_json::to_string(report) {
             Ok(s) => Some(s + "\n"),
             Err(e) => {
@@ -75,7 +84,7 @@ pub fn finish(report: &Report, out: &Output) -> Status {
                 crate::sys::error::text(&e)
             );
             match report.status {
-                Status::Ok | Status::Locked => Status::Failed,
+                Status::Ok | Status::Locked | Status::Stopped => Status::Failed,
                 other => other,
             }
         }

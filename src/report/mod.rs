@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::config::{Setting, UsageError};
 use crate::model::{BadReason, Poisoned, ScanStats, EXAMPLES};
+use crate::sys::stop::StopRequested;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -25,6 +26,9 @@ pub enum Status {
     Ok,
     /// Another run holds the lock; this one did nothing.
     Locked,
+    /// A signal asked it to stop before the end of its work: what it claimed is applied (or
+    /// waits in its journal), and the next run flushes the rest.
+    Stopped,
     /// Something failed; what was claimed stays in journals for the next run.
     Failed,
     /// The setup is wrong (a setting, the table, a privilege, the servers' roles): a person
@@ -48,6 +52,7 @@ impl Status {
         match self {
             Status::Ok => "ok",
             Status::Locked => "locked",
+            Status::Stopped => "stopped",
             Status::Failed => "failed",
             Status::SetupError => "setup_error",
         }
@@ -208,11 +213,18 @@ impl Report {
     }
 
     /// Records an error; the run's status becomes failed, or a setup error when the error
-    /// is one a person must fix ([`UsageError`]) and nothing else failed first.
+    /// is one a person must fix ([`UsageError`]) and nothing else failed first, or stopped
+    /// when a signal asked for the stop ([`StopRequested`]) and nothing failed.
     pub fn fail(&mut self, err: &anyhow::Error) {
         let text = crate::sys::error::text(err);
-        log::error!("{text}");
+        let stopped = err.downcast_ref::<StopRequested>().is_some();
+        if stopped {
+            log::warn!("{text}");
+        } else {
+            log::error!("{text}");
+        }
         self.status = match self.status {
+            Status::Ok | Status::Stopped if stopped => Status::Stopped,
             Status::Ok if err.downcast_ref::<UsageError>().is_some() => Status::SetupError,
             Status::SetupError => Status::SetupError,
             _ => Status::Failed,

@@ -24,6 +24,9 @@ impl Report {
             (true, Status::Failed) => "dry run failed; it got as far as: would flush",
             (true, _) => "would flush",
             (false, Status::Failed) => "run failed (the error above says why); it flushed",
+            (false, Status::Stopped) => {
+                "run stopped as asked (the next run flushes the rest); it flushed"
+            }
             (false, _) => "flushed",
         };
         let mut s = format!(

@@ -9,6 +9,9 @@
 //! then, the watchdog hands the error to the caller's `on_expiry` (which logs it and prints
 //! the report so far) and exits 1.
 //!
+//! It also ends a graceful stop that takes longer than `--shutdown-timeout` (`stop.rs`): a
+//! platform that asked for the stop kills the process soon after anyway.
+//!
 //! Exiting at any instant is safe by design: the flush survives SIGKILL at every step
 //! (`fault.rs`). Whatever was claimed and not committed waits in its journal, and a batch
 //! whose COMMIT reached the server is found in the ledger by the next run.
@@ -17,7 +20,17 @@ use std::collections::BTreeMap;
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-type OnExpiry = Box<dyn Fn(anyhow::Error) + Send + Sync>;
+type OnExpiry = Box<dyn Fn(Expiry, anyhow::Error) + Send + Sync>;
+
+/// Why the watchdog ends the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// A Postgres call got no answer in time: the run failed (exit 1).
+    Hung,
+    /// A stop asked for by a signal took longer than `--shutdown-timeout`: the process ends
+    /// as asked (exit 0).
+    Shutdown,
+}
 
 struct Watch {
     state: Mutex<State>,
@@ -58,6 +71,7 @@ struct Armed {
     what: String,
     limit: Duration,
     meaning: String,
+    kind: Expiry,
 }
 
 /// Watches a call that must return within `limit`; `what` names the server and the step for
@@ -79,15 +93,37 @@ pub fn arm_meaning(what: impl Into<String>, limit: Duration, meaning: &str) -> G
             what: what.into(),
             limit,
             meaning: meaning.to_owned(),
+            kind: Expiry::Hung,
         },
     );
     w.changed.notify_one();
     Guard(id)
 }
 
-/// Sets what is done with the error when the watchdog fires, before the process exits 1
-/// (once per process; later calls are ignored). Without it, the error is logged.
-pub fn on_expiry(f: impl Fn(anyhow::Error) + Send + Sync + 'static) {
+/// Ends the process (exit 0) if it still runs `limit` from now: the bound of a graceful stop.
+pub fn arm_shutdown(limit: Duration) {
+    let w = watch();
+    let mut s = w.state.lock().unwrap_or_else(|p| p.into_inner());
+    s.next_id += 1;
+    let id = s.next_id;
+    s.armed.insert(
+        id,
+        Armed {
+            at: Instant::now() + limit,
+            what: "the stop SIGTERM/SIGINT asked for".into(),
+            limit,
+            meaning: "so the batch in flight is given up (it waits in its journal, and Postgres \
+                      rolls back its transaction with the connection)"
+                .into(),
+            kind: Expiry::Shutdown,
+        },
+    );
+    w.changed.notify_one();
+}
+
+/// Sets what is done with the error when the watchdog fires, before the process exits (once
+/// per process; later calls are ignored). Without it, the error is logged.
+pub fn on_expiry(f: impl Fn(Expiry, anyhow::Error) + Send + Sync + 'static) {
     let _ = watch().on_expiry.set(Box::new(f));
 }
 
@@ -127,15 +163,23 @@ fn run() {
             }
             Some(a) => {
                 let e = anyhow::anyhow!(
-                    "{}: no answer in {} s, {}; giving up. Nothing is lost: claimed batches \
-                     wait in their journals and the next run applies them",
+                    "{}: {} in {} s, {}; giving up. Nothing is lost: claimed batches wait in \
+                     their journals and the next run applies them",
                     a.what,
+                    match a.kind {
+                        Expiry::Hung => "no answer",
+                        Expiry::Shutdown => "not done",
+                    },
                     a.limit.as_secs(),
                     a.meaning
                 );
                 match w.on_expiry.get() {
-                    Some(f) => f(e),
+                    Some(f) => f(a.kind, e),
                     None => log::error!("{}", crate::sys::error::text(&e)),
+                }
+                if a.kind == Expiry::Shutdown {
+                    // A stop that was asked for is not a failure.
+                    std::process::exit(0);
                 }
                 // The last resort, and the one exit outside main.rs: the thread that waits
                 // on the server cannot be woken, and the process must end for the next run

@@ -1,37 +1,68 @@
-//! A graceful stop on SIGTERM or SIGINT (systemd stop, a deploy, Ctrl-C): the run claims
-//! nothing more, applies the batches it has already claimed, and exits 1, so no journal is
-//! left behind. A second signal ends the process at once, which is safe too: whatever was
+//! A graceful stop on SIGTERM or SIGINT (systemd stop, a Kubernetes pod's end, a deploy,
+//! Ctrl-C): the run claims nothing more, commits or rolls back the transaction it is in,
+//! deletes the journals of what it committed, and the process exits 0; `serve` starts no
+//! other run. If that takes longer than `--shutdown-timeout`, the process exits anyway (0,
+//! `deadline.rs`), and a second signal ends it at once: both are safe too, since whatever was
 //! claimed and not committed waits in its journal for the next run.
 //!
-//! The signal handler only sets a flag; the run looks at it between steps (`flush::Halt`,
-//! which also stops a run whose lease another run took over).
+//! The signal only sets a flag and wakes whoever waits for it; the run looks at the flag
+//! between steps (`flush::Halt`, which also stops a run whose lease another run took over).
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
-/// Global because a signal handler can reach nothing else: the one flag it sets.
-static REQUESTED: AtomicBool = AtomicBool::new(false);
+/// Whether a stop was asked for, and a way to wait for it. Global because a signal reaches
+/// the process, not a run: every run and the loop of `serve` look at the one flag.
+static STOP: Stop = Stop {
+    requested: AtomicBool::new(false),
+    lock: Mutex::new(()),
+    asked: Condvar::new(),
+};
 
-/// Installs the handlers. Call once, from the main thread, before the flush starts and before
-/// it spawns any thread.
+struct Stop {
+    requested: AtomicBool,
+    lock: Mutex<()>,
+    asked: Condvar,
+}
+
+/// Installs the handlers; a stop must be over within `timeout` of the first signal. Call
+/// once, from the main thread, before the flush starts and before it spawns any thread.
 ///
 /// A handler interrupts whatever system call its thread is in, and a `recv` on a socket with
 /// a read timeout (our Redis connections have one) is never restarted: it fails with EINTR,
 /// which broke a Redis reply half-way in testing. So the signals are delivered to a thread of
-/// their own, which only waits, and are blocked in this thread and every thread it spawns
-/// afterwards (threads inherit the signal mask).
-pub fn install() -> std::io::Result<()> {
-    for sig in [SIGTERM, SIGINT] {
-        // Registered first, so that it runs first: a signal arriving when the flag is already
-        // set (the second one) gets the default action and ends the process.
-        signal_hook::flag::register_conditional_default(sig, &REQUESTED)?;
-        signal_hook::flag::register(sig, &REQUESTED)?;
-    }
+/// their own, and are blocked in this thread and every thread it spawns afterwards (threads
+/// inherit the signal mask).
+pub fn install(timeout: Duration) -> std::io::Result<()> {
+    let mut signals = Signals::new([SIGTERM, SIGINT])?;
     std::thread::Builder::new()
         .name("signals".into())
-        .spawn(|| loop {
-            std::thread::park();
+        .spawn(move || {
+            for signal in signals.forever() {
+                let name = if signal == SIGINT {
+                    "SIGINT"
+                } else {
+                    "SIGTERM"
+                };
+                if STOP.requested.swap(true, Ordering::SeqCst) {
+                    log::warn!("{name} again: stopping at once");
+                    // The signal's own default action: the process ends by it.
+                    let _ = signal_hook::low_level::emulate_default_handler(signal);
+                    continue;
+                }
+                log::warn!(
+                    "{name}: stopping at the next safe point, within {} s \
+                     (--shutdown-timeout; a second signal stops at once)",
+                    timeout.as_secs()
+                );
+                let _guard = STOP.lock.lock();
+                STOP.asked.notify_all();
+                super::deadline::arm_shutdown(timeout);
+            }
         })?;
     // SAFETY: sigset_t is plain data, initialised by sigemptyset before use; the calls only
     // change this thread's signal mask.
@@ -50,5 +81,28 @@ pub fn install() -> std::io::Result<()> {
 
 /// True once SIGTERM or SIGINT arrived.
 pub fn requested() -> bool {
-    REQUESTED.load(Ordering::SeqCst)
+    STOP.requested.load(Ordering::SeqCst)
 }
+
+/// Waits until `until`, or until a stop is asked for; true if it was.
+pub fn wait_until(until: Instant) -> bool {
+    let guard = STOP.lock.lock().unwrap_or_else(|p| p.into_inner());
+    let left = until.saturating_duration_since(Instant::now());
+    let _ = STOP
+        .asked
+        .wait_timeout_while(guard, left, |_| !requested() && Instant::now() < until);
+    requested()
+}
+
+/// The error of a run that stopped because a signal asked it to: not a failure (exit 0), as
+/// nothing is lost and the next run flushes the rest.
+#[derive(Debug)]
+pub struct StopRequested(pub String);
+
+impl std::fmt::Display for StopRequested {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StopRequested {}

@@ -814,7 +814,8 @@ fn sigterm_applies_what_was_claimed_and_stops_within_seconds() {
         took < Duration::from_secs(3),
         "took {took:?} to stop: {stderr}"
     );
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // A stop that was asked for is not a failure: exit 0 (Kubernetes, systemd).
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(stderr.contains("stopped by SIGTERM/SIGINT"), "{stderr}");
     assert!(
         env.journals().is_empty(),

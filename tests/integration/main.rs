@@ -10,6 +10,7 @@
 //! | `adversarial` | shared servers, poisoned rows, hostile keys |
 //! | `config_and_errors`, `settings` | settings, their sources, and what errors say |
 //! | `operate` | `check`, `status`, metrics, progress, logs, help |
+//! | `serve` | `serve` on a schedule, scraped by Prometheus; pushes to a Pushgateway, pings |
 //! | `deploy` | PgBouncer, Unix sockets, Sentinel, replicas, standbys |
 //! | `tls` | a private CA, both servers over TLS |
 //! | `cluster` | a private Redis Cluster |
@@ -23,6 +24,7 @@ mod deploy;
 mod flush;
 mod operate;
 mod reliability;
+mod serve;
 mod settings;
 mod stage;
 mod tls;

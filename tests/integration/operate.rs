@@ -551,6 +551,7 @@ fn completions_and_man_pages() {
             "redis-flusher-help.1",
             "redis-flusher-man.1",
             "redis-flusher-run.1",
+            "redis-flusher-serve.1",
             "redis-flusher-status.1",
             "redis-flusher.1"
         ]

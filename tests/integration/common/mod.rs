@@ -7,6 +7,7 @@
 
 mod cluster;
 mod env;
+mod monitoring;
 mod pgbouncer;
 mod pki;
 mod sentinel;
@@ -14,6 +15,7 @@ mod servers;
 
 pub use cluster::*;
 pub use env::*;
+pub use monitoring::*;
 pub use pgbouncer::*;
 pub use pki::*;
 pub use sentinel::*;
