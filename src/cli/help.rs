@@ -36,12 +36,12 @@ Environment (a flag wins over the environment, which wins over `.env`):
 A variable named REDIS_*, DB_* or REDIS_FLUSHER_* that the flusher does not know (a typo)
 is warned about, and `check` fails on it.
 
-`.env` (or --env-file): one NAME=value a line; `#` starts a comment at the start of a line
-or after a space; an unquoted value ends at a space and expands $VAR, \"double quotes\"
-expand $VAR and \\n, 'single quotes' keep everything as written (use them for a password
-with `$`, `#`, a space or quotes). systemd's EnvironmentFile=
-parses differently (no $ expansion, no inline comments): give the flusher its file with
---env-file rather than EnvironmentFile=.
+`.env` (or --env-file) is read as python-dotenv reads it: one NAME=value a line, the last
+of two counting; `#` starts a comment at the start of a line or after a space; an unquoted
+value is the rest of the line; \"double quotes\" take \\n and \\\" escapes, 'single quotes'
+\\' alone; only ${VAR} and ${VAR:-default} expand ($VAR and $$ stay as written).
+systemd's EnvironmentFile= parses differently (no expansion, no inline comments): give the
+flusher its file with --env-file rather than EnvironmentFile=.
 
 "
     };

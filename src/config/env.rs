@@ -2,9 +2,9 @@
 //! environment, with where each of its values came from; and the secrets that never come from
 //! a flag.
 //!
-//! `.env` is parsed by dotenvy (quoting, `export`, `${VAR}`), but its errors are ours: a line
-//! that does not parse is named by file, line number and variable, never shown, since the
-//! value it holds is often a password.
+//! `.env` is read as python-dotenv reads it (`dotenv.rs`), as the Python flusher did, but its
+//! errors are ours: a line that does not parse is named by file, line number and variable,
+//! never shown, since the value it holds is often a password.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -59,55 +59,28 @@ pub fn load_env_file(args: &[String]) -> anyhow::Result<Option<EnvFile>> {
     Ok(Some(EnvFile { path, set }))
 }
 
-/// The variables of a `.env` file: name → (value, line of its first definition, which is the
-/// one that counts).
-fn parse(path: &Path, text: &[u8]) -> anyhow::Result<BTreeMap<String, (String, usize)>> {
-    let content = String::from_utf8_lossy(text);
-    let mut out = BTreeMap::new();
-    for item in dotenvy::from_read_iter(text) {
-        match item {
-            Ok((name, value)) => {
-                let line = line_of(&content, &name).unwrap_or(0);
-                out.entry(name).or_insert((value, line));
-            }
-            Err(dotenvy::Error::LineParse(bad, _)) => {
-                let at = content
-                    .find(bad.as_str())
-                    .map(|i| content[..i].bytes().filter(|&b| b == b'\n').count() + 1);
-                let name = bad
-                    .split('=')
-                    .next()
-                    .map(|n| n.trim().trim_start_matches("export ").trim())
-                    .filter(|n| {
-                        !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                    });
-                return Err(usage(format!(
-                    "{} {}{} does not parse (an unbalanced quote, or a character that needs \
-                     quoting?); its value is not shown here",
-                    path.display(),
-                    at.map_or_else(|| "a line".to_owned(), |n| format!("line {n}")),
-                    name.map(|n| format!(" (`{n}`)")).unwrap_or_default(),
-                )));
-            }
-            Err(e) => {
-                return Err(usage(format!("could not read {}: {e}", path.display())));
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// The line (from 1) where `name` is first defined in a `.env` text.
-fn line_of(content: &str, name: &str) -> Option<usize> {
-    content
-        .lines()
-        .position(|l| {
-            let l = l.trim_start();
-            let l = l.strip_prefix("export ").map_or(l, str::trim_start);
-            l.strip_prefix(name)
-                .is_some_and(|rest| rest.trim_start().starts_with('='))
-        })
-        .map(|i| i + 1)
+/// The variables of a `.env` file: name → (value, line), read as python-dotenv reads them
+/// (`dotenv.rs`): where a name is set twice, the last one counts, as there. A statement that
+/// does not parse is named by line and variable, never shown (its value is often a password).
+fn parse(path: &Path, bytes: &[u8]) -> anyhow::Result<BTreeMap<String, (String, usize)>> {
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        usage(format!(
+            "{} is not UTF-8 text (a byte that is not, near byte {}); save it as UTF-8",
+            path.display(),
+            e.valid_up_to()
+        ))
+    })?;
+    let entries = super::dotenv::parse(text, |name| std::env::var(name).ok()).map_err(|e| {
+        usage(format!(
+            "{} {e} does not parse (an unbalanced quote, or something after a quoted value?); \
+             its value is not shown here",
+            path.display()
+        ))
+    })?;
+    Ok(entries
+        .into_iter()
+        .map(|e| (e.name, (e.value, e.line)))
+        .collect())
 }
 
 /// Reads a secret that must not be given as a flag: the variable `name`, or the file that
@@ -164,10 +137,16 @@ mod tests {
     }
 
     #[test]
-    fn values_come_with_the_line_that_set_them() {
+    fn values_come_with_the_line_that_set_them_and_the_last_one_counts() {
         let text = b"# c\nA=1\n export B = 'x y'\nA=2\n";
         let vars = parse(Path::new(".env"), text).unwrap();
-        assert_eq!(vars["A"], ("1".to_owned(), 2));
+        assert_eq!(vars["A"], ("2".to_owned(), 4));
         assert_eq!(vars["B"], ("x y".to_owned(), 3));
+    }
+
+    #[test]
+    fn a_dollar_without_braces_is_part_of_the_value() {
+        let vars = parse(Path::new(".env"), b"DB_PASSWORD=pa$word1\n").unwrap();
+        assert_eq!(vars["DB_PASSWORD"].0, "pa$word1");
     }
 }

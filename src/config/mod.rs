@@ -7,6 +7,7 @@
 //! settings; `env.rs` reads `.env` and the secrets that never come from flags.
 
 mod conninfo;
+pub mod dotenv;
 mod env;
 mod flush;
 mod postgres;

@@ -9,6 +9,7 @@
 //! | `stage` | a backlog's transactions that gather batches |
 //! | `adversarial` | shared servers, poisoned rows, hostile keys |
 //! | `config_and_errors`, `settings` | settings, their sources, and what errors say |
+//! | `dotenv` | `.env` read as python-dotenv reads it, case by case against python-dotenv's own reading |
 //! | `operate` | `check`, `status`, metrics, progress, logs, help |
 //! | `serve` | `serve` on a schedule, scraped by Prometheus; pushes to a Pushgateway, pings |
 //! | `deploy` | PgBouncer, Unix sockets, Sentinel, replicas, standbys |
@@ -21,6 +22,7 @@ mod adversarial;
 mod cluster;
 mod config_and_errors;
 mod deploy;
+mod dotenv;
 mod flush;
 mod operate;
 mod reliability;

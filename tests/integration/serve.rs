@@ -103,11 +103,19 @@ fn a_failing_serve_keeps_running_and_its_health_says_why() {
     let closed = free_port().to_string();
     let mut cmd = env.cmd();
     // A long --max-age: what turns /healthz is five failures in a row.
-    cmd.args(["serve", "--interval", "200ms", "--max-age", "1h", "--listen", &addr])
-        .env("DB_PORT", &closed)
-        .env("REDIS_FLUSHER_CONNECT_TIMEOUT", "1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    cmd.args([
+        "serve",
+        "--interval",
+        "200ms",
+        "--max-age",
+        "1h",
+        "--listen",
+        &addr,
+    ])
+    .env("DB_PORT", &closed)
+    .env("REDIS_FLUSHER_CONNECT_TIMEOUT", "1")
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
     let child = cmd.spawn().unwrap();
     // Ready once a run has finished, failed or not.
     wait_for_http(&addr, "/readyz", Duration::from_secs(20), |s, _| s == 200);
@@ -141,7 +149,16 @@ fn two_serve_replicas_are_a_hot_standby_and_count_everything_once() {
         format!("127.0.0.1:{}", free_port()),
         format!("127.0.0.1:{}", free_port()),
     );
-    let args = |addr| ["--interval", "300ms", "--listen", addr, "--batch-size", "500"];
+    let args = |addr| {
+        [
+            "--interval",
+            "300ms",
+            "--listen",
+            addr,
+            "--batch-size",
+            "500",
+        ]
+    };
     let one = spawn_serve(&env, &args(&a));
     let two = spawn_serve(&env, &args(&b));
     std::thread::sleep(Duration::from_secs(4));
@@ -216,7 +233,7 @@ fn run_pushes_its_metrics_to_a_pushgateway_and_a_failure_keeps_the_last_success(
     let env = TestEnv::new(20);
     let gateway = start_pushgateway();
     let url = format!("http://{}", gateway.addr);
-    let sent = env.set_many(20, |i| i64::from(i));
+    let sent = env.set_many(20, i64::from);
     env.run(&["run", "--metrics-push-url", &url]).expect(0);
     let page = http_get(&gateway.addr, "/metrics").1;
     let group = format!(
