@@ -33,6 +33,4 @@ pub mod throwaway;
 mod tls;
 
 pub use cmd::execute;
-pub use output::{exit_code, logging::init as init_logging};
-pub use report::Status;
-pub use sys::error::text as error_text;
+pub use output::{exit_code, fail_before_start, logging::init as init_logging};

@@ -1,11 +1,9 @@
 //! The binary: load `.env`, parse, set up logging, call the library, map to an exit code.
 
-use std::io::Write;
 use std::process::ExitCode;
 
 use redis_flusher::cli::LogFormat;
 use redis_flusher::config::load_env_file;
-use redis_flusher::Status;
 
 fn main() -> ExitCode {
     limit_malloc_caching();
@@ -24,25 +22,13 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     redis_flusher::config::record_sources(given, env_file);
-    let json = cli.log_format == LogFormat::Json;
-    redis_flusher::init_logging(json);
+    redis_flusher::init_logging(cli.log_format == LogFormat::Json);
+    let json_result = cli.command.json();
     let result = match env_error {
         Some(e) => Err(e),
         None => redis_flusher::execute(cli),
     };
-    let status = result.unwrap_or_else(|e| {
-        if json {
-            log::error!("{}", redis_flusher::error_text(&e));
-        } else {
-            // Not eprintln!, which panics when stderr is closed.
-            let _ = writeln!(
-                std::io::stderr(),
-                "error: {}",
-                redis_flusher::error_text(&e)
-            );
-        }
-        Status::of_error(&e)
-    });
+    let status = result.unwrap_or_else(|e| redis_flusher::fail_before_start(&e, json_result));
     redis_flusher::exit_code(status)
 }
 

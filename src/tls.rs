@@ -96,11 +96,13 @@ impl FromStr for SslMode {
             "require" => SslMode::Require,
             "verify-ca" => SslMode::VerifyCa,
             "verify-full" => SslMode::VerifyFull,
-            other => {
-                return Err(format!(
-                    "sslmode {other:?} is not one of disable, allow, prefer, require, verify-ca, \
+            // Not echoed: a value in the wrong place may be a password.
+            _ => {
+                return Err(
+                    "sslmode is not one of disable, allow, prefer, require, verify-ca, \
                      verify-full"
-                ))
+                        .into(),
+                )
             }
         })
     }

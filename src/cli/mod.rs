@@ -119,7 +119,7 @@ pub enum Command {
     /// exit 0 within `--shutdown-timeout`.
     ///
     /// Examples:
-    ///   redis-flusher serve --interval 1m --listen 0.0.0.0:9810
+    ///   redis-flusher serve --interval 1m --listen 0.0.0.0:8397
     ///   redis-flusher serve --interval 5m --metrics-push-url http://pushgateway:9091
     #[command(after_help = SERVE_SHORT_AFTER, after_long_help = SERVE_LONG_AFTER, verbatim_doc_comment)]
     Serve(ServeArgs),
@@ -146,7 +146,10 @@ pub enum Command {
     ///   redis-flusher completions zsh > "${fpath[1]}/_redis-flusher"
     ///   redis-flusher completions fish > ~/.config/fish/completions/redis-flusher.fish
     #[command(verbatim_doc_comment)]
-    Completions { shell: clap_complete::Shell },
+    Completions {
+        /// The shell: bash, zsh, fish, elvish or powershell
+        shell: clap_complete::Shell,
+    },
 
     /// Print the man page (roff), or write one page per subcommand into a directory.
     ///
@@ -170,6 +173,18 @@ pub enum Command {
         /// The command; without one, the overview
         command: Option<String>,
     },
+}
+
+impl Command {
+    /// Whether the command's result goes to stdout as JSON (`--json`).
+    pub fn json(&self) -> bool {
+        match self {
+            Command::Run(a) => a.json,
+            Command::Check(a) => a.json,
+            Command::Status(a) => a.json,
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -222,7 +237,7 @@ pub struct ServeArgs {
     )]
     pub interval: Duration,
 
-    /// Serve /metrics, /healthz and /readyz over HTTP here, e.g. `0.0.0.0:9810`
+    /// Serve /metrics, /healthz and /readyz over HTTP here, e.g. `0.0.0.0:8397`
     ///
     /// None unless set. /metrics: Prometheus text, cumulative since start. /healthz: 200
     /// while the last run that flushed (or found another replica flushing) is younger than
@@ -256,6 +271,16 @@ pub struct CheckArgs {
 
     #[command(flatten)]
     pub target: TargetArgs,
+
+    /// The metrics file runs will write: checked to be writable
+    #[arg(
+        hide_short_help = true,
+        long,
+        env = "REDIS_FLUSHER_METRICS_FILE",
+        value_name = "PATH",
+        help_heading = "Monitoring"
+    )]
+    pub metrics_file: Option<PathBuf>,
 
     /// Print the findings as one JSON object on stdout
     #[arg(long, help_heading = "Output")]

@@ -14,7 +14,10 @@ use crate::report::Status;
 
 pub fn check(args: CheckArgs) -> Result<Status> {
     let cfg = Config::from_args(&args.conn, &args.target)?;
-    let findings = run(&cfg);
+    let mut findings = run(&cfg);
+    if let Some(path) = &args.metrics_file {
+        metrics_file(path, &mut findings);
+    }
     if args.json {
         write_stdout(format!("{}\n", serde_json::to_string(&findings)?).as_bytes())?;
     } else {
@@ -78,6 +81,35 @@ fn run(cfg: &Config) -> Findings {
         Err(e) => out.failed("redis.connect", &e),
     }
     out
+}
+
+/// Whether runs will be able to write the metrics file: its directory there, and writable
+/// (a run only warns when it cannot, and an alert on the file's figures never fires).
+fn metrics_file(path: &std::path::Path, out: &mut Findings) {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    match tempfile::Builder::new()
+        .prefix(".redis-flusher-check")
+        .tempfile_in(dir)
+    {
+        Ok(_) => out.add(
+            Level::Good,
+            "metrics.file",
+            format!("the metrics file {} can be written", path.display()),
+        ),
+        Err(e) => out.add(
+            Level::Fail,
+            "metrics.file",
+            format!(
+                "the metrics file {} cannot be written ({e}): create {} and let the user runs \
+                 run as write it (under systemd, `ReadWritePaths=`)",
+                path.display(),
+                dir.display()
+            ),
+        ),
+    }
 }
 
 /// The findings as an operator reads them: the target, a line each, and the verdict.

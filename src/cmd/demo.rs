@@ -12,7 +12,7 @@ use crate::config::{Config, Ident, UsageError};
 use crate::flush;
 use crate::output::{finish, Output};
 use crate::postgres::connect_client;
-use crate::report::{Report, Status};
+use crate::report::{count, Report, Status};
 use crate::throwaway::Throwaway;
 
 /// A line on stdout; a reader that went away is not an error (`output::write_stdout`).
@@ -72,7 +72,8 @@ pub fn demo(args: DemoArgs) -> Result<Status> {
     let mut run_args = crate::cli::run_args(demo_args(&args.table, &args.pattern))
         .map_err(|e| UsageError(e.to_string()))?;
     run_args.conn = args.conn;
-    let cfg = Config::from_run_args(&run_args)?;
+    let mut cfg = Config::from_run_args(&run_args)?;
+    cfg.chosen_by = Some("the demo's own");
     if args.clean {
         return clean(&cfg).map(|()| Status::Ok);
     }
@@ -143,9 +144,10 @@ fn run(cfg: &Config, throwaway: bool) -> Result<Report> {
              point REDIS_URL and DATABASE_URL at yours) to keep what a demo does."
         );
     } else {
+        let me = invocation();
         say!(
-            "Try `redis-flusher demo` again: counts grow by the same amounts, exactly once. \
-             `redis-flusher demo --clean` removes the demo's tables and keys."
+            "Try `{me} demo` again: counts grow by the same amounts, exactly once. `{me} demo \
+             --clean` removes the demo's tables and keys."
         );
     }
     Ok(report)
@@ -247,19 +249,50 @@ fn clean(cfg: &Config) -> Result<()> {
                 cfg.redis.display
             )
         })?;
-    say!(
-        "removed {} demo table{}{} and {deleted} demo key{} ({prefix}<code>, {journal_prefix}*, {})",
-        dropped.len(),
-        if dropped.len() == 1 { "" } else { "s" },
-        if dropped.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", dropped.join(", "))
-        },
-        if deleted == 1 { "" } else { "s" },
+    let looked = format!(
+        "keys {prefix}<code>, {journal_prefix}* and {}",
         f.source.unknown_key
     );
+    if dropped.is_empty() && deleted == 0 {
+        say!("nothing to remove: no demo table, and none of the demo's {looked}");
+    } else {
+        say!(
+            "removed {}{} and {} (of the demo's {looked})",
+            count(dropped.len() as u64, "demo table", "demo tables"),
+            if dropped.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", dropped.join(", "))
+            },
+            count(deleted, "key", "keys"),
+        );
+    }
     Ok(())
+}
+
+/// How this binary was started, as a command to type again: `redis-flusher` when it is on
+/// PATH, `cargo run --release --` from a cargo build, else the path it was started by.
+fn invocation() -> String {
+    let arg0 = std::env::args().next().unwrap_or_default();
+    let path = std::path::Path::new(&arg0);
+    if arg0.contains("/target/release/") || arg0.contains("/target/debug/") {
+        let release = if arg0.contains("/target/release/") {
+            " --release"
+        } else {
+            ""
+        };
+        return format!("cargo run{release} --");
+    }
+    let on_path = crate::throwaway::find("redis-flusher").is_some_and(|found| {
+        path.file_name() == found.file_name()
+            && (!arg0.contains('/')
+                || std::fs::canonicalize(path).ok() == std::fs::canonicalize(&found).ok())
+    });
+    if on_path {
+        "redis-flusher".into()
+    } else {
+        arg0
+    }
 }
 
 fn print_table(client: &mut postgres::Client, table: &Ident, when: &str) -> Result<()> {

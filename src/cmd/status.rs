@@ -14,7 +14,7 @@ use crate::model::{Batch, ScanStats};
 use crate::output::write_stdout;
 use crate::postgres::{RunRow, Session};
 use crate::redis::RedisSource;
-use crate::report::Status;
+use crate::report::{count, show_bytes, Status};
 
 /// `status`: what waits, what failed runs left, the last runs; exit 1 when `--max-age` finds
 /// the last successful run too old.
@@ -34,11 +34,13 @@ pub fn status(args: StatusArgs) -> Result<Status> {
     } else {
         write_stdout(status.text(&cfg.flush).as_bytes())?;
     }
-    Ok(if status.healthy == Some(false) {
-        Status::Failed
-    } else {
-        Status::Ok
-    })
+    Ok(
+        if status.healthy == Some(false) || status.postgres_error.is_some() {
+            Status::Failed
+        } else {
+            Status::Ok
+        },
+    )
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -48,6 +50,8 @@ pub struct Waiting {
     pub hits: i128,
     /// Keys under the pattern that a run would leave alone (bad values, wrong types).
     pub bad_keys: u64,
+    /// A few of them, and why: `key (reason)`.
+    pub bad_examples: Vec<String>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -59,6 +63,8 @@ pub struct Pending {
     /// Journals under the journal prefix that another flusher (another target) left: its
     /// runs apply them, never this one's.
     pub other_targets: u64,
+    /// Whether ours could be told from other targets' (Postgres names the database).
+    pub target_known: bool,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -81,22 +87,35 @@ pub struct StatusReport {
     pub max_age_seconds: Option<u64>,
     /// With `--max-age`: whether the last successful run is recent enough. Null without it.
     pub healthy: Option<bool>,
+    /// Why PostgreSQL could not be asked (then what waits in Redis is shown alone).
+    pub postgres_error: Option<String>,
 }
 
-/// Gathers the status. `runs` is how many recent runs to list.
+/// Gathers the status. `runs` is how many recent runs to list. A Postgres that cannot be
+/// reached is reported, and what waits in Redis is shown all the same.
 fn gather(cfg: &Config, runs: u32, max_age: Option<Duration>) -> Result<StatusReport> {
     let f = &cfg.flush;
-    let mut pg = Session::connect(&cfg.pg)?;
-    pg.begin(true)?;
-    let target = f.target_record(&pg.database()?);
-    let owner = f.owner(&target);
-
+    let connected = Session::connect(&cfg.pg).and_then(|mut pg| {
+        pg.begin(true)?;
+        let database = pg.database()?;
+        Ok((pg, database))
+    });
+    let (mut pg, target, postgres_error) = match connected {
+        Ok((pg, database)) => (Some(pg), Some(f.target_record(&database)), None),
+        Err(e) if e.downcast_ref::<UsageError>().is_some() => return Err(e),
+        Err(e) => (None, None, Some(crate::sys::error::text(&e))),
+    };
     let mut redis = RedisSource::connect(&cfg.redis, &f.source)?;
-    redis.set_target(&target);
-    let mut pending = Pending::default();
+    let mut pending = Pending {
+        target_known: target.is_some(),
+        ..Pending::default()
+    };
+    if let Some(t) = &target {
+        redis.set_target(t);
+    }
     for journal in redis.journals(false)? {
         let contents = redis.read(&journal)?;
-        if redis.is_other(&contents) {
+        if target.is_some() && redis.is_other(&contents) {
             pending.other_targets += 1;
             continue;
         }
@@ -107,37 +126,40 @@ fn gather(cfg: &Config, runs: u32, max_age: Option<Duration>) -> Result<StatusRe
         pending.hits += batch.total_hits();
     }
     let waiting = waiting(&mut redis, f)?;
-
-    let quarantine = if pg.table_exists(&f.ledger.quarantine_table)? {
-        let (codes, hits) = pg.quarantined(&f.ledger.quarantine_table, &owner)?;
-        Quarantine { codes, hits }
-    } else {
-        Quarantine::default()
+    let mut report = StatusReport {
+        waiting,
+        pending,
+        quarantine: Quarantine::default(),
+        last_runs: Vec::new(),
+        last_success_age_seconds: None,
+        max_age_seconds: max_age.map(|d| d.as_secs()),
+        healthy: None,
+        postgres_error,
     };
+    let (Some(pg), Some(target)) = (pg.as_mut(), target) else {
+        return Ok(report);
+    };
+    let owner = f.owner(&target);
+    if pg.table_exists(&f.ledger.quarantine_table)? {
+        let (codes, hits) = pg.quarantined(&f.ledger.quarantine_table, &owner)?;
+        report.quarantine = Quarantine { codes, hits };
+    }
     let runs_table = &f.ledger.runs_table;
-    let (last_runs, last_success_age_seconds) = if pg.table_exists(runs_table)? {
-        (
-            pg.last_runs(runs_table, runs, &owner)?,
-            pg.last_success_age(runs_table, &owner)?,
-        )
+    if pg.table_exists(runs_table)? {
+        report.last_runs = pg.last_runs(runs_table, runs, &owner)?;
+        report.last_success_age_seconds = pg.last_success_age(runs_table, &owner)?;
     } else {
         log::info!(
             "no run recorded yet: table `{}` does not exist (the first run creates it)",
             runs_table.name
         );
-        (Vec::new(), None)
-    };
-    let healthy =
-        max_age.map(|max| last_success_age_seconds.is_some_and(|age| age <= max.as_secs_f64()));
-    Ok(StatusReport {
-        waiting,
-        pending,
-        quarantine,
-        last_runs,
-        last_success_age_seconds,
-        max_age_seconds: max_age.map(|d| d.as_secs()),
-        healthy,
-    })
+    }
+    report.healthy = max_age.map(|max| {
+        report
+            .last_success_age_seconds
+            .is_some_and(|age| age <= max.as_secs_f64())
+    });
+    Ok(report)
 }
 
 /// What a run would find under the pattern now: counters, hits, bad keys (no Postgres).
@@ -162,6 +184,11 @@ fn waiting(redis: &mut RedisSource, f: &FlushConfig) -> Result<Waiting> {
         keys,
         hits,
         bad_keys: seen.bad_keys,
+        bad_examples: seen
+            .bad_examples
+            .iter()
+            .map(|b| format!("{} ({})", show_bytes(&b.key), b.reason.text()))
+            .collect(),
     })
 }
 
@@ -172,14 +199,15 @@ impl StatusReport {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "waiting in Redis: {} counters ({} hits) under {}{}",
-            self.waiting.keys,
-            self.waiting.hits,
+            "waiting in Redis: {} ({}) under {}{}",
+            count(self.waiting.keys, "counter", "counters"),
+            count(self.waiting.hits, "hit", "hits"),
             String::from_utf8_lossy(&f.source.scan_match),
             if self.waiting.bad_keys > 0 {
                 format!(
-                    ", and {} bad keys a run leaves alone (`run --dry-run` names them)",
-                    self.waiting.bad_keys
+                    ", and {} a run leaves alone: {}",
+                    count(self.waiting.bad_keys, "bad key", "bad keys"),
+                    self.waiting.bad_examples.join(", ")
                 )
             } else {
                 String::new()
@@ -190,18 +218,32 @@ impl StatusReport {
         } else {
             let _ = writeln!(
                 out,
-                "pending journals: {} batches ({} keys, {} hits) left by failed runs; the next \
-                 run applies them first",
-                self.pending.batches, self.pending.keys, self.pending.hits
+                "pending journals: {} ({}, {}) left by failed runs{}; the next run applies \
+                 them first",
+                count(self.pending.batches, "batch", "batches"),
+                count(self.pending.keys, "key", "keys"),
+                count(self.pending.hits, "hit", "hits"),
+                if self.pending.target_known {
+                    ""
+                } else {
+                    " (some may be another flusher's: without PostgreSQL, whose is not known)"
+                }
             );
+        }
+        if let Some(e) = &self.postgres_error {
+            let _ = writeln!(
+                out,
+                "PostgreSQL: {e}; the quarantine and the last runs are not known"
+            );
+            return out;
         }
         if self.quarantine.codes > 0 {
             let _ = writeln!(
                 out,
-                "quarantine: {} codes ({} hits) Postgres refused row by row, in table `{}`; \
-                 every run tries them again (`SELECT * FROM {}` says why)",
-                self.quarantine.codes,
-                self.quarantine.hits,
+                "quarantine: {} ({}) Postgres refused row by row, in table `{}`; every run \
+                 tries them again (`SELECT * FROM {}` says why)",
+                count(self.quarantine.codes, "code", "codes"),
+                count(self.quarantine.hits, "hit", "hits"),
                 f.ledger.quarantine_table.name,
                 f.ledger.quarantine_table.quoted
             );

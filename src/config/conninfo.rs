@@ -29,45 +29,105 @@ pub(crate) fn split_conninfo(s: &str) -> std::result::Result<(String, PgTls), St
     split_url(s)
 }
 
+/// libpq's keywords: a word that is one of them may be named in an error, any other word is
+/// a guess at a value (a password with a space in it) and must not be.
+const KEYWORDS: [&str; 34] = [
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "passfile",
+    "channel_binding",
+    "connect_timeout",
+    "client_encoding",
+    "options",
+    "application_name",
+    "fallback_application_name",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
+    "replication",
+    "gssencmode",
+    "sslmode",
+    "sslnegotiation",
+    "sslcompression",
+    "sslcert",
+    "sslkey",
+    "sslpassword",
+    "sslrootcert",
+    "sslcrl",
+    "sslcrldir",
+    "sslsni",
+    "requirepeer",
+    "require_auth",
+    "target_session_attrs",
+    "load_balance_hosts",
+];
+
+/// A word of a connection string, as an error may name it: a keyword by itself, anything else
+/// only by where it is (it may be part of a password).
+fn word(key: &str, at: usize) -> String {
+    if KEYWORDS.contains(&key) {
+        format!("`{key}`")
+    } else {
+        format!("the word at character {at}")
+    }
+}
+
 /// libpq's `key=value` connection string, split into its pairs: values may be quoted
-/// (`'…'`, with `\'` and `\\` inside) and have spaces around `=`.
-fn keyvalue_pairs(s: &str) -> std::result::Result<Vec<(String, String)>, String> {
+/// (`'…'`, with `\'` and `\\` inside) and have spaces around `=`. An error names a keyword
+/// or a position, never a value.
+fn keyvalue_pairs(s: &str) -> std::result::Result<Vec<(String, String, usize)>, String> {
     let mut out = Vec::new();
-    let mut chars = s.chars().peekable();
+    let mut chars = s.chars().enumerate().peekable();
     loop {
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        if chars.peek().is_none() {
+        while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
+        let Some(&(at, _)) = chars.peek() else {
             return Ok(out);
-        }
+        };
+        let at = at + 1;
         let mut key = String::new();
-        while let Some(c) = chars.next_if(|c| *c != '=' && !c.is_whitespace()) {
+        while let Some((_, c)) = chars.next_if(|(_, c)| *c != '=' && !c.is_whitespace()) {
             key.push(c);
         }
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        if chars.next() != Some('=') {
-            return Err(format!("`{key}` is not followed by `=`"));
+        while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
+        if chars.next().map(|(_, c)| c) != Some('=') {
+            return Err(format!(
+                "{} is not followed by `=` (a value with a space in it must be quoted: \
+                 password='…')",
+                word(&key, at)
+            ));
         }
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        while chars.next_if(|(_, c)| c.is_whitespace()).is_some() {}
         let mut value = String::new();
-        if chars.next_if_eq(&'\'').is_some() {
+        if chars.next_if(|(_, c)| *c == '\'').is_some() {
             loop {
-                match chars.next() {
-                    Some('\\') => value.extend(chars.next()),
+                match chars.next().map(|(_, c)| c) {
+                    Some('\\') => value.extend(chars.next().map(|(_, c)| c)),
                     Some('\'') => break,
                     Some(c) => value.push(c),
-                    None => return Err(format!("the value of `{key}` has no closing quote")),
+                    None => {
+                        return Err(format!(
+                            "the value of {} has no closing quote",
+                            word(&key, at)
+                        ))
+                    }
                 }
             }
         } else {
-            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+            while let Some((_, c)) = chars.next_if(|(_, c)| !c.is_whitespace()) {
                 if c == '\\' {
-                    value.extend(chars.next());
+                    value.extend(chars.next().map(|(_, c)| c));
                 } else {
                     value.push(c);
                 }
             }
         }
-        out.push((key, value));
+        out.push((key, value, at));
     }
 }
 
@@ -75,7 +135,14 @@ fn keyvalue_pairs(s: &str) -> std::result::Result<Vec<(String, String)>, String>
 fn split_keyvalue(s: &str) -> std::result::Result<(String, PgTls), String> {
     let mut tls = PgTls::default();
     let mut kept = Vec::new();
-    for (key, value) in keyvalue_pairs(s)? {
+    for (key, value, at) in keyvalue_pairs(s)? {
+        if !KEYWORDS.contains(&key.as_str()) {
+            return Err(format!(
+                "{} is not a connection setting libpq knows (host, port, dbname, user, \
+                 password, sslmode, …)",
+                word(&key, at)
+            ));
+        }
         match key.as_str() {
             "sslmode" => tls.mode = Some(value.parse()?),
             "sslrootcert" => tls.rootcert = Some(PathBuf::from(value)),
@@ -98,8 +165,15 @@ fn split_url(url: &str) -> std::result::Result<(String, PgTls), String> {
     };
     let mut tls = PgTls::default();
     let mut kept = Vec::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
+    for (n, pair) in query.split('&').filter(|p| !p.is_empty()).enumerate() {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if !KEYWORDS.contains(&k) {
+            return Err(format!(
+                "parameter {} of the URL's query is not a connection setting libpq knows \
+                 (host, port, dbname, user, password, sslmode, …)",
+                n + 1
+            ));
+        }
         let value = || percent_decode(v);
         match k {
             "sslmode" => tls.mode = Some(value()?.parse()?),

@@ -33,15 +33,20 @@ pub struct Config {
     pub redis: RedisConfig,
     pub pg: PgConfig,
     pub flush: FlushConfig,
+    /// Who chose the target when no setting did (the demo, for its own table and keys):
+    /// what [`Config::settings`] names as their source instead of "default".
+    pub chosen_by: Option<&'static str>,
 }
 
 impl Config {
     /// The configuration `run`, `check` and `status` work with, from their parsed arguments.
     pub(crate) fn from_args(conn: &ConnArgs, target: &TargetArgs) -> anyhow::Result<Config> {
+        warn_password_in_flag(conn);
         Ok(Config {
             redis: RedisConfig::from_args(conn)?,
             pg: PgConfig::from_args(conn)?,
             flush: FlushConfig::from_args(target)?,
+            chosen_by: None,
         })
     }
 
@@ -61,6 +66,80 @@ impl Config {
             ));
         }
         Ok(cfg)
+    }
+}
+
+/// A flush deletes keys: it must be told where from and where to, never fall back on
+/// localhost by default (a cron line without `--env-file` would). Call before connecting.
+pub(crate) fn require_targets() -> anyhow::Result<()> {
+    let given = |flags: &[&str]| {
+        flags
+            .iter()
+            .any(|f| sources::of(f).is_some_and(|s| !matches!(s, Source::Default(_))))
+    };
+    let redis = given(&[
+        "--redis-url",
+        "--redis-host",
+        "--redis-port",
+        "--redis-sentinels",
+    ]);
+    let pg = given(&["--database-url", "--db-host", "--db-port", "--db-name"]);
+    let missing: Vec<&str> = [
+        (!redis).then_some(
+            "Redis (`REDIS_URL`, or `REDIS_HOST` and `REDIS_PORT`, or `REDIS_SENTINELS`)",
+        ),
+        (!pg).then_some("PostgreSQL (`DATABASE_URL`, or `DB_HOST`, `DB_PORT` and `DB_NAME`)"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(usage(format!(
+        "no target was given for {}, so a run would flush from and into the defaults \
+         (localhost); it deletes what it flushes from Redis, so it does not guess: set them in \
+         the environment, in ./.env, or in a file named with `--env-file` (cron: `redis-flusher \
+         run --env-file /etc/redis-flusher/env`), or as flags; `redis-flusher help run` lists \
+         them",
+        missing.join(" and ")
+    )))
+}
+
+/// Warns when a URL given as a flag holds a password: every local user can read a process's
+/// arguments (`ps`, `/proc/<pid>/cmdline`).
+fn warn_password_in_flag(conn: &ConnArgs) {
+    for (flag, var, url) in [
+        ("--redis-url", "REDIS_URL", &conn.redis_url),
+        ("--database-url", "DATABASE_URL", &conn.database_url),
+    ] {
+        let as_flag = matches!(sources::of(flag), Some(Source::Flag(_)));
+        if as_flag && url.as_deref().is_some_and(holds_password) {
+            log::warn!(
+                "`{flag}` holds a password, which every local user can read in this process's \
+                 arguments (`ps`): give the URL in `{var}` (the environment or the env file) \
+                 instead, or the password alone in `{}_FILE`",
+                if var == "REDIS_URL" {
+                    "REDIS_PASSWORD"
+                } else {
+                    "DB_PASSWORD"
+                }
+            );
+        }
+    }
+}
+
+/// Whether a connection URL (or libpq `key=value` string, or a cluster's list of URLs) holds
+/// a password.
+fn holds_password(s: &str) -> bool {
+    let s = s.trim();
+    if s.contains("://") {
+        s.split(',')
+            .filter_map(|u| url::Url::parse(u.trim()).ok())
+            .any(|u| u.password().is_some_and(|p| !p.is_empty()))
+    } else {
+        s.split_whitespace()
+            .any(|kv| kv.trim_start().starts_with("password"))
     }
 }
 
@@ -133,29 +212,38 @@ impl Config {
             value,
             source,
         };
+        // What no setting chose and someone else did (the demo's own table).
+        let mine = |source: String| match self.chosen_by {
+            Some(by) if source == "default" => by.to_owned(),
+            _ => source,
+        };
         vec![
             row("Redis", self.redis.display.clone(), redis),
             row(
                 "pattern",
                 String::from_utf8_lossy(&f.source.scan_match).into_owned(),
-                from(&["--pattern"]),
+                mine(from(&["--pattern"])),
             ),
             row(
                 "journals",
                 format!("{}…", f.source.journal_prefix),
-                from(&["--journal-prefix"]),
+                mine(from(&["--journal-prefix"])),
             ),
             row("PostgreSQL", self.pg.display.clone(), pg),
-            row("table", f.target.table.name.clone(), from(&["--table"])),
+            row(
+                "table",
+                f.target.table.name.clone(),
+                mine(from(&["--table"])),
+            ),
             row(
                 "code column",
                 f.target.code_column.name.clone(),
-                from(&["--code-column"]),
+                mine(from(&["--code-column"])),
             ),
             row(
                 "count column",
                 f.target.count_column.name.clone(),
-                from(&["--count-column"]),
+                mine(from(&["--count-column"])),
             ),
         ]
     }

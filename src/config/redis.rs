@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use redis::IntoConnectionInfo;
 
-use super::empty;
 use super::env::secret_env;
 use super::usage::usage;
+use super::{empty, named};
 use crate::cli::ConnArgs;
 
 /// The sentinels to ask for the master, and its name there.
@@ -57,23 +57,30 @@ impl RedisConfig {
                 .into_iter()
                 .collect()
         };
+        // The parser's own message may quote the URL, password and all: say what is wrong in
+        // our words instead, naming where the setting came from.
+        let invalid = |url: &str, which: &str| {
+            usage(format!(
+                "{which}{} is not a valid Redis URL: {}; expected \
+                 redis://[user:password@]host[:port][/db] (rediss:// for TLS)",
+                named(
+                    "--redis-url",
+                    "REDIS_URL",
+                    c.redis_url.as_deref().unwrap_or_default()
+                ),
+                redis_url_problem(url)
+            ))
+        };
         let mut seeds = Vec::new();
         for url in urls.iter().skip(1) {
-            let seed = url.into_connection_info().map_err(|_| {
-                usage("a seed in `REDIS_URL` is not a valid Redis URL (expected redis://host:port)")
-            })?;
+            let seed = url
+                .into_connection_info()
+                .map_err(|_| invalid(url, "a seed in "))?;
             seeds.push(seed);
         }
         let info = match urls.first().copied() {
             Some(url) => {
-                // The parser's own message may quote the URL, password and all: say it in
-                // our words instead.
-                let info = url.into_connection_info().map_err(|_| {
-                    usage(
-                        "`REDIS_URL` is not a valid Redis URL \
-                         (expected redis://[user:password@]host[:port][/db])",
-                    )
-                })?;
+                let info = url.into_connection_info().map_err(|_| invalid(url, ""))?;
                 // A URL wins over the parts, but a URL without a password may still be
                 // given one from `REDIS_PASSWORD` (as managed platforms hand them out).
                 let mut settings = info.redis_settings().clone();
@@ -188,6 +195,29 @@ impl RedisConfig {
             command_timeout: Duration::from_secs(c.command_timeout),
         })
     }
+}
+
+/// What is wrong with a Redis URL the redis crate refused, said without any part of it but
+/// its scheme (the rest may hold a password).
+fn redis_url_problem(url: &str) -> String {
+    let parsed = match url::Url::parse(url) {
+        Ok(u) => u,
+        Err(e) => return format!("it does not parse as a URL ({e})"),
+    };
+    let scheme = parsed.scheme();
+    if !matches!(scheme, "redis" | "rediss" | "unix" | "redis+unix") {
+        return format!("its scheme is `{scheme}`, not redis or rediss");
+    }
+    if scheme.starts_with("redis") && !scheme.ends_with("unix") {
+        if parsed.host_str().is_none_or(str::is_empty) {
+            return "it names no host (two slashes after the scheme: redis://host)".into();
+        }
+        let db = parsed.path().trim_start_matches('/');
+        if !db.is_empty() && db.parse::<i64>().is_err() {
+            return "the database after the host's `/` is not a number".into();
+        }
+    }
+    "the redis crate refused it".into()
 }
 
 /// The sentinels `REDIS_SENTINELS` lists (`host:port`, comma-separated), reached over TLS when

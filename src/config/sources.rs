@@ -121,6 +121,30 @@ pub(crate) struct Unknown {
     pub closest: Option<String>,
 }
 
+/// The endings of our variables that name a server or hold a secret: a misspelling of one of
+/// these leaves a run on a default target, or without its password.
+const TARGETS_AND_SECRETS: [&str; 9] = [
+    "_URL",
+    "_HOST",
+    "_PORT",
+    "_PASSWORD",
+    "_PASSWORD_FILE",
+    "_USERNAME",
+    "_USER",
+    "_NAME",
+    "_DB",
+];
+
+impl Unknown {
+    /// Whether it names, or is taken for, a server or a secret (`REDIS_ULR`, `DB_PASWORD`):
+    /// then a run must not go on without it.
+    pub fn is_target_or_secret(&self) -> bool {
+        std::iter::once(&self.name)
+            .chain(&self.closest)
+            .any(|n| TARGETS_AND_SECRETS.iter().any(|end| n.ends_with(end)))
+    }
+}
+
 impl fmt::Display for Unknown {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -149,12 +173,7 @@ pub(crate) fn unknown_variables(known: &[String]) -> Vec<Unknown> {
                 Some((file, line)) => format!("{} line {line}", file.path.display()),
                 None => "the environment".into(),
             };
-            let closest = known
-                .iter()
-                .map(|k| (strsim::levenshtein(&name, k), *k))
-                .filter(|(d, k)| *d <= 3.max(k.len() / 5))
-                .min()
-                .map(|(_, k)| k.to_owned());
+            let closest = closest(&name, &known);
             Unknown {
                 name,
                 place,
@@ -166,9 +185,46 @@ pub(crate) fn unknown_variables(known: &[String]) -> Vec<Unknown> {
     out
 }
 
+/// The known name `name` is most likely a typo of: the nearest by edits that count a swap of
+/// two neighbours as one (`REDIS_ULR` is one from `REDIS_URL`), if it is near enough.
+fn closest(name: &str, known: &[&str]) -> Option<String> {
+    known
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(name, k), *k))
+        .filter(|(d, k)| *d <= 3.max(k.len() / 5))
+        .min()
+        .map(|(_, k)| k.to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_typo_finds_the_name_it_was_meant_to_be_and_says_if_it_matters() {
+        let known = [
+            "REDIS_URL",
+            "REDIS_TLS",
+            "DB_PASSWORD",
+            "REDIS_FLUSHER_PATTERN",
+        ];
+        let near = |n: &str| closest(n, &known);
+        assert_eq!(near("REDIS_ULR").as_deref(), Some("REDIS_URL"));
+        assert_eq!(near("DB_PASWORD").as_deref(), Some("DB_PASSWORD"));
+        assert_eq!(
+            near("REDIS_FLUSHER_PATERN").as_deref(),
+            Some("REDIS_FLUSHER_PATTERN")
+        );
+        let unknown = |name: &str| Unknown {
+            name: name.into(),
+            place: "the environment".into(),
+            closest: near(name),
+        };
+        assert!(unknown("REDIS_ULR").is_target_or_secret());
+        assert!(unknown("DB_PASWORD").is_target_or_secret());
+        assert!(unknown("REDIS_SENTINEL_HOST").is_target_or_secret());
+        assert!(!unknown("REDIS_FLUSHER_PATERN").is_target_or_secret());
+    }
 
     fn given(how: How, var: Option<&str>) -> Given {
         Given {

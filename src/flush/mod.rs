@@ -258,7 +258,9 @@ impl Flusher<'_> {
         let mut claimer = RedisSource::connect(&all.redis, &self.cfg.source)?;
         claimer.set_token(token);
         claimer.set_target(&self.run.target);
-        if self.claim_and_apply(all, claimer)? == Claiming::Stopped {
+        let claimed = self.claim_and_apply(all, claimer);
+        self.warn_bad_keys();
+        if claimed? == Claiming::Stopped {
             return Err(self.halt.stopped("before the end of the SCAN"));
         }
         let (waiting, _) = self
@@ -275,6 +277,33 @@ impl Flusher<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Keys the SCAN left in Redis because they cannot be flushed: one warning a run, so that
+    /// they are seen (they stay there until someone fixes or deletes them).
+    fn warn_bad_keys(&self) {
+        let tally = self.tally.lock();
+        if tally.bad_keys == 0 {
+            return;
+        }
+        log::warn!(
+            "{} under {} cannot be flushed and stay in Redis ({}), e.g. {}: fix or delete them \
+             (`redis-flusher status` names some)",
+            crate::report::count(tally.bad_keys, "key", "keys"),
+            String::from_utf8_lossy(&self.cfg.source.scan_match),
+            tally
+                .bad_by_reason
+                .iter()
+                .map(|(r, n)| format!("{}: {n}", r.text()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            tally
+                .bad_examples
+                .iter()
+                .map(|b| b.key.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
     }
 
     /// Records the run in the run history, for `status`. A Postgres that just failed may

@@ -17,7 +17,10 @@ impl Flusher<'_> {
     pub(super) fn recover(&mut self) -> Result<()> {
         let journals = self.redis.journals(true)?;
         if !journals.is_empty() {
-            log::info!("recovering {} journals left by failed runs", journals.len());
+            log::info!(
+                "recovering {} left by failed runs",
+                crate::report::count(journals.len() as u64, "journal", "journals")
+            );
         }
         for journal in journals {
             if self.halt.reason().is_some() {

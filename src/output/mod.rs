@@ -70,8 +70,17 @@ pub fn finish(report: &Report, out: &Output) -> Status {
     } else if out.dry_run {
         Some(report.dry_run_text())
     } else if matches!(report.status, Status::Failed | Status::SetupError) {
-        // The log says more; stdout says at least that it failed, for whoever reads only it.
-        Some(format!("run FAILED: {}\n", report.errors.join("; ")))
+        // Stdout says that it failed and what happened, for whoever reads only it; the
+        // advice (a DBA's SQL, what to check) is in the log, once.
+        let what: Vec<&str> = report
+            .errors
+            .iter()
+            .map(|e| e.lines().next().unwrap_or_default())
+            .collect();
+        Some(format!(
+            "run FAILED: {} (the log on stderr says what to do)\n",
+            what.join("; ")
+        ))
     } else {
         None
     };
@@ -90,6 +99,21 @@ pub fn finish(report: &Report, out: &Output) -> Status {
         }
         _ => report.status,
     }
+}
+
+/// Reports an error that ended a command before its work began, and says how the command
+/// ended: logged (with a timestamp, as every line), and, when the command's result was asked
+/// for as JSON, a JSON object on stdout too (`status`, `errors`), so that a reader of stdout
+/// alone sees why.
+pub fn fail_before_start(e: &anyhow::Error, json: bool) -> Status {
+    let status = Status::of_error(e);
+    let text = crate::sys::error::text(e);
+    log::error!("{text}");
+    if json {
+        let object = serde_json::json!({ "status": status.as_str(), "errors": [text] });
+        let _ = write_stdout(format!("{object}\n").as_bytes());
+    }
+    status
 }
 
 /// Writes text to stdout. A reader that went away (`| head`, a closed pipe) is not an error:

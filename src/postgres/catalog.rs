@@ -189,6 +189,24 @@ impl Session {
         })
     }
 
+    /// `idle_in_transaction_session_timeout` as this role's sessions get it (0: none).
+    pub(crate) fn idle_in_transaction_timeout(&mut self) -> Result<std::time::Duration> {
+        let row = self.query_one(
+            "reading idle_in_transaction_session_timeout",
+            "SELECT setting::int8 FROM pg_settings \
+             WHERE name = 'idle_in_transaction_session_timeout'",
+            &[],
+        )?;
+        let ms: i64 = get(&row, 0, CATALOG)?;
+        Ok(std::time::Duration::from_millis(ms.max(0) as u64))
+    }
+
+    /// The role this session is, for the GRANTs a message hands to a DBA.
+    pub(crate) fn current_role(&mut self) -> Result<String> {
+        let row = self.query_one("reading the role's name", "SELECT current_user::text", &[])?;
+        get(&row, 0, CATALOG)
+    }
+
     pub(crate) fn table_exists(&mut self, table: &Ident) -> Result<bool> {
         let row = self.query_one(
             &format!("looking up table `{}`", table.name),

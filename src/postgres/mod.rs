@@ -38,7 +38,7 @@ pub(crate) use history::RunRecord;
 pub use history::RunRow;
 pub use lease::process_gone;
 pub(crate) use lease::{Acquired, Holder, Lease};
-pub(crate) use schema::own_tables;
+pub(crate) use schema::{for_a_dba, grant_sql, own_tables, quote_ident};
 pub(crate) use session::connect_client;
 pub use session::Session;
 pub use update::{statement_rows, update_params, update_sql};

@@ -32,14 +32,50 @@ pub(crate) fn own_tables(cfg: &LedgerConfig) -> [(&Ident, String, &'static [&'st
     ]
 }
 
+/// An identifier as SQL writes it: double-quoted, a `"` in it doubled.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `GRANT <privileges> ON <table> TO <role>;`, runnable as it is.
+pub fn grant_sql(privileges: &[&str], table: &Ident, role: &str) -> String {
+    format!(
+        "GRANT {} ON {} TO {};",
+        privileges.join(", "),
+        table.quoted,
+        quote_ident(role)
+    )
+}
+
+/// What a DBA must run when our tables are missing and this role (`role`) may not create
+/// them: each one's DDL and the GRANT it needs, as one SQL script.
+pub fn for_a_dba(missing: &[(&Ident, String, &[&str])], role: &str) -> String {
+    let one = missing.len() == 1;
+    format!(
+        "{} {} missing and this role may not create {}; ask a DBA to run:\n\n{}\n\n",
+        missing
+            .iter()
+            .map(|(t, _, _)| format!("table `{}`", t.name))
+            .collect::<Vec<_>>()
+            .join(" and "),
+        if one { "is" } else { "are" },
+        if one { "it" } else { "them" },
+        missing
+            .iter()
+            .map(|(t, ddl, needed)| format!("{ddl}\n{}", grant_sql(needed, t, role)))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+}
+
 impl Session {
     /// Creates our own tables where they are missing. A role that may not create tables gets
     /// the DDL of every missing one, to hand to a DBA.
     pub(crate) fn ensure_tables(&mut self, cfg: &LedgerConfig) -> Result<()> {
         let mut missing = Vec::new();
-        for (table, ddl, _) in own_tables(cfg) {
+        for (table, ddl, needed) in own_tables(cfg) {
             if !self.table_exists(table)? {
-                missing.push((table, ddl));
+                missing.push((table, ddl, needed));
             }
         }
         if missing.is_empty() {
@@ -49,16 +85,24 @@ impl Session {
         // key in pg_type, IF NOT EXISTS notwithstanding): one at a time, under a lock that
         // ends with the transaction.
         let key = lock_key(&format!("redis-flusher\0create\0{}", cfg.ledger_table.name));
-        self.transaction("creating tables", None, |pg| pg.create(&missing, key))
+        let role = self.current_role()?;
+        self.transaction("creating tables", None, |pg| {
+            pg.create(&missing, key, &role)
+        })
     }
 
-    fn create(&mut self, missing: &[(&Ident, String)], key: i64) -> Result<()> {
+    fn create(
+        &mut self,
+        missing: &[(&Ident, String, &[&str])],
+        key: i64,
+        role: &str,
+    ) -> Result<()> {
         self.query(
             "waiting for another run creating tables",
             "SELECT pg_advisory_xact_lock($1)",
             &[(&key, Type::INT8)],
         )?;
-        for (i, (table, ddl)) in missing.iter().enumerate() {
+        for (i, (table, ddl, _)) in missing.iter().enumerate() {
             let what = format!("creating table `{}`", table.name);
             let Err(e) = self.simple(&what, ddl) else {
                 log::info!("created table `{}`", table.name);
@@ -71,27 +115,10 @@ impl Session {
             if !denied {
                 return Err(e);
             }
-            let rest = &missing[i..];
-            let one = rest.len() == 1;
             bail!(
-                "{} {} missing and this role may not create {} (PostgreSQL at {}); \
-                 ask a DBA to run:\n\n{}\n\nand to GRANT SELECT, INSERT, UPDATE, DELETE ON {} \
-                 TO this role",
-                rest.iter()
-                    .map(|(t, _)| format!("table `{}`", t.name))
-                    .collect::<Vec<_>>()
-                    .join(" and "),
-                if one { "is" } else { "are" },
-                if one { "it" } else { "them" },
+                "PostgreSQL at {}: {}",
                 self.display,
-                rest.iter()
-                    .map(|(_, d)| d.as_str())
-                    .collect::<Vec<_>>()
-                    .join("\n"),
-                rest.iter()
-                    .map(|(t, _)| t.quoted.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                for_a_dba(&missing[i..], role)
             );
         }
         Ok(())

@@ -73,12 +73,6 @@ pub(crate) fn connect_client(cfg: &PgConfig) -> Result<Client> {
     } else {
         cfg.config.connect(cfg.tls.clone())
     };
-    let advice = format!(
-        "could not connect to PostgreSQL at {}: check `DATABASE_URL` or \
-         `DB_HOST`/`DB_PORT`/`DB_NAME`/`DB_USER`/`DB_PASSWORD`, and for TLS `sslmode` and \
-         `sslrootcert` (the CA that signed the server's certificate)",
-        cfg.display
-    );
     connected.map_err(|e| {
         // Refused for who we are or what we asked for, not for being away: a person must
         // change a setting before any run can work (exit 2).
@@ -89,13 +83,47 @@ pub(crate) fn connect_client(cfg: &PgConfig) -> Result<Client> {
         });
         // The TLS cause is a source of the error, not its own text.
         let text = crate::sys::error::text(&anyhow::Error::new(e));
-        let setup = refused || text.contains("certificate");
+        let (setup, advice) = connect_advice(&text, refused);
+        // What happened first, then what to do.
+        let message = format!(
+            "could not connect to PostgreSQL at {}: {text}; {advice}",
+            cfg.display
+        );
         if setup {
-            UsageError(format!("{advice}: {text}")).into()
+            UsageError(message).into()
         } else {
-            anyhow::anyhow!("{advice}: {text}")
+            anyhow::anyhow!(message)
         }
     })
+}
+
+/// What to do about a failed connection whose error reads `text`, and whether a person must
+/// act first (a setting that cannot work: exit 2) rather than wait for the server (exit 1).
+fn connect_advice(text: &str, refused: bool) -> (bool, &'static str) {
+    const SETTINGS: &str = "check `DATABASE_URL` or `DB_HOST`/`DB_PORT`/`DB_NAME`/`DB_USER`/\
+        `DB_PASSWORD`, and for TLS `sslmode` and `sslrootcert` (the CA that signed the server's \
+        certificate)";
+    if crate::sys::error::unknown_host(text) {
+        (
+            true,
+            "the host name does not resolve: check `DB_HOST` (or the host in `DATABASE_URL`)",
+        )
+    } else if text.contains("password missing") {
+        (
+            true,
+            "the server asks for a password and none was given: set `DB_PASSWORD` (or \
+             `DB_PASSWORD_FILE`), or log in over the Unix socket as the OS user of the same \
+             name (`DB_HOST=/var/run/postgresql`, peer authentication)",
+        )
+    } else if text.contains("server does not support TLS") {
+        (
+            true,
+            "the server offers no TLS and `sslmode` requires it: turn on `ssl` on the server, \
+             or set sslmode=prefer (TLS when offered) or disable",
+        )
+    } else {
+        (refused || text.contains("certificate"), SETTINGS)
+    }
 }
 
 /// A connection, and the settings its transactions run with.
@@ -149,7 +177,23 @@ impl Session {
     ) -> Result<T> {
         let _watch = self.watch(what);
         let result = f(&mut self.client);
-        result.with_context(|| self.failed(what))
+        result.map_err(|e| {
+            let idle = e.code() == Some(&SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT);
+            let e = anyhow::Error::new(e).context(self.failed(what));
+            if !idle {
+                return e;
+            }
+            // A backlog's transaction waits, idle, while the next batch is claimed.
+            e.context(format!(
+                "PostgreSQL at {} ended a transaction of ours that waited, idle, longer than \
+                 its idle_in_transaction_session_timeout (a backlog's transaction waits for \
+                 each claimed batch it gathers); nothing is lost, the next run applies it: \
+                 raise the timeout for this role (`ALTER ROLE <role> SET \
+                 idle_in_transaction_session_timeout = 0`, or a minute at least), or lower \
+                 --batch-size to 250000 (no gathering)",
+                self.display
+            ))
+        })
     }
 
     /// Runs SQL without parameters (the simple protocol: nothing is prepared).

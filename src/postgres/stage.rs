@@ -75,12 +75,22 @@ impl Session {
             )?;
             let mut g = Gathered::default();
             let mut batch = Some(first);
+            // The transaction waits idle while the next batch is claimed: the gap an
+            // idle_in_transaction_session_timeout must allow (`check` warns about it).
+            let mut idle = std::time::Duration::ZERO;
             while let Some(b) = batch {
                 *taken += 1;
                 pg.stage(to, &mut g, b)?;
                 fault::point("after_stage");
+                let waited = std::time::Instant::now();
                 batch = next();
+                idle = idle.max(waited.elapsed());
             }
+            log::debug!(
+                "{what}: {} batches gathered, waited idle {:.2} s at most for one",
+                g.staged.len() + g.alone.len(),
+                idle.as_secs_f64()
+            );
             pg.apply_stage(to, g)
         })
     }

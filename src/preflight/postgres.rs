@@ -4,7 +4,7 @@
 
 use super::{Findings, Level};
 use crate::config::FlushConfig;
-use crate::postgres::{own_tables, Session, TableFacts};
+use crate::postgres::{for_a_dba, grant_sql, own_tables, quote_ident, Session, TableFacts};
 
 /// What Postgres must be for a flush: writable, the table and its columns there, of types
 /// the hits can be added to, updatable, the role's privileges, and our own tables there (or
@@ -50,13 +50,20 @@ pub fn postgres(
     } else if facts.is_table {
         out.add(Level::Warn, "table.index", TableFacts::index_advice(target));
     }
+    // Named in the GRANTs a message hands to a DBA, so that they can be run as they are.
+    let role = pg.current_role().unwrap_or_else(|_| "<this role>".into());
     if !facts.can_stage {
+        let db = pg.database().unwrap_or_else(|_| "<database>".into());
         out.add(
             Level::Warn,
             "role.temporary",
-            "this role lacks TEMPORARY on the database: a backlog's transactions cannot \
-             gather batches in a temporary table, so each batch is its own transaction (as \
-             exact, slower past a million keys): GRANT TEMPORARY ON DATABASE <db> TO <this role>",
+            format!(
+                "this role lacks TEMPORARY on the database: a backlog's transactions cannot \
+                 gather batches in a temporary table, so each batch is its own transaction (as \
+                 exact, slower past a million keys): GRANT TEMPORARY ON DATABASE {} TO {};",
+                quote_ident(&db),
+                quote_ident(&role)
+            ),
         );
     }
     match pg.missing_privileges(&target.table, &["SELECT", "UPDATE"]) {
@@ -69,25 +76,31 @@ pub fn postgres(
             Level::Fail,
             "role.privileges",
             format!(
-                "this role lacks {} on `{t}`: GRANT {} ON {tq} TO <this role>",
+                "this role lacks {} on `{}`: {}",
                 m.join(" and "),
-                m.join(", "),
-                t = target.table.name,
-                tq = target.table.quoted
+                target.table.name,
+                grant_sql(
+                    &m.iter().map(String::as_str).collect::<Vec<_>>(),
+                    &target.table,
+                    &role
+                )
             ),
         ),
         Err(e) => out.failed("role.privileges", &e),
     }
-    check_own_tables(pg, f, out);
+    check_own_tables(pg, f, &role, out);
+    if all {
+        idle_timeout(pg, &role, out);
+    }
     Some(facts)
 }
 
 /// The ledger, run history, lease and quarantine tables: there and usable, or creatable. The
 /// ones this role may not create are one failure, with the DDL of all of them for a DBA.
-fn check_own_tables(pg: &mut Session, f: &FlushConfig, out: &mut Findings) {
+fn check_own_tables(pg: &mut Session, f: &FlushConfig, role: &str, out: &mut Findings) {
     let mut uncreatable = Vec::new();
     for (table, ddl, needed) in own_tables(&f.ledger) {
-        let (t, tq) = (&table.name, &table.quoted);
+        let t = &table.name;
         let found = pg.table_exists(table).and_then(|exists| {
             if !exists {
                 return Ok(pg.may_create(table)?.then(|| {
@@ -109,9 +122,9 @@ fn check_own_tables(pg: &mut Session, f: &FlushConfig, out: &mut Findings) {
                     Level::Fail,
                     "own_table.privileges",
                     format!(
-                        "this role lacks {} on `{t}`: GRANT {} ON {tq} TO <this role>",
+                        "this role lacks {} on `{t}`: {}",
                         m.join(" and "),
-                        needed.join(", "),
+                        grant_sql(needed, table, role),
                     ),
                 ),
             }))
@@ -125,32 +138,37 @@ fn check_own_tables(pg: &mut Session, f: &FlushConfig, out: &mut Findings) {
     if uncreatable.is_empty() {
         return;
     }
-    let one = uncreatable.len() == 1;
     out.add(
         Level::Fail,
         "own_table.uncreatable",
-        format!(
-            "{} {} missing and this role may not create {}; ask a DBA to run:\n\n{}\n\nand \
-             to grant this role {}",
-            uncreatable
-                .iter()
-                .map(|(t, _, _)| format!("table `{}`", t.name))
-                .collect::<Vec<_>>()
-                .join(" and "),
-            if one { "is" } else { "are" },
-            if one { "it" } else { "them" },
-            uncreatable
-                .iter()
-                .map(|(_, ddl, _)| ddl.as_str())
-                .collect::<Vec<_>>()
-                .join("\n"),
-            uncreatable
-                .iter()
-                .map(|(t, _, needed)| format!("{} ON {}", needed.join(", "), t.quoted))
-                .collect::<Vec<_>>()
-                .join("; "),
-        ),
+        for_a_dba(&uncreatable, role),
     );
+}
+
+/// The shortest idle_in_transaction_session_timeout that a backlog's transactions, which wait
+/// idle while each batch they gather is claimed, are safe with (docs/performance.md measures
+/// the wait).
+const IDLE_ENOUGH: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// An idle_in_transaction_session_timeout short enough to end a backlog's transaction.
+fn idle_timeout(pg: &mut Session, role: &str, out: &mut Findings) {
+    match pg.idle_in_transaction_timeout() {
+        Ok(t) if !t.is_zero() && t < IDLE_ENOUGH => out.add(
+            Level::Warn,
+            "pg.idle_in_transaction_timeout",
+            format!(
+                "idle_in_transaction_session_timeout is {} ms for this role: a backlog's \
+                 transaction waits, idle, while each batch it gathers is claimed (seconds at a \
+                 time), and Postgres would end it (nothing is lost; the run fails and the next \
+                 one applies it): ALTER ROLE {} SET idle_in_transaction_session_timeout = 0; \
+                 (or a minute at least)",
+                t.as_millis(),
+                quote_ident(role)
+            ),
+        ),
+        Ok(_) => {}
+        Err(e) => out.failed("pg.idle_in_transaction_timeout", &e),
+    }
 }
 
 /// What waits in this flusher's quarantine (a warning: someone should look).
@@ -173,8 +191,9 @@ pub fn quarantine(pg: &mut Session, f: &FlushConfig, out: &mut Findings) {
             Level::Warn,
             "quarantine.waiting",
             format!(
-                "{n} codes wait in quarantine: Postgres refused their rows (`SELECT * FROM {}` \
+                "{} in quarantine: Postgres refused their rows (`SELECT * FROM {}` \
                  says why); every run tries them again",
+                crate::report::count(n, "code waits", "codes wait"),
                 table.quoted
             ),
         ),

@@ -126,9 +126,9 @@ pub fn redis_checks(redis: &mut RedisSource, f: &FlushConfig, all: bool, out: &m
             Level::Warn,
             "redis.journals",
             format!(
-                "{} journals pending from failed runs; the next run applies them first \
-                 (`status` shows them)",
-                j.len()
+                "{} pending from failed runs; the next run applies them first (`status` shows \
+                 them)",
+                crate::report::count(j.len() as u64, "journal", "journals")
             ),
         ),
         Err(e) => out.failed("redis.journals", &e),

@@ -26,7 +26,7 @@ use redis::{Connection, Value};
 use super::conn::{connect_to, facts, glob_escape, scan_all, scan_step, RedisFacts};
 use super::scripts::{self, scripts, Contents};
 use super::slots::{slot, tags, Topology, SLOTS};
-use crate::config::{redis_address, RedisConfig};
+use crate::config::{redis_address, RedisConfig, UsageError};
 use crate::model::Claimed;
 
 /// Runs a pipeline whose replies are all `T`. A failure is reported once, with how many
@@ -93,7 +93,18 @@ impl Cluster {
             }
         }
         let Some(topology) = topology else {
-            return Err(last.unwrap_or_else(|| anyhow::anyhow!("no Redis Cluster seed given")));
+            let e = last.unwrap_or_else(|| anyhow::anyhow!("no Redis Cluster seed given"));
+            if crate::sys::error::text(&e).contains("cluster support disabled") {
+                // A setting to change, not a server to wait for.
+                return Err(UsageError(format!(
+                    "Redis at {} is not a node of a Redis Cluster (cluster support is \
+                     disabled there): unset `REDIS_CLUSTER` (`--redis-cluster`) to flush it as \
+                     one Redis, or point `REDIS_URL` at a cluster node",
+                    cfg.display
+                ))
+                .into());
+            }
+            return Err(e);
         };
         let Topology { owner, masters } = Topology::parse(topology)
             .with_context(|| format!("Redis Cluster at {}: reading CLUSTER SLOTS", cfg.display))?;

@@ -67,6 +67,12 @@ fn role(con: &mut Connection) -> Option<Role> {
 /// that answers as a master. Returns the connection and the master's `host:port`.
 fn master_from_sentinels(cfg: &RedisConfig, s: &Sentinel) -> Result<(Connection, String)> {
     let mut tried = Vec::new();
+    // Attempts refused for a setting (a password a sentinel or the master refused).
+    let mut refused = 0;
+    let mut note = |tried: &mut Vec<String>, e: &anyhow::Error| {
+        refused += usize::from(e.downcast_ref::<UsageError>().is_some());
+        tried.push(crate::sys::error::text(e));
+    };
     for node in &s.nodes {
         let sentinel = node.addr().to_string();
         let named =
@@ -86,7 +92,7 @@ fn master_from_sentinels(cfg: &RedisConfig, s: &Sentinel) -> Result<(Connection,
                 continue;
             }
             Err(e) => {
-                tried.push(crate::sys::error::text(&e));
+                note(&mut tried, &e);
                 continue;
             }
         };
@@ -103,16 +109,21 @@ fn master_from_sentinels(cfg: &RedisConfig, s: &Sentinel) -> Result<(Connection,
                 )),
                 _ => return Ok((con, addr)),
             },
-            Err(e) => tried.push(crate::sys::error::text(&e)),
+            Err(e) => note(&mut tried, &e),
         }
     }
-    Err(anyhow::anyhow!(
+    let message = format!(
         "no sentinel named a master `{}` that answers as one ({}): check `REDIS_SENTINELS`, \
          `REDIS_SENTINEL_MASTER`, and `REDIS_SENTINEL_USERNAME`/`REDIS_SENTINEL_PASSWORD` if \
          the sentinels ask for them",
         s.master,
         tried.join("; ")
-    ))
+    );
+    // Every one refused who we are: a password to fix, not a failover to wait for.
+    if refused > 0 && refused == tried.len() {
+        return Err(UsageError(message).into());
+    }
+    Err(anyhow::anyhow!(message))
 }
 
 /// The master at `host:port`, with the master's settings (user, password, db) and TLS.
@@ -131,10 +142,10 @@ pub(crate) fn connect_to(
     info: &redis::ConnectionInfo,
     name: &str,
 ) -> Result<Connection> {
-    let fail = || {
+    let settings = || {
         format!(
-            "could not connect to Redis at {name}: check `REDIS_URL` or `REDIS_HOST`/`REDIS_PORT` \
-             (and `REDIS_USERNAME`/`REDIS_PASSWORD` if it asks for them{})",
+            "check `REDIS_URL` or `REDIS_HOST`/`REDIS_PORT` (and `REDIS_USERNAME`/\
+             `REDIS_PASSWORD` if it asks for them{})",
             if cfg.tls.is_some() {
                 "; for TLS, `REDIS_CA_FILE` names the CA that signed the server's certificate, \
                  and `REDIS_CLIENT_CERT_FILE`/`REDIS_CLIENT_KEY_FILE` a client certificate if \
@@ -144,34 +155,51 @@ pub(crate) fn connect_to(
             }
         )
     };
+    // What happened first, then what to do.
+    let fail = || format!("could not connect to Redis at {name}: {}", settings());
     let client = match &cfg.tls {
         Some(certs) => redis::Client::build_with_tls(info.clone(), certs.clone()),
         None => redis::Client::open(info.clone()),
     }
     .with_context(fail)?;
-    // Refused for who we are: a person must change a setting before any run can work.
+    // Refused for who we are, or a name that does not resolve: a person must change a
+    // setting before any run can work.
     let setup = |e: redis::RedisError| -> anyhow::Error {
         let auth = e.kind() == redis::ErrorKind::AuthenticationFailed;
         let text = crate::sys::error::text(&anyhow::Error::new(e));
+        let unknown_host = crate::sys::error::unknown_host(&text);
+        let message = format!(
+            "could not connect to Redis at {name}: {text}; {}",
+            if unknown_host {
+                "the host name does not resolve: check `REDIS_HOST` (or the host in \
+                 `REDIS_URL`)"
+                    .to_owned()
+            } else {
+                settings()
+            }
+        );
         if auth
+            || unknown_host
             || text.contains("NOAUTH")
             || text.contains("WRONGPASS")
             || text.contains("certificate")
         {
-            UsageError(format!("{}: {text}", fail())).into()
+            UsageError(message).into()
         } else {
-            anyhow::anyhow!("{}: {text}", fail())
+            anyhow::anyhow!(message)
         }
     };
     let mut con = match client.get_connection_with_timeout(cfg.connect_timeout) {
         Ok(con) => con,
         Err(e) if cfg.tls.is_some() && (e.is_timeout() || timed_out(&e)) => {
-            return Err(anyhow::Error::new(e).context(format!(
+            // A setting to change, not a server to wait for: exit 2.
+            return Err(UsageError(format!(
                 "the TLS handshake with Redis at {name} got no answer in {} s: that is likely \
                  not a TLS port (a plain Redis port stays silent to a TLS handshake); use a \
                  redis:// URL (no REDIS_TLS), or the port of the server's `tls-port`",
                 cfg.connect_timeout.as_secs()
-            )))
+            ))
+            .into());
         }
         Err(e) => return Err(setup(e)),
     };

@@ -7,7 +7,7 @@
 mod text;
 
 use text::capped;
-pub use text::{quarantine_examples, show_bytes};
+pub use text::{count, quarantine_examples, show_bytes};
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

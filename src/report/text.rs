@@ -30,8 +30,11 @@ impl Report {
             (false, _) => "flushed",
         };
         let mut s = format!(
-            "{verb} {} keys ({} hits) into {} rows in {} batches",
-            self.keys, self.hits, self.rows_updated, self.batches
+            "{verb} {} ({}) into {} in {}",
+            count(self.keys, "key", "keys"),
+            count(self.hits, "hit", "hits"),
+            count(self.rows_updated, "row", "rows"),
+            count(self.batches, "batch", "batches")
         );
         if self.recovered_batches > 0 {
             let _ = write!(
@@ -42,8 +45,9 @@ impl Report {
         }
         let _ = write!(
             s,
-            "; {} unknown codes ({} hits",
-            self.unknown_codes, self.unknown_hits
+            "; {} ({}",
+            count(self.unknown_codes, "unknown code", "unknown codes"),
+            count(self.unknown_hits, "hit", "hits")
         );
         let shown = self.shown_unknown().join(", ");
         match (&self.unknown_parked_in, self.unknown_codes) {
@@ -63,7 +67,11 @@ impl Report {
                 let _ = write!(s, ", dropped: {shown})");
             }
         }
-        let _ = write!(s, "; {} bad keys left in Redis", self.bad_keys);
+        let _ = write!(
+            s,
+            "; {} left in Redis",
+            count(self.bad_keys, "bad key", "bad keys")
+        );
         if !self.bad_examples.is_empty() {
             let ex: Vec<String> = self
                 .bad_examples
@@ -75,30 +83,32 @@ impl Report {
         if self.quarantined_codes > 0 {
             let _ = write!(
                 s,
-                "; {} codes ({} hits) refused by Postgres row by row, put in quarantine",
-                self.quarantined_codes, self.quarantined_hits
+                "; {} ({}) refused by Postgres row by row, put in quarantine",
+                count(self.quarantined_codes, "code", "codes"),
+                count(self.quarantined_hits, "hit", "hits")
             );
         }
         if self.released_from_quarantine > 0 {
             let _ = write!(
                 s,
-                "; {} codes ({} hits) taken out of quarantine",
-                self.released_from_quarantine, self.released_hits
+                "; {} ({}) taken out of quarantine",
+                count(self.released_from_quarantine, "code", "codes"),
+                count(self.released_hits, "hit", "hits")
             );
         }
         if self.quarantine_waiting > 0 {
             let _ = write!(
                 s,
-                "; {} codes wait in quarantine, tried again every run",
-                self.quarantine_waiting
+                "; {} in quarantine, tried again every run",
+                count(self.quarantine_waiting, "code waits", "codes wait")
             );
         }
         if self.batches_failed > 0 || self.pending_journals > 0 {
             let _ = write!(
                 s,
-                "; {} batches failed, {} journals wait for the next run (nothing in them is \
-                 lost)",
-                self.batches_failed, self.pending_journals
+                "; {} failed, {} for the next run (nothing in them is lost)",
+                count(self.batches_failed, "batch", "batches"),
+                count(self.pending_journals, "journal waits", "journals wait")
             );
         }
         let _ = write!(s, "; {:.2} s", self.seconds);
@@ -117,9 +127,15 @@ impl Report {
     pub fn dry_run_text(&self) -> String {
         let failed = matches!(self.status, Status::Failed | Status::SetupError);
         let mut s = if failed {
+            // What happened; the advice is in the log, once.
+            let what: Vec<&str> = self
+                .errors
+                .iter()
+                .map(|e| e.lines().next().unwrap_or_default())
+                .collect();
             format!(
                 "dry run FAILED (nothing was changed): {}\n",
-                self.errors.join("; ")
+                what.join("; ")
             )
         } else {
             String::from("dry run: nothing was changed\n")
@@ -155,6 +171,12 @@ impl Report {
         let _ = writeln!(s, "journals pending:     {}", self.pending_journals);
         s
     }
+}
+
+/// `n` and the noun that goes with it: `1 batch`, `3 batches`, `0 batches`.
+pub fn count(n: impl Into<i128>, one: &str, many: &str) -> String {
+    let n = n.into();
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn list(items: &[String]) -> String {

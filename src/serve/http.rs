@@ -24,7 +24,7 @@ impl Listener {
         let listener = TcpListener::bind(addr).map_err(|e| {
             UsageError(format!(
                 "cannot listen on {addr:?} (`--listen`, `REDIS_FLUSHER_LISTEN`): {e}; give a \
-                 free HOST:PORT, e.g. 0.0.0.0:9810"
+                 free HOST:PORT, e.g. 0.0.0.0:8397"
             ))
         })?;
         let local = listener

@@ -19,6 +19,14 @@ pub fn text(e: &anyhow::Error) -> String {
     out
 }
 
+/// Whether a connection error's text says its host name does not resolve (not a lookup that
+/// failed for now, which the next run may get past).
+pub fn unknown_host(text: &str) -> bool {
+    text.contains("Name or service not known")
+        || text.contains("No address associated with hostname")
+        || text.contains("nodename nor servname provided")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

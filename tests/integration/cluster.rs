@@ -140,10 +140,15 @@ fn cluster_settings_that_cannot_work_are_refused() {
         "{}",
         out.stderr
     );
-    // A plain Redis is not a cluster: said at connect.
+    // A plain Redis is not a cluster: said at connect, as a setting to change (exit 2, not a
+    // server to wait for).
     let out = env.run_with(&["run"], &[("REDIS_CLUSTER", "true")]);
-    out.expect(1);
-    assert!(out.stderr.contains("CLUSTER SLOTS"), "{}", out.stderr);
+    out.expect(2);
+    assert!(
+        out.stderr.contains("unset `REDIS_CLUSTER`"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]

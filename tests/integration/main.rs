@@ -15,6 +15,7 @@
 //! | `deploy` | PgBouncer, Unix sockets, Sentinel, replicas, standbys |
 //! | `tls` | a private CA, both servers over TLS |
 //! | `cluster` | a private Redis Cluster |
+//! | `traps` | what an operator trips on: default targets, typos, exit codes, secrets in errors |
 
 mod common;
 
@@ -30,3 +31,4 @@ mod serve;
 mod settings;
 mod stage;
 mod tls;
+mod traps;

@@ -288,11 +288,13 @@ fn status_shows_waiting_pending_and_the_last_runs() {
     let j = out.json();
     assert_eq!(
         j["waiting"],
-        serde_json::json!({"keys": 7, "hits": 49, "bad_keys": 1})
+        serde_json::json!({"keys": 7, "hits": 49, "bad_keys": 1,
+            "bad_examples": [format!("{} (value is not an integer)", env.key("bad"))]})
     );
     assert_eq!(
         j["pending"],
-        serde_json::json!({"batches": 1, "keys": 5, "hits": 10, "other_targets": 0})
+        serde_json::json!({"batches": 1, "keys": 5, "hits": 10, "other_targets": 0,
+            "target_known": true})
     );
     let runs = j["last_runs"].as_array().unwrap();
     assert_eq!(runs.len(), 2, "the killed run recorded nothing");
@@ -328,7 +330,7 @@ fn status_shows_waiting_pending_and_the_last_runs() {
     text.expect(0);
     assert!(
         text.stdout.contains(&format!(
-            "waiting in Redis: 7 counters (49 hits) under {}*, and 1 bad keys",
+            "waiting in Redis: 7 counters (49 hits) under {}*, and 1 bad key a run leaves alone",
             env.prefix
         )),
         "{}",
@@ -336,7 +338,7 @@ fn status_shows_waiting_pending_and_the_last_runs() {
     );
     assert!(
         text.stdout
-            .contains("pending journals: 1 batches (5 keys, 10 hits)"),
+            .contains("pending journals: 1 batch (5 keys, 10 hits)"),
         "{}",
         text.stdout
     );
@@ -585,6 +587,18 @@ fn the_demo_flushes_exactly_and_clean_removes_every_table_and_key_it_made() {
     for round in 1..=2 {
         let out = env.run(&demo);
         out.expect(0);
+        // The demo names its own target as its own, and says how to run it again as this
+        // binary was run (a cargo build here, not on PATH).
+        assert!(
+            out.stderr.contains("; code column: the demo's own;"),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            out.stdout.contains("Try `cargo run -- demo` again"),
+            "{}",
+            out.stdout
+        );
         let after = out
             .stdout
             .split("after the flush:")
@@ -639,7 +653,7 @@ fn the_demo_flushes_exactly_and_clean_removes_every_table_and_key_it_made() {
     out.expect(0);
     assert!(
         out.stdout
-            .starts_with("removed 0 demo tables and 0 demo keys"),
+            .starts_with("nothing to remove: no demo table, and none of the demo's keys"),
         "{}",
         out.stdout
     );

@@ -100,13 +100,20 @@ fn libpq_key_value_strings_keep_their_sslmode() {
         "host=127.0.0.1 port={} dbname={} user=postgres",
         env.pg_port, env.db
     );
-    // The private server has no TLS: require must refuse, not fall back to plaintext.
+    // The private server has no TLS: require must refuse, not fall back to plaintext; and a
+    // setting must change before any run can work (exit 2, not 1 for cron to repeat).
     let out = env.run_with(
         &["run"],
         &[("DATABASE_URL", &format!("{base} sslmode=require"))],
     );
-    out.expect(1);
+    out.expect(2);
     assert!(out.stderr.contains("sslmode=require"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("the server offers no TLS and `sslmode` requires it"),
+        "{}",
+        out.stderr
+    );
     let out = env.run_with(
         &["run"],
         &[(
@@ -263,8 +270,13 @@ fn a_misspelt_variable_is_warned_about_with_the_name_it_was_meant_to_be() {
     )
     .unwrap();
     let typo_in_environment = [("DB_PASWORD", "x"), ("REDIS_FLUSHER_BATCHSIZE", "9")];
-    let out = env.run_with(&["run"], &typo_in_environment);
+    // A misspelt secret stops a run (it would go on without its password); the others warn.
+    let refused = env.run_with(&["run"], &typo_in_environment);
+    refused.expect(2);
+    assert_eq!(env.count("c1"), 0);
+    let out = env.run_with(&["run"], &typo_in_environment[1..]);
     out.expect(0);
+    let said = format!("{}{}", refused.stderr, out.stderr);
     for says in [
         "`REDIS_FLUSHER_PATERN` (in .env line 2) is not a setting of redis-flusher",
         "did you mean `REDIS_FLUSHER_PATTERN`?",
@@ -272,11 +284,7 @@ fn a_misspelt_variable_is_warned_about_with_the_name_it_was_meant_to_be() {
         "did you mean `DB_PASSWORD`?",
         "did you mean `REDIS_FLUSHER_BATCH_SIZE`?",
     ] {
-        assert!(
-            out.stderr.contains(says),
-            "should say {says:?}:\n{}",
-            out.stderr
-        );
+        assert!(said.contains(says), "should say {says:?}:\n{said}");
     }
     // The warning is all it does: the run used the pattern it was given.
     assert_eq!(env.count("c1"), 4);
@@ -453,6 +461,17 @@ fn exit_codes_say_whether_a_person_must_act() {
             2,
         ),
         ("a missing role", vec![("DB_USER", "no_such_role")], 2),
+        // A typo in a host name is a setting to fix, not a server to wait for.
+        (
+            "a Postgres host that does not resolve",
+            vec![("DB_HOST", "localhots")],
+            2,
+        ),
+        (
+            "a Redis host that does not resolve",
+            vec![("REDIS_HOST", "localhots")],
+            2,
+        ),
         ("Postgres down", vec![("DB_PORT", nothing.as_str())], 1),
         ("Redis down", vec![("REDIS_PORT", nothing.as_str())], 1),
     ];
