@@ -25,6 +25,15 @@
 #   cluster N          N keys flushed from one Redis, then the same keys from a private 3-master
 #                      Redis Cluster (populate_cluster.py), into the same table; wall and peak RSS
 #                      of each, and the ratio
+#   serve [RUNS]       a run inside `serve` against a `run` process, on 1,000 keys (as small) over a
+#                      2,000-row urls: RUNS (default 30) `run` processes timed whole (hyperfine, as small),
+#                      then one `serve --interval 1s` for RUNS runs on 1,000 keys each (set again between
+#                      runs) and RUNS runs on none; prints run's median, serve's mean per run of each kind
+#                      (its run_duration_seconds), serve's RSS after its first run and at the end
+#   stop N B           SIGTERM to a `run` (--pg-connections 1, --batch-size B) flushing N keys (batches
+#                      double up to B, and no more than half the keys still to come: N = 4 B is enough), sent once a transaction that gathered
+#                      0.9 B keys or more has started its merged UPDATE; prints how long the process took
+#                      to exit and its code; then a second run flushes the rest and the totals are checked
 #   explain ROWS [B]   EXPLAIN of one B-row batch's UPDATE (default 50000, a run's steady batch) against a
 #                      ROWS-row urls, as the flusher runs it and as the planner would choose on its own
 #
@@ -44,7 +53,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit 2; }
 mode=${1:-}; shift || true
-case "$mode" in flush|compare|small|slowlog|pgside|explain|cluster) ;; *) usage ;; esac
+case "$mode" in flush|compare|small|slowlog|pgside|explain|cluster|serve|stop) ;; *) usage ;; esac
 
 export DB_HOST=${DB_HOST:-127.0.0.1} DB_PORT=${DB_PORT:-5432} DB_USER=${DB_USER:-postgres}
 export DB_NAME=${DB_NAME:-flusher_bench} REDIS_HOST=${REDIS_HOST:-127.0.0.1}
@@ -167,6 +176,50 @@ small)
   hyperfine --shell=bash --runs "$runs" --warmup 3 --prepare "$prep" --export-json "$tmp/small.json" "$bin run" >&2
   python3 -c "import json, sys; r=json.load(open(sys.argv[1]))['results'][0]; print(f'keys=1000 runs={len(r[\"times\"])} median_ms={r[\"median\"]*1000:.1f} mean_ms={r[\"mean\"]*1000:.1f} max_ms={r[\"max\"]*1000:.1f}')" "$tmp/small.json"
   ;;
+serve)
+  runs=${1:-30}
+  command -v hyperfine >/dev/null || { echo "bench: serve needs hyperfine: apt-get install hyperfine" >&2; exit 2; }
+  need_bin
+  "$here/populate.py" 1000 0 >/dev/null
+  warm_index
+  prep="python3 -c \"import sys; sys.stdout.write(''.join('SET url_hits:c%d %d\\r\\n' % (i, i % 100 + 1) for i in range(1, 1001)))\" | redis-cli -h $REDIS_HOST -p $REDIS_PORT --pipe >/dev/null"
+  hyperfine --shell=bash --runs "$runs" --warmup 3 --prepare "$prep" --export-json "$tmp/run.json" "$bin run" >&2
+  "$here/serve_cost.py" "$bin" "$runs" "$tmp/run.json"
+  ;;
+stop)
+  n=${1:?N}; b=${2:?B}
+  need_bin
+  expected=$("$here/populate.py" "$n")
+  warm_index
+  RUST_LOG=debug "$bin" run --pg-connections 1 --batch-size "$b" 2>"$tmp/err" &
+  pid=$!
+  # A transaction of 0.9 B keys or more (src/postgres/stage.rs logs "N batches (K keys)
+  # gathered" before its merged UPDATE), then that UPDATE running: WITH done AS (UPDATE ...).
+  want=$((b * 9 / 10)) seen=""
+  while kill -0 "$pid" 2>/dev/null; do
+    if [ -z "$seen" ]; then
+      seen=$(sed -n 's/.* batches (\([0-9]*\) keys) gathered.*/\1/p' "$tmp/err" | awk -v w="$want" '$1 >= w { print; exit }')
+    else
+      busy=$(psql_ -d "$DB_NAME" -tAc "SELECT count(*) FROM pg_stat_activity WHERE state = 'active'
+        AND query LIKE 'WITH done AS (UPDATE%redis_flusher_merged%'")
+      [ "$busy" = 0 ] || break
+    fi
+    sleep 0.05
+  done
+  kill -0 "$pid" 2>/dev/null || {
+    echo "bench: the run ended before a transaction of $want keys or more was applying; its transactions (keys):" \
+      "$(sed -n 's/.* batches (\([0-9]*\) keys) gathered.*/\1/p' "$tmp/err" | tr '\n' ' ')" >&2
+    grep -v DEBUG "$tmp/err" >&2; exit 1; }
+  t0=$(date +%s.%N)
+  kill -TERM "$pid"
+  set +e; wait "$pid"; rc=$?; set -e
+  t1=$(date +%s.%N)
+  flushed=$(psql_ -d "$DB_NAME" -tAc "SELECT coalesce(sum(access_count), 0) FROM urls")
+  grep -v DEBUG "$tmp/err" | grep -E 'SIGTERM|stopp' | sed 's/^/  log: /' >&2 || true
+  "$bin" run >/dev/null 2>"$tmp/err2" || { cat "$tmp/err2" >&2; exit 1; }
+  "$here/verify.sh" "$expected" >/dev/null || { echo "bench: totals wrong after the stop and a second run" >&2; "$here/verify.sh" "$expected" >&2; exit 1; }
+  python3 -c "import sys; n,k,a,b,rc,f,e=int(sys.argv[1]),int(sys.argv[2]),float(sys.argv[3]),float(sys.argv[4]),sys.argv[5],int(sys.argv[6]),int(sys.argv[7]); print(f'keys={n} transaction_in_flight_keys={k} sigterm_to_exit_s={b-a:.2f} exit_code={rc} hits_applied_by_the_stopped_run={f} of {e} totals_after_next_run=exact')" "$n" "$seen" "$t0" "$t1" "$rc" "$flushed" "$expected"
+  ;;
 slowlog)
   n=${1:?N}
   need_bin
@@ -195,7 +248,19 @@ pgside)
 cluster)
   n=${1:?N}
   need_bin
-  out=$(timed_flush "$n" "$bin" run); read -r ws ms <<<"$out"
+  # Redis time and calls of a run's commands on a server (INFO commandstats since a reset).
+  redis_time() {
+    redis-cli -p "$1" info commandstats | tr -d '\r' | awk -F'[:=,]' -v what="$2" '
+      /^cmdstat_/ { calls += $3; usec += $5; sub(/^cmdstat_/, "", $1); if ($5 > 50000) top = top sprintf(" %s %d calls %.2f s;", $1, $3, $5 / 1e6) }
+      END { printf "%s: %d commands, %.2f s of Redis time:%s\n", what, calls, usec / 1e6, top }'
+  }
+  expected=$("$here/populate.py" "$n")
+  warm_index
+  rcli config resetstat >/dev/null
+  /usr/bin/time -f "%e %M" -o "$tmp/time" "$bin" run >/dev/null 2>"$tmp/err" || { cat "$tmp/err" >&2; exit 1; }
+  "$here/verify.sh" "$expected" >/dev/null || { echo "bench: totals wrong after the one-Redis run" >&2; exit 1; }
+  read -r ws ms <"$tmp/time"
+  redis_time "$REDIS_PORT" "one Redis"
   ports=() cdir=$(mktemp -d)
   for i in 1 2 3; do
     p=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -210,8 +275,10 @@ cluster)
   for _ in $(seq 100); do redis-cli -p "${ports[0]}" cluster info | grep -q 'cluster_state:ok' && break; sleep 0.1; done
   expected=$("$here/populate.py" "$n")
   "$here/populate_cluster.py" "$n" "${ports[@]}" >/dev/null
+  for p in "${ports[@]}"; do redis-cli -p "$p" config resetstat >/dev/null; done
   /usr/bin/time -f "%e %M" -o "$tmp/time" env REDIS_CLUSTER=true \
     REDIS_URL="redis://127.0.0.1:${ports[0]}" "$bin" run >/dev/null 2>"$tmp/err" || { cat "$tmp/err" >&2; exit 1; }
+  for p in "${ports[@]}"; do redis_time "$p" "cluster master :$p"; done
   read -r wc mc <"$tmp/time"
   got=$(psql_ -d "$DB_NAME" -tAc "SELECT coalesce(sum(access_count), 0) FROM urls")
   left=0; for p in "${ports[@]}"; do left=$((left + $(redis-cli -p "$p" --scan --pattern 'url_hits:c*' | wc -l))); done

@@ -87,8 +87,10 @@ impl Session {
                 idle = idle.max(waited.elapsed());
             }
             log::debug!(
-                "{what}: {} batches gathered, waited idle {:.2} s at most for one",
+                "{what}: {} batches ({} keys) gathered, waited idle {:.2} s at most for one",
                 g.staged.len() + g.alone.len(),
+                g.staged.iter().map(|h| h.keys).sum::<u64>()
+                    + g.alone.iter().map(|b| b.keys).sum::<u64>(),
                 idle.as_secs_f64()
             );
             pg.apply_stage(to, g)

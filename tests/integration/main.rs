@@ -14,6 +14,8 @@
 //! | `serve` | `serve` on a schedule, scraped by Prometheus; pushes to a Pushgateway, pings |
 //! | `deploy` | PgBouncer, Unix sockets, Sentinel, replicas, standbys |
 //! | `tls` | a private CA, both servers over TLS |
+//! | `image` | the container image, built from the Dockerfile and run from its mounted root |
+//! | `kubernetes` | the manifests, validated against the Kubernetes 1.31 schemas, and what they hold |
 //! | `cluster` | a private Redis Cluster |
 //! | `traps` | what an operator trips on: default targets, typos, exit codes, secrets in errors |
 
@@ -25,6 +27,8 @@ mod config_and_errors;
 mod deploy;
 mod dotenv;
 mod flush;
+mod image;
+mod kubernetes;
 mod operate;
 mod reliability;
 mod serve;

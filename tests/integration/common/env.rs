@@ -138,19 +138,26 @@ impl TestEnv {
                 cmd.env_remove(&var);
             }
         }
-        cmd.current_dir(self.workdir.path())
-            .env("REDIS_HOST", "127.0.0.1")
-            .env("REDIS_PORT", self.redis_port.to_string())
-            .env("DB_HOST", "127.0.0.1")
-            .env("DB_PORT", self.pg_port.to_string())
-            .env("DB_NAME", &self.db)
-            .env("DB_USER", "postgres")
-            .env("REDIS_FLUSHER_PATTERN", format!("{}*", self.prefix))
-            .env("REDIS_FLUSHER_JOURNAL_PREFIX", &self.journal_prefix)
-            .env("REDIS_FLUSHER_UNKNOWN_KEY", &self.unknown_key)
-            .env("REDIS_FLUSHER_STATEMENT_TIMEOUT", "30")
-            .env("REDIS_FLUSHER_CONNECT_TIMEOUT", "5");
+        cmd.current_dir(self.workdir.path()).envs(self.vars());
         cmd
+    }
+
+    /// The settings that point a run at this namespace, as an operator's environment holds
+    /// them.
+    pub fn vars(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("REDIS_HOST", "127.0.0.1".into()),
+            ("REDIS_PORT", self.redis_port.to_string()),
+            ("DB_HOST", "127.0.0.1".into()),
+            ("DB_PORT", self.pg_port.to_string()),
+            ("DB_NAME", self.db.clone()),
+            ("DB_USER", "postgres".into()),
+            ("REDIS_FLUSHER_PATTERN", format!("{}*", self.prefix)),
+            ("REDIS_FLUSHER_JOURNAL_PREFIX", self.journal_prefix.clone()),
+            ("REDIS_FLUSHER_UNKNOWN_KEY", self.unknown_key.clone()),
+            ("REDIS_FLUSHER_STATEMENT_TIMEOUT", "30".into()),
+            ("REDIS_FLUSHER_CONNECT_TIMEOUT", "5".into()),
+        ]
     }
 
     /// Runs `redis-flusher <args>`; returns (exit code or None if killed, stdout, stderr).

@@ -5,6 +5,7 @@ use std::process::Command;
 
 /// A private certificate authority and what it signed, made with the openssl CLI: a server
 /// certificate for `localhost` (not for 127.0.0.1, so that verify-ca and verify-full differ),
+/// one for the address 127.0.0.1 (for a root file system without /etc/hosts, as an image's),
 /// a client certificate, and a second CA that signed nothing of ours.
 pub struct Pki {
     pub dir: PathBuf,
@@ -12,6 +13,8 @@ pub struct Pki {
     pub other_ca: PathBuf,
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
+    pub ip_server_cert: PathBuf,
+    pub ip_server_key: PathBuf,
     pub client_cert: PathBuf,
     pub client_key: PathBuf,
 }
@@ -76,6 +79,10 @@ pub fn make_pki() -> Pki {
             "server",
             "subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n",
         ),
+        (
+            "ip_server",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        ),
         ("client", "extendedKeyUsage=clientAuth\n"),
     ] {
         openssl(
@@ -117,6 +124,8 @@ pub fn make_pki() -> Pki {
         other_ca: dir.join("other_ca.crt"),
         server_cert: dir.join("server.crt"),
         server_key: dir.join("server.key"),
+        ip_server_cert: dir.join("ip_server.crt"),
+        ip_server_key: dir.join("ip_server.key"),
         client_cert: dir.join("client.crt"),
         client_key: dir.join("client.key"),
         dir,
