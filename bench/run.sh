@@ -25,6 +25,9 @@
 #   cluster N          N keys flushed from one Redis, then the same keys from a private 3-master
 #                      Redis Cluster (populate_cluster.py), into the same table; wall and peak RSS
 #                      of each, and the ratio
+#   shards N [COUNTS]  N keys on a private 3-master Redis Cluster flushed by 1, then 2, then 3 shards
+#                      at once (COUNTS, default "1 2 3"; --shard i/COUNT), fresh data each time; prints
+#                      wall, the flusher's CPU (all shards), each master's and Postgres' CPU, peak RSS
 #   serve [RUNS]       a run inside `serve` against a `run` process, on 1,000 keys (as small) over a
 #                      2,000-row urls: RUNS (default 30) `run` processes timed whole (hyperfine, as small),
 #                      then one `serve --interval 1s` for RUNS runs on 1,000 keys each (set again between
@@ -53,7 +56,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit 2; }
 mode=${1:-}; shift || true
-case "$mode" in flush|compare|small|slowlog|pgside|explain|cluster|serve|stop) ;; *) usage ;; esac
+case "$mode" in flush|compare|small|slowlog|pgside|explain|cluster|shards|serve|stop) ;; *) usage ;; esac
 
 export DB_HOST=${DB_HOST:-127.0.0.1} DB_PORT=${DB_PORT:-5432} DB_USER=${DB_USER:-postgres}
 export DB_NAME=${DB_NAME:-flusher_bench} REDIS_HOST=${REDIS_HOST:-127.0.0.1}
@@ -93,6 +96,34 @@ median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+
 warm_index() {
   [ -x "$bin" ] || return 0
   "$bin" run --pattern 'redis_flusher_bench_nothing:*' >/dev/null 2>"$tmp/warm" || { cat "$tmp/warm" >&2; exit 1; }
+}
+
+# A private 3-master Redis Cluster on free ports (each bus port, port + 10000, free too);
+# sets `ports`, and removes it at exit.
+start_cluster() {
+  ports=() cdir=$(mktemp -d)
+  for i in 1 2 3; do
+    # A cluster node's bus is its port + 10000, so a port above 55535 is refused, and the
+    # bus port must be free too.
+    p=$(python3 -c '
+import random, socket
+while True:
+    p = random.randint(20000, 55000)
+    try:
+        for q in (p, p + 10000):
+            s = socket.socket(); s.bind(("127.0.0.1", q)); s.close()
+        print(p); break
+    except OSError:
+        pass')
+    mkdir "$cdir/$p"
+    redis-server --port "$p" --bind 127.0.0.1 --save "" --appendonly no --dir "$cdir/$p" \
+      --cluster-enabled yes --cluster-config-file nodes.conf --daemonize yes --pidfile "$cdir/$p/pid" >/dev/null
+    ports+=("$p")
+  done
+  trap 'for p in "${ports[@]}"; do kill "$(cat "$cdir/$p/pid")" 2>/dev/null; done; rm -rf "$cdir"; cleanup' EXIT
+  for p in "${ports[@]}"; do for _ in $(seq 50); do redis-cli -p "$p" ping >/dev/null 2>&1 && break; sleep 0.1; done; done
+  redis-cli --cluster create $(printf '127.0.0.1:%s ' "${ports[@]}") --cluster-replicas 0 --cluster-yes >/dev/null
+  for _ in $(seq 100); do redis-cli -p "${ports[0]}" cluster info | grep -q 'cluster_state:ok' && break; sleep 0.1; done
 }
 
 # populate N, run CMD under /usr/bin/time, verify; prints "wall_s rss_kb"
@@ -175,6 +206,47 @@ small)
   prep="python3 -c \"import sys; sys.stdout.write(''.join('SET url_hits:c%d %d\\r\\n' % (i, i % 100 + 1) for i in range(1, 1001)))\" | redis-cli -h $REDIS_HOST -p $REDIS_PORT --pipe >/dev/null"
   hyperfine --shell=bash --runs "$runs" --warmup 3 --prepare "$prep" --export-json "$tmp/small.json" "$bin run" >&2
   python3 -c "import json, sys; r=json.load(open(sys.argv[1]))['results'][0]; print(f'keys=1000 runs={len(r[\"times\"])} median_ms={r[\"median\"]*1000:.1f} mean_ms={r[\"mean\"]*1000:.1f} max_ms={r[\"max\"]*1000:.1f}')" "$tmp/small.json"
+  ;;
+shards)
+  n=${1:?N}; counts=${2:-1 2 3}
+  need_bin
+  start_cluster
+  # CPU seconds (user + system, and of reaped children) of every process named $1.
+  cpu_of() {
+    local t=0 pid
+    for pid in $(pgrep -x "$1"); do
+      t=$(awk -v t="$t" '{ print t + ($14 + $15 + $16 + $17) / 100 }' "/proc/$pid/stat" 2>/dev/null || echo "$t")
+    done
+    echo "$t"
+  }
+  redis_cpu() { redis-cli -p "$1" info cpu | tr -d '\r' | awk -F: '/^used_cpu_(user|sys):/ { t += $2 } END { print t }'; }
+  for count in $counts; do
+    expected=$("$here/populate.py" "$n")
+    "$here/populate_cluster.py" "$n" "${ports[@]}" >/dev/null
+    rc0=(); for p in "${ports[@]}"; do rc0+=("$(redis_cpu "$p")"); done
+    pg0=$(cpu_of postgres)
+    t0=$(date +%s.%N)
+    pids=()
+    for ((i = 0; i < count; i++)); do
+      /usr/bin/time -f "%e %U %S %M" -o "$tmp/time.$i" env REDIS_CLUSTER=true \
+        REDIS_URL="redis://127.0.0.1:${ports[0]}" "$bin" run --shard "$i/$count" >/dev/null 2>"$tmp/err.$i" &
+      pids+=($!)
+    done
+    for i in "${!pids[@]}"; do wait "${pids[$i]}" || { cat "$tmp/err.$i" >&2; exit 1; }; done
+    t1=$(date +%s.%N)
+    pg1=$(cpu_of postgres)
+    per_master=""
+    for j in "${!ports[@]}"; do
+      per_master+=$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f} ', end='')" "${rc0[$j]}" "$(redis_cpu "${ports[$j]}")")
+    done
+    got=$(psql_ -d "$DB_NAME" -tAc "SELECT coalesce(sum(access_count), 0) FROM urls")
+    left=0; for p in "${ports[@]}"; do left=$((left + $(redis-cli -p "$p" --scan --pattern 'url_hits:c*' | wc -l))); done
+    [ "$got" = "$expected" ] && [ "$left" = 0 ] || { echo "bench: $count shards: got $got of $expected, $left keys left" >&2; exit 1; }
+    cat "$tmp"/time.* | awk -v n="$n" -v c="$count" -v t0="$t0" -v t1="$t1" -v pg0="$pg0" -v pg1="$pg1" -v rm="$per_master" '
+      { cpu += $2 + $3; if ($4 > rss) rss = $4 }
+      END { printf "keys=%d shards=%d wall_s=%.2f flusher_cpu_s=%.2f redis_cpu_s_per_master=%s postgres_cpu_s=%.2f peak_rss_mib_per_shard=%.1f totals=exact\n", n, c, t1 - t0, cpu, rm, pg1 - pg0, rss / 1024 }'
+    rm -f "$tmp"/time.* "$tmp"/err.*
+  done
   ;;
 serve)
   runs=${1:-30}
@@ -261,18 +333,7 @@ cluster)
   "$here/verify.sh" "$expected" >/dev/null || { echo "bench: totals wrong after the one-Redis run" >&2; exit 1; }
   read -r ws ms <"$tmp/time"
   redis_time "$REDIS_PORT" "one Redis"
-  ports=() cdir=$(mktemp -d)
-  for i in 1 2 3; do
-    p=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    mkdir "$cdir/$p"
-    redis-server --port "$p" --bind 127.0.0.1 --save "" --appendonly no --dir "$cdir/$p" \
-      --cluster-enabled yes --cluster-config-file nodes.conf --daemonize yes --pidfile "$cdir/$p/pid" >/dev/null
-    ports+=("$p")
-  done
-  trap 'for p in "${ports[@]}"; do kill "$(cat "$cdir/$p/pid")" 2>/dev/null; done; rm -rf "$cdir"; cleanup' EXIT
-  for p in "${ports[@]}"; do for _ in $(seq 50); do redis-cli -p "$p" ping >/dev/null 2>&1 && break; sleep 0.1; done; done
-  redis-cli --cluster create $(printf '127.0.0.1:%s ' "${ports[@]}") --cluster-replicas 0 --cluster-yes >/dev/null
-  for _ in $(seq 100); do redis-cli -p "${ports[0]}" cluster info | grep -q 'cluster_state:ok' && break; sleep 0.1; done
+  start_cluster
   expected=$("$here/populate.py" "$n")
   "$here/populate_cluster.py" "$n" "${ports[@]}" >/dev/null
   for p in "${ports[@]}"; do redis-cli -p "$p" config resetstat >/dev/null; done

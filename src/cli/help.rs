@@ -32,6 +32,8 @@ Environment (a flag wins over the environment, which wins over `.env`):
   REDIS_PASSWORD_FILE DB_PASSWORD_FILE REDIS_SENTINEL_PASSWORD_FILE
                                read the password from this file instead
   REDIS_FLUSHER_*              the flags above, as [env: …] names each
+  REDIS_FLUSHER_SHARDS         COUNT shards, this one's index in JOB_COMPLETION_INDEX
+                               (a Kubernetes Indexed Job); or --shard INDEX/COUNT
   RUST_LOG                     log level (default info), e.g. RUST_LOG=debug
 A variable named REDIS_*, DB_* or REDIS_FLUSHER_* that the flusher does not know (a typo)
 is warned about, and `check` fails on it.

@@ -49,6 +49,22 @@ pub struct TargetArgs {
     #[arg(long, env = "REDIS_FLUSHER_KEEP_UNKNOWN", help_heading = "Target")]
     pub keep_unknown: bool,
 
+    /// This process's share of the keys: shard INDEX of COUNT, from 0 (`0/3`, `1/3`, `2/3`)
+    ///
+    /// Each shard owns a contiguous range of the 16,384 hash slots (a key's slot is the CRC16
+    /// of its name, on one Redis as on a Cluster), claims only the keys in it, holds a run
+    /// lock of its own, and recovers the journals of its range; COUNT may change between
+    /// runs. Without it a run owns every slot. In a Kubernetes Indexed Job, set
+    /// REDIS_FLUSHER_SHARDS=COUNT instead: the index comes from JOB_COMPLETION_INDEX.
+    /// docs/scaling.md says when it helps.
+    #[arg(
+        long,
+        env = "REDIS_FLUSHER_SHARD",
+        value_name = "INDEX/COUNT",
+        help_heading = "Target"
+    )]
+    pub shard: Option<String>,
+
     /// Redis hash that `--keep-unknown` moves unknown codes' hits into
     #[arg(
         hide_short_help = true,

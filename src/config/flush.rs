@@ -5,6 +5,7 @@
 use super::named;
 use super::usage::usage;
 use crate::cli::{Statement, TargetArgs};
+use crate::model::Shard;
 
 /// A table or column name, checked and quoted for SQL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,6 +70,9 @@ pub struct SourceConfig {
     /// `--keep-unknown`: park hits of codes with no row in `unknown_key`.
     pub keep_unknown: bool,
     pub unknown_key: String,
+    /// The slots this run owns (`--shard`, or `REDIS_FLUSHER_SHARDS` and
+    /// `JOB_COMPLETION_INDEX`); every slot without.
+    pub shard: Shard,
 }
 
 impl SourceConfig {
@@ -111,6 +115,44 @@ pub struct FlushConfig {
     pub lock_ttl: std::time::Duration,
     /// Postgres connections applying batches at once (`--pg-connections`).
     pub pg_connections: usize,
+}
+
+/// The shard `--shard` (or `REDIS_FLUSHER_SHARD`) names; else `REDIS_FLUSHER_SHARDS=COUNT`
+/// with the index in `JOB_COMPLETION_INDEX`, which a Kubernetes Indexed Job sets; else every
+/// slot.
+fn shard(flag: Option<&str>) -> anyhow::Result<Shard> {
+    if let Some(s) = flag {
+        return Shard::parse(s).map_err(|e| {
+            usage(format!(
+                "{} must be INDEX/COUNT: {e}",
+                named("--shard", "REDIS_FLUSHER_SHARD", s)
+            ))
+        });
+    }
+    let Some(count) = std::env::var("REDIS_FLUSHER_SHARDS").ok() else {
+        return Ok(Shard::ALL);
+    };
+    let count: u16 = count
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&n| (1..=crate::model::SLOTS).contains(&n))
+        .ok_or_else(|| {
+            usage(format!(
+                "REDIS_FLUSHER_SHARDS={count:?} must be a number of shards from 1 to {}",
+                crate::model::SLOTS
+            ))
+        })?;
+    let Ok(index) = std::env::var("JOB_COMPLETION_INDEX") else {
+        return Err(usage(format!(
+            "REDIS_FLUSHER_SHARDS={count} needs this shard's index in JOB_COMPLETION_INDEX              (a Kubernetes Indexed Job sets it); elsewhere give --shard INDEX/{count}"
+        )));
+    };
+    Shard::of(index.trim(), count).map_err(|e| {
+        usage(format!(
+            "JOB_COMPLETION_INDEX={index:?} with REDIS_FLUSHER_SHARDS={count}: {e}"
+        ))
+    })
 }
 
 /// A table or column name from the setting `flag`/`var`.
@@ -179,6 +221,7 @@ impl FlushConfig {
                 journal_prefix: t.journal_prefix.clone(),
                 keep_unknown: t.keep_unknown,
                 unknown_key: t.unknown_key.clone(),
+                shard: shard(t.shard.as_deref())?,
             },
             target: TargetConfig {
                 table: ident("--table", "REDIS_FLUSHER_TABLE", &t.table)?,
@@ -237,10 +280,16 @@ impl FlushConfig {
         format!("{:08x}", hash as u32)
     }
 
-    /// What the run lock is named by: one flusher per journal prefix and table at a time.
+    /// What the run lock is named by: one flusher per journal prefix and table at a time,
+    /// and per shard (a shard's run never waits for another shard's).
     pub fn lock_name(&self) -> String {
+        let s = self.source.shard;
+        let shard = match s.is_all() {
+            true => String::new(),
+            false => format!(" shard {}/{}", s.index, s.count),
+        };
         format!(
-            "{} -> {}",
+            "{} -> {}{shard}",
             self.source.journal_prefix, self.target.table.name
         )
     }

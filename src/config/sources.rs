@@ -100,7 +100,7 @@ pub(crate) fn loaded() -> Option<&'static EnvFile> {
 }
 
 /// Variables read outside clap (secrets, the test hook), which are ours too.
-const OTHERS: [&str; 8] = [
+const OTHERS: [&str; 9] = [
     "REDIS_PASSWORD",
     "REDIS_PASSWORD_FILE",
     "DB_PASSWORD",
@@ -108,6 +108,7 @@ const OTHERS: [&str; 8] = [
     "REDIS_SENTINEL_PASSWORD",
     "REDIS_SENTINEL_PASSWORD_FILE",
     "REDIS_FLUSHER_FAULT",
+    "REDIS_FLUSHER_SHARDS",
     "REDIS_FLUSHER_TEST_BATCH_KEYS",
 ];
 

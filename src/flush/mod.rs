@@ -45,7 +45,8 @@ pub fn run(cfg: &Config) -> Report {
 
 /// Who a run is: its id, and what its batches are for.
 struct Run {
-    /// `<owner>.<time>-<random>`, unique across runs and hosts; its batches are `<id>-<n>`.
+    /// `<owner>.<time>-<random>`, and `~<first slot>-<end slot>` for a shard
+    /// ([`crate::model::scope_of`]); unique across runs and hosts; its batches are `<id>-<n>`.
     id: String,
     /// This flusher's tag ([`FlushConfig::owner`]).
     owner: String,
@@ -62,7 +63,11 @@ impl Run {
             .map(|d| d.as_millis())
             .unwrap_or(0);
         Run {
-            id: format!("{owner}.{ms:x}-{:08x}", fastrand::u32(..)),
+            id: format!(
+                "{owner}.{ms:x}-{:08x}{}",
+                fastrand::u32(..),
+                cfg.source.shard.id_suffix()
+            ),
             owner,
             target,
         }
@@ -143,8 +148,12 @@ struct Flusher<'a> {
 fn flush(cfg: &Config, report: &mut Report) -> Result<()> {
     // The first line: what this run touches, and where each of those settings came from.
     log::info!(
-        "flushing {} from Redis at {} into {}.{} at {} (settings from: {})",
+        "flushing {}{} from Redis at {} into {}.{} at {} (settings from: {})",
         String::from_utf8_lossy(&cfg.flush.source.scan_match),
+        match cfg.flush.source.shard {
+            s if s.is_all() => String::new(),
+            s => format!(", {s},"),
+        },
         cfg.redis.display,
         cfg.flush.target.table.name,
         cfg.flush.target.count_column.name,
@@ -238,14 +247,15 @@ fn flush_locked(
 
 impl Flusher<'_> {
     /// What a run does once it holds the lock, in this order:
-    /// 1. on a cluster, raises every slot's fence to a token from Postgres, before recovery
-    ///    looks: no older run may claim from here on (one Redis needs none: sealing a journal
-    ///    stops an older run's claims into it);
+    /// 1. on a cluster, raises the fence of every slot it owns (all of them without
+    ///    `--shard`) to a token from Postgres, before recovery looks: no older run may claim
+    ///    there from here on (one Redis needs none: sealing a journal stops an older run's
+    ///    claims into it);
     /// 2. recovers what failed runs left in journals, then tries the quarantine again, so
     ///    that nothing older waits behind this run's batches;
     /// 3. claims and applies (`pipeline.rs`);
-    /// 4. prunes the ledger, only when every journal was finished: a ledger row must outlive
-    ///    the journal it guards.
+    /// 4. prunes the ledger (a shard: the rows of its slots' batches), only when every
+    ///    journal was finished: a ledger row must outlive the journal it guards.
     fn steps(&mut self, all: &Config) -> Result<()> {
         let mut token = 0;
         if let Some(masters) = self.redis.masters() {
@@ -267,8 +277,14 @@ impl Flusher<'_> {
             .pg
             .quarantined(&self.cfg.ledger.quarantine_table, &self.run.owner)?;
         self.tally.lock().quarantine_waiting = waiting as u64;
-        if self.tally.lock().status == Status::Ok {
-            let pruned = self.pg.prune(&self.cfg.ledger, &self.run.owner)?;
+        let finished = {
+            let tally = self.tally.lock();
+            tally.status == Status::Ok && tally.pending_journals == 0
+        };
+        if finished {
+            let shard = self.cfg.source.shard;
+            let scope = (!shard.is_all()).then(|| shard.slots());
+            let pruned = self.pg.prune(&self.cfg.ledger, &self.run.owner, scope)?;
             if pruned > 0 {
                 log::debug!(
                     "pruned {pruned} ledger and run rows older than {} days",

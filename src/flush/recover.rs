@@ -8,14 +8,18 @@ use anyhow::Result;
 
 use super::commit::apply_to;
 use super::Flusher;
-use crate::model::Batch;
+use crate::model::{scope_of, Batch};
 use crate::report::quarantine_examples;
 
 impl Flusher<'_> {
     /// Finishes the journals that failed or killed runs left: applies each once, or only
     /// deletes it when the ledger shows it was applied (killed after COMMIT).
     pub(super) fn recover(&mut self) -> Result<()> {
-        let journals = self.redis.journals(true)?;
+        let mut journals = self.redis.journals(true)?;
+        // A shard recovers the journals whose range starts in its slots: each journal has
+        // exactly one such shard in any layout, and a run without shards owns them all.
+        let own = self.cfg.source.shard.slots();
+        journals.retain(|j| own.contains(&scope_of(&j.id).start));
         if !journals.is_empty() {
             log::info!(
                 "recovering {} left by failed runs",
@@ -25,6 +29,23 @@ impl Flusher<'_> {
         for journal in journals {
             if self.halt.reason().is_some() {
                 return Err(self.halt.stopped("while recovering journals"));
+            }
+            // A journal of another layout (or of a run without shards) may reach past this
+            // run's slots, where only this run's own fences were raised: fence its slots
+            // too, unless a newer run holds one of them (then that run's recovery takes it).
+            let scope = scope_of(&journal.id);
+            if (scope.start < own.start || scope.end > own.end)
+                && !self.redis.fence_slots(scope.clone())?
+            {
+                log::info!(
+                    "journal {} (slots {}-{}) left for a later run: a newer run (another \
+                     shard) holds some of its slots",
+                    journal.key,
+                    scope.start,
+                    scope.end - 1
+                );
+                self.tally.lock().pending_journals += 1;
+                continue;
             }
             // Sealed before reading: no run can add to it any more, so what we apply is
             // everything the ledger row will stand for. On the replicas asked for, with the

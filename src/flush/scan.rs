@@ -9,9 +9,9 @@ use anyhow::Result;
 use super::growth::{batch_bytes, batch_keys, Growth};
 use super::Halt;
 use crate::config::FlushConfig;
-use crate::model::{check_code, BadKey, Batch, ScanStats};
+use crate::model::{check_code, slot, BadKey, Batch, ScanStats};
 use crate::output::progress;
-use crate::redis::RedisSource;
+use crate::redis::{RedisSource, SCRIPT_BYTES};
 use crate::sys::fault;
 
 /// `SCAN … COUNT`: how many slots one SCAN call visits. Fewer calls cost Redis less in all,
@@ -19,21 +19,23 @@ use crate::sys::fault;
 /// 10000 does not (docs/performance.md, "Redis").
 pub const SCAN_COUNT: usize = 1000;
 
-/// The most bytes of keys one claim takes (one Lua script, which Redis runs alone), whatever
-/// `--claim-size` says; at least one key.
-const CHUNK_BYTES: usize = 1 << 20;
+/// On a cluster, the SCANned keys a claim waits for: up to three batches' worth, sorted by
+/// slot, so that a claim takes the keys of about a third of the master's slots, three times
+/// as many keys a slot's script as a claim of the first keys SCAN lists; no more than this
+/// many keys in all (memory).
+const GROUPED_PENDING: usize = 150_000;
 
-/// How many of `pending`'s first keys the next chunk takes: up to `chunk` keys, and up to
-/// [`CHUNK_BYTES`] of them (one at least).
-fn chunk_len(pending: &[Vec<u8>], chunk: usize) -> usize {
-    let mut bytes = 0;
-    for (i, k) in pending.iter().take(chunk).enumerate() {
-        bytes += k.len();
-        if bytes > CHUNK_BYTES && i > 0 {
+/// How many of `pending`'s first keys the next claim takes: up to `most` keys, and up to
+/// `bytes` of them (one at least).
+fn chunk_len(pending: &[Vec<u8>], most: usize, bytes: usize) -> usize {
+    let mut total = 0;
+    for (i, k) in pending.iter().take(most).enumerate() {
+        total += k.len();
+        if total > bytes && i > 0 {
             return i;
         }
     }
-    pending.len().min(chunk)
+    pending.len().min(most)
 }
 
 /// How the SCAN ended when nothing failed.
@@ -79,12 +81,14 @@ pub fn scan_in_batches(
     let max_bytes = batch_bytes(flush.pg_connections);
     let most_keys = batch_keys();
     let chunk = cfg.claim_size.min(batch_size).min(most_keys);
-    let mut seq = 0u64;
-    let mut growth = Growth::default();
-    // A transaction gathers batches only when it may be larger than one.
-    let gather = |growth: &Growth| Some(growth.limit(batch_size)).filter(|&l| l > most_keys);
-    *batch = Batch::new(format!("{run}-0"));
-    batch.gather = gather(&growth).unwrap_or(0);
+    let grouped = redis.groups_by_slot();
+    let mut batches = Batches {
+        run,
+        seq: 0,
+        growth: Growth::default(),
+        batch_size,
+    };
+    *batch = batches.start();
     let mut pending: Vec<Vec<u8>> = Vec::with_capacity(2 * chunk);
     let mut cursor = 0;
     loop {
@@ -109,28 +113,55 @@ pub fn scan_in_batches(
             fault::point("after_scan");
         }
         for key in keys {
+            // Another shard's (on a cluster, only where a master holds slots of both).
+            if !cfg.shard.owns(&key) {
+                continue;
+            }
             match check_code(&key, cfg.prefix.len()) {
                 Some(reason) => stats.add_bad(BadKey { key, reason }),
                 None => pending.push(key),
             }
         }
         let done = next == 0;
-        while pending.len() >= chunk || (done && !pending.is_empty()) {
-            let n = chunk_len(&pending, chunk);
+        loop {
+            let limit = batches.limit();
+            // One Redis: a claim is one script of up to `chunk` keys. A cluster: a claim is
+            // what the batch has room for, one script a slot, so that the more keys a claim
+            // holds, the more of them share a slot's script (redis/cluster/claim.rs).
+            let (most, bytes) = if grouped {
+                // Full, or so nearly that the claim of its rest would be a small one (the
+                // keys of a claim that are gone by then leave room unfilled).
+                let room = limit.saturating_sub(batch.keys as usize);
+                if !batch.is_empty() && (room < limit / 8 || batch.bytes >= max_bytes) {
+                    if !batches.next(redis, take, batch, next, &mut send)? {
+                        return Ok(Claiming::Stopped);
+                    }
+                    continue;
+                }
+                (room, max_bytes - batch.bytes)
+            } else {
+                (chunk, SCRIPT_BYTES)
+            };
+            // Enough keys for the claim, or the SCAN's last ones.
+            let last = done && !pending.is_empty();
+            let wanted = match grouped {
+                true => (3 * most).min(GROUPED_PENDING.max(most)),
+                false => most,
+            };
+            if pending.len() < wanted && !last {
+                break;
+            }
+            if grouped {
+                pending.sort_by_cached_key(|k| slot(k));
+            }
+            let n = chunk_len(&pending, most, bytes);
             let keys: Vec<Vec<u8>> = pending.drain(..n).collect();
             // A batch never holds more keys than --batch-size, so never more codes, nor more
             // than its share of CODE_BYTES of codes.
             let bytes: usize = keys.iter().map(|k| k.len() - cfg.prefix.len()).sum();
-            let limit = growth.limit(batch_size).min(most_keys);
             let full = batch.keys as usize + keys.len() > limit || batch.bytes + bytes > max_bytes;
-            if full && !batch.is_empty() {
-                seq += 1;
-                growth.handed(batch.keys, redis.scan_progress(next));
-                if !hand_over(redis, take, batch, &mut send)? {
-                    return Ok(Claiming::Stopped); // the applier stopped: its error is reported
-                }
-                *batch = Batch::new(format!("{run}-{seq}"));
-                batch.gather = gather(&growth).unwrap_or(0);
+            if full && !batch.is_empty() && !batches.next(redis, take, batch, next, &mut send)? {
+                return Ok(Claiming::Stopped); // the applier stopped: its error is reported
             }
             let t = Instant::now();
             let bad = match take {
@@ -155,6 +186,50 @@ pub fn scan_in_batches(
         hand_over(redis, take, batch, &mut send)?;
     }
     Ok(Claiming::Done)
+}
+
+/// A run's batches: named `<run>-<n>`, sized by their [`Growth`].
+struct Batches<'a> {
+    run: &'a str,
+    seq: u64,
+    growth: Growth,
+    batch_size: usize,
+}
+
+impl Batches<'_> {
+    /// A new batch, `<run>-<seq>`; a transaction gathers batches only when it may be larger
+    /// than one.
+    fn start(&self) -> Batch {
+        let mut b = Batch::new(format!("{}-{}", self.run, self.seq));
+        b.gather = Some(self.growth.limit(self.batch_size))
+            .filter(|&l| l > batch_keys())
+            .unwrap_or(0);
+        b
+    }
+
+    /// The most keys the batch being filled may hold.
+    fn limit(&self) -> usize {
+        self.growth.limit(self.batch_size).min(batch_keys())
+    }
+
+    /// Hands the batch being filled over (its growth counted, SCAN at `cursor`) and starts
+    /// the next; false when the receiver went away.
+    fn next(
+        &mut self,
+        redis: &mut RedisSource,
+        take: Take,
+        batch: &mut Batch,
+        cursor: u64,
+        send: &mut impl FnMut(Batch) -> Result<bool>,
+    ) -> Result<bool> {
+        self.seq += 1;
+        self.growth.handed(batch.keys, redis.scan_progress(cursor));
+        if !hand_over(redis, take, batch, send)? {
+            return Ok(false);
+        }
+        *batch = self.start();
+        Ok(true)
+    }
 }
 
 /// Hands a finished batch to `send`; a claimed one only once its claims are on the replicas
@@ -199,11 +274,11 @@ mod tests {
     #[test]
     fn a_chunk_stops_at_its_bytes_but_takes_one_key_at_least() {
         let small = vec![vec![0u8; 10]; 300];
-        assert_eq!(chunk_len(&small, 250), 250);
-        assert_eq!(chunk_len(&small[..7], 250), 7);
+        assert_eq!(chunk_len(&small, 250, SCRIPT_BYTES), 250);
+        assert_eq!(chunk_len(&small[..7], 250, SCRIPT_BYTES), 7);
         let big = vec![vec![0u8; 400_000]; 5];
-        assert_eq!(chunk_len(&big, 250), 2);
+        assert_eq!(chunk_len(&big, 250, SCRIPT_BYTES), 2);
         let huge = vec![vec![0u8; 3 << 20]; 2];
-        assert_eq!(chunk_len(&huge, 250), 1);
+        assert_eq!(chunk_len(&huge, 250, SCRIPT_BYTES), 1);
     }
 }

@@ -3,14 +3,16 @@
 //!
 //! No I/O lives here, and nothing here knows Redis, Postgres or the command line.
 //! `batch.rs` holds the batch and its compact codes; `packed.rs` the format of a claimed
-//! chunk in a journal.
+//! chunk in a journal; `shard.rs` hash slots and the shard a run owns.
 
 mod batch;
 mod packed;
+mod shard;
 
 pub use batch::{Batch, Head};
 pub(crate) use packed::decode;
 pub use packed::encode;
+pub use shard::{scope_of, slot, Shard, SLOTS};
 
 /// One claimed counter: the code (the key minus the pattern prefix) and the hits it held.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -41,9 +41,20 @@ impl Targets {
         Ok(Targets {
             push: endpoint("REDIS_FLUSHER_METRICS_PUSH_URL", &args.metrics_push_url)?,
             ping: endpoint("REDIS_FLUSHER_PING_URL", &args.ping_url)?,
-            grouping: vec![("journal_prefix", flush.source.journal_prefix.clone())],
+            grouping: grouping(flush),
         })
     }
+}
+
+/// `journal_prefix` tells two flushers apart; a shard adds `shard="INDEX/COUNT"`, so that the
+/// shards of one flusher do not replace each other's group.
+fn grouping(flush: &FlushConfig) -> Vec<(&'static str, String)> {
+    let mut out = vec![("journal_prefix", flush.source.journal_prefix.clone())];
+    let shard = flush.source.shard;
+    if !shard.is_all() {
+        out.push(("shard", format!("{}/{}", shard.index, shard.count)));
+    }
+    out
 }
 
 enum News {

@@ -71,9 +71,19 @@ impl Session {
     /// can tell. Ledger rows written before 0.2 carry no tag and stay (an operator deletes
     /// them once every flusher has run: the upgrade notes say how); run rows guard nothing, so
     /// untagged ones go by age.
-    pub fn prune(&mut self, cfg: &LedgerConfig, owner: &str) -> Result<u64> {
+    ///
+    /// A shard (`scope`, its slots; `None` without `--shard`) prunes only the ledger rows of
+    /// batches whose range starts in its slots: the journals whose recovery it has just
+    /// finished. A batch of a run without shards starts at slot 0.
+    pub fn prune(
+        &mut self,
+        cfg: &LedgerConfig,
+        owner: &str,
+        scope: Option<std::ops::Range<u16>>,
+    ) -> Result<u64> {
         let mut pruned = 0;
         let mine = format!("{owner}.%");
+        let (from, to) = scope.map_or((0, i32::MAX), |r| (i32::from(r.start), i32::from(r.end)));
         for (table, column, id, legacy) in [
             (&cfg.ledger_table, "applied_at", "batch_id", ""),
             (
@@ -83,16 +93,24 @@ impl Session {
                 " OR run_id NOT LIKE '%.%'",
             ),
         ] {
+            // `~<first slot>-<end slot>` in a shard's ids (model/shard.rs).
             let sql = format!(
                 "DELETE FROM {} WHERE {column} < now() - make_interval(days => $1) \
-                 AND ({id} LIKE $2{legacy})",
+                 AND ({id} LIKE $2{legacy}) \
+                 AND coalesce(substring({id} from '~([0-9]+)-')::int, 0) >= $3 \
+                 AND coalesce(substring({id} from '~([0-9]+)-')::int, 0) < $4",
                 table.quoted
             );
             let days = cfg.ledger_days as i32;
             pruned += self.execute(
                 &format!("pruning table `{}`", table.name),
                 &sql,
-                &[(&days, Type::INT4), (&mine, Type::TEXT)],
+                &[
+                    (&days, Type::INT4),
+                    (&mine, Type::TEXT),
+                    (&from, Type::INT4),
+                    (&to, Type::INT4),
+                ],
             )?;
         }
         Ok(pruned)

@@ -31,6 +31,10 @@ use crate::model::Claimed;
 use cluster::Cluster;
 use single::Single;
 
+/// The most bytes of keys one claim script takes (Redis runs a script alone: the app's
+/// INCRs wait for it), whatever `--claim-size` says; at least one key.
+pub const SCRIPT_BYTES: usize = 1 << 20;
+
 /// A journal that recovery found: a batch's id, its key for messages, and where it lives.
 #[derive(Debug, Clone)]
 pub struct Journal {
@@ -63,7 +67,12 @@ pub struct RedisSource {
 impl RedisSource {
     pub fn connect(cfg: &RedisConfig, source: &SourceConfig) -> Result<RedisSource> {
         let backend = if cfg.cluster {
-            Backend::Cluster(Cluster::connect(cfg, &source.journal_prefix)?)
+            Backend::Cluster(Cluster::connect(
+                cfg,
+                &source.journal_prefix,
+                source.claim_size,
+                source.shard.slots(),
+            )?)
         } else {
             Backend::Single(Single::new(
                 conn::connect(cfg)?,
@@ -101,13 +110,23 @@ impl RedisSource {
         }
     }
 
-    /// On Redis Cluster, raises every slot's fence to `token` so that an older run can claim
-    /// nothing more; must come before recovery lists the journals. Nothing to do on one
+    /// On Redis Cluster, raises the fence of every slot this run owns to `token` so that an
+    /// older run can claim nothing more there; must come before recovery lists the journals. Nothing to do on one
     /// Redis, where sealing suffices.
     pub fn raise_fences(&mut self, token: i64) -> Result<()> {
         match &mut self.backend {
             Backend::Single(_) => Ok(()),
             Backend::Cluster(c) => c.raise_fences(token),
+        }
+    }
+
+    /// On Redis Cluster, raises the fences of `slots` to this run's token: false if a newer
+    /// run has raised one of them higher (then this run must leave what is in those slots to
+    /// it). Always true on one Redis, where sealing a journal suffices.
+    pub fn fence_slots(&mut self, slots: std::ops::Range<u16>) -> Result<bool> {
+        match &mut self.backend {
+            Backend::Single(_) => Ok(true),
+            Backend::Cluster(c) => c.fence_slots(slots),
         }
     }
 
@@ -193,6 +212,13 @@ impl RedisSource {
             );
         }
         Ok(())
+    }
+
+    /// Whether a claim should hold as many keys as its batch has room for (a cluster, which
+    /// claims one script a slot: the more keys a claim holds, the more share a script), not
+    /// one script's worth (`--claim-size`).
+    pub fn groups_by_slot(&self) -> bool {
+        matches!(self.backend, Backend::Cluster(_))
     }
 
     /// Claims `keys` into the chunk `field` of batch `batch_id`'s journal, atomically. Keys

@@ -8,24 +8,9 @@ use std::sync::OnceLock;
 use anyhow::{bail, Result};
 use redis::Value;
 
-pub const SLOTS: usize = 16384;
+pub const SLOTS: usize = crate::model::SLOTS as usize;
 
-/// The hash slot of a key, with Redis Cluster's hash-tag rule: the part between the first
-/// `{` and the next `}`, if that part is not empty.
-pub fn slot(key: &[u8]) -> u16 {
-    let hashed = key
-        .iter()
-        .position(|&b| b == b'{')
-        .and_then(|open| {
-            let rest = &key[open + 1..];
-            rest.iter()
-                .position(|&b| b == b'}')
-                .filter(|&close| close > 0)
-                .map(|close| &rest[..close])
-        })
-        .unwrap_or(key);
-    crc16::State::<crc16::XMODEM>::calculate(hashed) % SLOTS as u16
-}
+pub use crate::model::slot;
 
 /// A short hash tag for each slot: `tags()[s]` hashes to slot `s`.
 pub fn tags() -> &'static [String] {

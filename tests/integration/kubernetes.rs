@@ -159,6 +159,29 @@ fn the_cronjob_fails_at_once_on_exit_2_and_retries_exit_1() {
     check_pod("the CronJob", pod);
 }
 
+/// One pod per shard, each told the count: an Indexed Job sets JOB_COMPLETION_INDEX.
+#[test]
+fn the_sharded_cronjob_runs_one_pod_per_shard() {
+    let cron = &docs("cronjob-sharded.yaml")[0];
+    assert_eq!(cron["kind"], "CronJob");
+    assert_eq!(cron["spec"]["concurrencyPolicy"], "Forbid");
+    let job = &cron["spec"]["jobTemplate"]["spec"];
+    assert_eq!(job["completionMode"], "Indexed");
+    let pod = &job["template"]["spec"];
+    let shards = flusher(pod)["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .find(|e| e["name"] == "REDIS_FLUSHER_SHARDS")
+        .and_then(|e| e["value"].as_str())
+        .and_then(|v| v.parse::<i64>().ok())
+        .expect("REDIS_FLUSHER_SHARDS, a number");
+    assert_eq!(job["completions"], shards);
+    assert_eq!(job["parallelism"], shards);
+    assert_eq!(flusher(pod)["args"], serde_json::json!(["run"]));
+    check_pod("the sharded CronJob", pod);
+}
+
 #[test]
 fn the_deployment_probes_what_serve_serves_and_two_replicas_are_safe() {
     let deploy = &docs("deployment.yaml")[0];

@@ -17,6 +17,7 @@
 //! | `image` | the container image, built from the Dockerfile and run from its mounted root |
 //! | `kubernetes` | the manifests, validated against the Kubernetes 1.31 schemas, and what they hold |
 //! | `cluster` | a private Redis Cluster |
+//! | `shards` | `--shard`: processes splitting the slots, on one Redis and a cluster |
 //! | `traps` | what an operator trips on: default targets, typos, exit codes, secrets in errors |
 
 mod common;
@@ -33,6 +34,7 @@ mod operate;
 mod reliability;
 mod serve;
 mod settings;
+mod shards;
 mod stage;
 mod tls;
 mod traps;

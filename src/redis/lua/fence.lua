@@ -4,7 +4,12 @@
 
   KEYS[1] the slot's fence
   ARGV[1] the token
+  Returns the fence after: the token, or a higher one (a newer run's).
 ]]
-local f = redis.call('GET', KEYS[1])
-if not f or tonumber(f) < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end
-return 1
+local f = tonumber(redis.call('GET', KEYS[1]) or '0')
+local t = tonumber(ARGV[1])
+if f < t then
+  redis.call('SET', KEYS[1], ARGV[1])
+  return t
+end
+return f
