@@ -61,7 +61,8 @@ pub struct TargetArgs {
         long,
         env = "REDIS_FLUSHER_SHARD",
         value_name = "INDEX/COUNT",
-        help_heading = "Target"
+        help_heading = "Target",
+        hide_short_help = true
     )]
     pub shard: Option<String>,
 

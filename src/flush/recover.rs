@@ -32,7 +32,8 @@ impl Flusher<'_> {
             }
             // A journal of another layout (or of a run without shards) may reach past this
             // run's slots, where only this run's own fences were raised: fence its slots
-            // too, unless a newer run holds one of them (then that run's recovery takes it).
+            // too, unless a newer run (another shard) holds one of them: then the journal
+            // waits for a later run of this shard, which will have a newer token.
             let scope = scope_of(&journal.id);
             if (scope.start < own.start || scope.end > own.end)
                 && !self.redis.fence_slots(scope.clone())?

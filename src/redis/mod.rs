@@ -111,8 +111,8 @@ impl RedisSource {
     }
 
     /// On Redis Cluster, raises the fence of every slot this run owns to `token` so that an
-    /// older run can claim nothing more there; must come before recovery lists the journals. Nothing to do on one
-    /// Redis, where sealing suffices.
+    /// older run can claim nothing more there; must come before recovery lists the journals.
+    /// Nothing to do on one Redis, where sealing suffices.
     pub fn raise_fences(&mut self, token: i64) -> Result<()> {
         match &mut self.backend {
             Backend::Single(_) => Ok(()),
