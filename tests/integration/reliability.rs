@@ -9,7 +9,8 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{
-    finish_within, overlapping_runs_under_load, servers, start_postgres, start_redis, TestEnv,
+    finish_within, overlapping_runs_under_load, seeded_rng, servers, start_postgres, start_redis,
+    TestEnv,
 };
 
 /// Starts `run` in the background with short timeouts, so that a broken server is noticed in
@@ -384,12 +385,7 @@ fn random_kills(connections: &str, gathered: bool) {
         "--pg-connections",
         connections,
     ];
-    let seed = std::env::var("REDIS_FLUSHER_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| fastrand::u64(..));
-    eprintln!("seed {seed} (REDIS_FLUSHER_SEED={seed} repeats this run)");
-    let mut rng = fastrand::Rng::with_seed(seed);
+    let (seed, mut rng) = seeded_rng();
     let env = TestEnv::new(CODES);
     let knob: &[(&str, &str)] = if gathered {
         &[("REDIS_FLUSHER_TEST_BATCH_KEYS", "500")]

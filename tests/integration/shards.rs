@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::{finish_within, servers, start_cluster, RedisCluster, TestEnv};
+use crate::common::{finish_within, seeded_rng, servers, start_cluster, RedisCluster, TestEnv};
 
 const CODES: u64 = 3000;
 
@@ -30,15 +30,7 @@ impl Target {
     fn owners(&self, env: &TestEnv) -> Vec<u16> {
         match self {
             Target::One => vec![env.redis_port; 16384],
-            Target::Cluster(c) => {
-                let mut owner = vec![0u16; 16384];
-                for (port, slots) in c.masters() {
-                    for s in slots {
-                        owner[s as usize] = port;
-                    }
-                }
-                owner
-            }
+            Target::Cluster(c) => c.owners(),
         }
     }
 
@@ -141,12 +133,7 @@ fn round(env: &TestEnv, target: &Target, count: u16, rng: &mut fastrand::Rng) ->
 }
 
 fn shards_under_load(env: &TestEnv, target: &Target) {
-    let seed = std::env::var("REDIS_FLUSHER_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| fastrand::u64(..));
-    eprintln!("seed {seed} (REDIS_FLUSHER_SEED={seed} repeats this run)");
-    let mut rng = fastrand::Rng::with_seed(seed);
+    let (seed, mut rng) = seeded_rng();
     let stop = Arc::new(AtomicBool::new(false));
     let writers = writers(env, target, &stop);
     let mut killed = 0;
@@ -254,12 +241,7 @@ fn a_shard_setting_that_cannot_work_is_refused() {
 
 /// The highest fence among slots `from..to` of a cluster (0 where none was raised).
 fn highest_fence(cluster: &RedisCluster, env: &TestEnv, from: u16, to: u16) -> i64 {
-    let mut owner = vec![0u16; 16384];
-    for (port, slots) in cluster.masters() {
-        for s in slots {
-            owner[s as usize] = port;
-        }
-    }
+    let owner = cluster.owners();
     cluster
         .keys(&env.journal_prefix)
         .into_iter()

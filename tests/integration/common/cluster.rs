@@ -185,14 +185,20 @@ impl RedisCluster {
         out
     }
 
-    /// Sets `<prefix>c1..c<n>` to `f(i)` on the masters that own them; returns the sum.
-    pub fn set_many(&self, prefix: &str, n: u32, f: impl Fn(u32) -> i64) -> i64 {
+    /// Slot → the port of the master that owns it.
+    pub fn owners(&self) -> Vec<u16> {
         let mut owner = vec![0u16; 16384];
         for (port, slots) in self.masters() {
             for s in slots {
                 owner[s as usize] = port;
             }
         }
+        owner
+    }
+
+    /// Sets `<prefix>c1..c<n>` to `f(i)` on the masters that own them; returns the sum.
+    pub fn set_many(&self, prefix: &str, n: u32, f: impl Fn(u32) -> i64) -> i64 {
+        let owner = self.owners();
         let mut pipes: std::collections::BTreeMap<u16, redis::Pipeline> = Default::default();
         let mut sum = 0;
         for i in 1..=n {

@@ -536,6 +536,18 @@ pub fn scan_keys(con: &mut redis::Connection, prefix: &str) -> Vec<String> {
         .collect()
 }
 
+/// A random generator for a test that draws its moves at random: seeded from
+/// `REDIS_FLUSHER_SEED` when set, else at random, the seed printed so that a failure can be
+/// repeated.
+pub fn seeded_rng() -> (u64, fastrand::Rng) {
+    let seed = std::env::var("REDIS_FLUSHER_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("seed {seed} (REDIS_FLUSHER_SEED={seed} repeats this run)");
+    (seed, fastrand::Rng::with_seed(seed))
+}
+
 /// Writer threads INCRing random codes (1..=known_codes known, then 100 without a row) until
 /// `stop`; each returns the (known, unknown) INCRs it made.
 pub fn start_writers(
