@@ -27,9 +27,9 @@ const GROUPED_PENDING: usize = 150_000;
 
 /// How many of `pending`'s first keys the next claim takes: up to `most` keys, and up to
 /// `bytes` of them (one at least).
-fn chunk_len(pending: &[Vec<u8>], most: usize, bytes: usize) -> usize {
+fn chunk_len(pending: &[(u16, Vec<u8>)], most: usize, bytes: usize) -> usize {
     let mut total = 0;
-    for (i, k) in pending.iter().take(most).enumerate() {
+    for (i, (_, k)) in pending.iter().take(most).enumerate() {
         total += k.len();
         if total > bytes && i > 0 {
             return i;
@@ -89,7 +89,10 @@ pub fn scan_in_batches(
         batch_size,
     };
     *batch = batches.start();
-    let mut pending: Vec<Vec<u8>> = Vec::with_capacity(2 * chunk);
+    // Keys waiting for a claim, each with its slot: computed once, where it is needed (a
+    // cluster sorts by it, a shard keeps only its own), else 0.
+    let slotted = grouped || !cfg.shard.is_all();
+    let mut pending: Vec<(u16, Vec<u8>)> = Vec::with_capacity(2 * chunk);
     let mut cursor = 0;
     loop {
         // Checked once per SCAN step: a step and its claims take a few milliseconds.
@@ -113,13 +116,14 @@ pub fn scan_in_batches(
             fault::point("after_scan");
         }
         for key in keys {
+            let s = if slotted { slot(&key) } else { 0 };
             // Another shard's (on a cluster, only where a master holds slots of both).
-            if !cfg.shard.owns(&key) {
+            if !cfg.shard.owns_slot(s) {
                 continue;
             }
             match check_code(&key, cfg.prefix.len()) {
                 Some(reason) => stats.add_bad(BadKey { key, reason }),
-                None => pending.push(key),
+                None => pending.push((s, key)),
             }
         }
         let done = next == 0;
@@ -152,10 +156,12 @@ pub fn scan_in_batches(
                 break;
             }
             if grouped {
-                pending.sort_by_cached_key(|k| slot(k));
+                // Stable: what is left of the last sort stays a sorted run, and only the
+                // keys SCANned since are sorted into it.
+                pending.sort_by_key(|&(s, _)| s);
             }
             let n = chunk_len(&pending, most, bytes);
-            let keys: Vec<Vec<u8>> = pending.drain(..n).collect();
+            let keys: Vec<Vec<u8>> = pending.drain(..n).map(|(_, k)| k).collect();
             // A batch never holds more keys than --batch-size, so never more codes, nor more
             // than its share of CODE_BYTES of codes.
             let bytes: usize = keys.iter().map(|k| k.len() - cfg.prefix.len()).sum();
@@ -273,12 +279,12 @@ mod tests {
 
     #[test]
     fn a_chunk_stops_at_its_bytes_but_takes_one_key_at_least() {
-        let small = vec![vec![0u8; 10]; 300];
+        let small = vec![(0u16, vec![0u8; 10]); 300];
         assert_eq!(chunk_len(&small, 250, SCRIPT_BYTES), 250);
         assert_eq!(chunk_len(&small[..7], 250, SCRIPT_BYTES), 7);
-        let big = vec![vec![0u8; 400_000]; 5];
+        let big = vec![(0u16, vec![0u8; 400_000]); 5];
         assert_eq!(chunk_len(&big, 250, SCRIPT_BYTES), 2);
-        let huge = vec![vec![0u8; 3 << 20]; 2];
+        let huge = vec![(0u16, vec![0u8; 3 << 20]); 2];
         assert_eq!(chunk_len(&huge, 250, SCRIPT_BYTES), 1);
     }
 }

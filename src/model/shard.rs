@@ -73,9 +73,9 @@ impl Shard {
         self.count == 1
     }
 
-    /// Whether `key` is in its slots.
-    pub fn owns(&self, key: &[u8]) -> bool {
-        self.is_all() || self.slots().contains(&slot(key))
+    /// Whether slot `s` is one of its (any slot, without shards).
+    pub fn owns_slot(&self, s: u16) -> bool {
+        self.is_all() || self.slots().contains(&s)
     }
 
     /// What a run id of this shard ends with: `~<first slot>-<end slot>`; nothing without
@@ -158,7 +158,7 @@ mod tests {
         assert_eq!(slot(b"foo"), 12182);
         assert_eq!(slot(b"{user1000}.following"), slot(b"user1000"));
         assert_ne!(slot(b"a{}b"), slot(b""));
-        assert!(Shard { index: 2, count: 3 }.owns(b"foo"));
-        assert!(!Shard { index: 0, count: 3 }.owns(b"foo"));
+        assert!(Shard { index: 2, count: 3 }.owns_slot(slot(b"foo")));
+        assert!(!Shard { index: 0, count: 3 }.owns_slot(slot(b"foo")));
     }
 }
