@@ -50,6 +50,18 @@ fn serve_flushes_every_interval_counts_it_and_stops_with_exit_0() {
     wait_until(Duration::from_secs(20), "the second keys flushed", || {
         env.total() == first + second
     });
+    // The rows are committed before the run ends (its journals deleted, its figures
+    // counted): the metrics follow once it has.
+    wait_until(
+        Duration::from_secs(20),
+        "serve counted the second keys",
+        || {
+            sample(
+                &http_get(&addr, "/metrics").1,
+                "redis_flusher_keys_flushed_total",
+            ) == Some(160.0)
+        },
+    );
     let (status, health) = http_get(&addr, "/healthz");
     assert_eq!(status, 200, "{health}");
     let (status, page) = http_get(&addr, "/metrics");
@@ -203,6 +215,13 @@ fn prometheus_scrapes_serve_and_its_counters_equal_the_hits_sent() {
     let child = spawn_serve(&env, &["--interval", "1s", "--listen", &addr]);
     wait_until(Duration::from_secs(20), "the keys flushed", || {
         env.total() == sent
+    });
+    // The run ends (and is counted) a little after its rows are committed.
+    wait_until(Duration::from_secs(20), "serve counted the keys", || {
+        sample(
+            &http_get(&addr, "/metrics").1,
+            "redis_flusher_keys_flushed_total",
+        ) == Some(500.0)
     });
     let prometheus = start_prometheus(&addr);
     // Its first scrape comes some seconds after it starts.
